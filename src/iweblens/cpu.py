@@ -1,0 +1,83 @@
+"""How much CPU this process may really use.
+
+A pod limited to 0.5 CPU still sees every core of the node in ``os.cpu_count()``; sizing thread
+pools from that number makes OpenCV spawn threads that only fight over the quota. The cgroup CPU
+quota (v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``) is the real allotment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _own_cgroup_paths(proc_cgroup: str) -> dict[str, str]:
+    """Map each controller (``""`` for cgroup v2) to this process's cgroup path."""
+    paths: dict[str, str] = {}
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _quota_v2(directory: Path) -> float | None:
+    text = _read(directory / "cpu.max")
+    if not text:
+        return None
+    quota, _, period = text.partition(" ")
+    if quota == "max" or not period:
+        return None
+    return int(quota) / int(period)
+
+
+def _quota_v1(directory: Path) -> float | None:
+    quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
+    if not quota or not period or int(quota) <= 0:
+        return None
+    return int(quota) / int(period)
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> float | None:
+    """CPU quota of this process's cgroup in cores, or None when it has no limit.
+
+    Inside a container the cgroup namespace usually makes our cgroup the mount's root, so the
+    mount root is tried as well as the path from ``/proc/self/cgroup``. The tightest quota wins.
+    """
+    if proc_cgroup is None:
+        proc_cgroup = _read(Path("/proc/self/cgroup")) or ""
+    paths = _own_cgroup_paths(proc_cgroup)
+    quotas: list[float | None] = []
+    v2_path = paths.get("", "/").lstrip("/")
+    for base in (root, root / "unified"):
+        quotas += [_quota_v2(base / v2_path), _quota_v2(base)]
+    v1_path = paths.get("cpu", "/").lstrip("/")
+    for base in (root / "cpu", root / "cpu,cpuacct"):
+        quotas += [_quota_v1(base / v1_path), _quota_v1(base)]
+    found = [quota for quota in quotas if quota is not None]
+    return min(found) if found else None
+
+
+def cpu_allotment() -> float:
+    """Cores this process may use: the cgroup quota, capped by the CPUs it may be scheduled on."""
+    visible = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota()
+    return min(quota, visible) if quota is not None else float(visible)
+
+
+def threads_for(allotment: float) -> int:
+    """Compute threads worth running for an allotment: 0.5 CPU gets 1, 1.5 gets 2."""
+    return max(1, math.ceil(allotment - 1e-9))
