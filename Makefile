@@ -22,5 +22,6 @@ lint: install
 	$(BIN)/ruff format --check src tests
 
 test: install lint
+	scripts/install-system-deps.sh
 	$(BIN)/iweblens fetch-model
 	$(BIN)/pytest

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the full test suite needs (browser, Docker engine, load balancer, ...).
+# Installs only what is missing; without root or apt it says so and leaves the dependent tests
+# to skip with a reason.
+set -euo pipefail
+PACKAGES=(
+)
+missing=()
+for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "install-system-deps: cannot install ${missing[*]} (needs root and apt-get)" >&2
+    exit 0
+fi
+echo "install-system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,86 @@
+"""The service's own subcommands: ``serve``, ``detect`` and ``fetch-model``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .config import Settings
+from .model_store import ModelIntegrityError, ModelPaths, ModelStore
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="run the detection service (gunicorn)")
+    serve.add_argument("--host", help="address to bind (IWEBLENS_HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to bind (IWEBLENS_PORT, default 5000)")
+    serve.add_argument("--threads", type=int, help="request threads (IWEBLENS_THREADS, default 64)")
+    serve.set_defaults(run=run_serve)
+
+    detect = subparsers.add_parser("detect", help="detect objects in images, without a server")
+    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    detect.set_defaults(run=run_detect)
+
+    fetch = subparsers.add_parser("fetch-model", help="fetch and verify the model files")
+    fetch.set_defaults(run=run_fetch_model)
+
+
+def _ensure_model(settings: Settings) -> ModelPaths:
+    try:
+        return ModelStore(settings.model_dir, progress=sys.stderr.isatty()).ensure()
+    except ModelIntegrityError as error:
+        raise SystemExit(f"iweblens: {error}") from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    overrides = {
+        name: value
+        for name in ("host", "port", "threads")
+        if (value := getattr(args, name)) is not None
+    }
+    settings = dataclasses.replace(Settings.from_env(), **overrides)
+    _ensure_model(settings)
+    serve(settings)
+    return 0
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from .detector import Detector, ImageDecodeError
+    from .engines import create_engine
+    from .protocol import DetectionRequest, Flavour, render_detections
+
+    settings = Settings.from_env()
+    paths = _ensure_model(settings)
+    detector = Detector(
+        create_engine(settings.engine, paths),
+        paths.labels(),
+        input_size=settings.input_size,
+        confidence=settings.confidence,
+        nms=settings.nms,
+    )
+    results = {}
+    for image in args.images:
+        data = image.read_bytes()
+        try:
+            detections = detector.detect_bytes(data)
+        except ImageDecodeError as error:
+            print(f"iweblens: {image}: {error}", file=sys.stderr)
+            return 1
+        results[str(image)] = render_detections(
+            DetectionRequest(data, Flavour.MULTIPART), detections
+        )
+    output = next(iter(results.values())) if len(results) == 1 else results
+    print(json.dumps(output, indent=2))
+    return 0
+
+
+def run_fetch_model(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    paths = _ensure_model(settings)
+    for path in (paths.cfg, paths.weights, paths.names):
+        print(path)
+    return 0
