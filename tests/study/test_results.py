@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,32 +16,10 @@ from iweblens.results import (
     read_results,
 )
 
-
-def make_row(pods: int = 2, threads: int = 4, repeat: int = 1, **overrides: object) -> dict:
-    row = {
-        "timestamp": "2025-01-01T00:00:00+00:00",
-        "backend": "local",
-        "engine": "opencv",
-        "pods": pods,
-        "threads": threads,
-        "repeat": repeat,
-        "images": 128,
-        "mean_s": 0.8125,
-        "p50_s": 0.75,
-        "p95_s": 1.5,
-        "p99_s": 1.75,
-        "throughput": 4.5,
-        "errors": 0,
-        "timeouts": 0,
-        "per_replica": {"pod-b": 64, "pod-a": 64},
-        "cpu_limit": 0.5,
-        "load1": 1.25,
-    }
-    row.update(overrides)
-    return row
+RowFactory = Callable[..., dict]
 
 
-def test_header_is_the_contract(tmp_path: Path) -> None:
+def test_header_is_the_contract(tmp_path: Path, make_row: RowFactory) -> None:
     path = tmp_path / "results.csv"
     append_result(path, make_row())
     header = path.read_text().splitlines()[0]
@@ -51,16 +30,16 @@ def test_header_is_the_contract(tmp_path: Path) -> None:
     assert tuple(header.split(",")) == RESULT_COLUMNS
 
 
-def test_round_trip_gives_typed_values(tmp_path: Path) -> None:
+def test_round_trip_gives_typed_values(tmp_path: Path, make_row: RowFactory) -> None:
     path = tmp_path / "nested" / "results.csv"
-    rows = [make_row(pods, threads) for pods in (1, 2) for threads in (1, 8)]
+    rows = [make_row(pods=pods, threads=threads) for pods in (1, 2) for threads in (1, 8)]
     for row in rows:
         append_result(path, row)
     assert read_results(path) == rows
     assert "pod-a=64;pod-b=64" in path.read_text()
 
 
-def test_appending_keeps_one_header(tmp_path: Path) -> None:
+def test_appending_keeps_one_header(tmp_path: Path, make_row: RowFactory) -> None:
     path = tmp_path / "results.csv"
     append_result(path, make_row(repeat=1))
     append_result(path, make_row(repeat=2))
@@ -70,7 +49,7 @@ def test_appending_keeps_one_header(tmp_path: Path) -> None:
     assert [int(cells[5]) for cells in lines[1:]] == [1, 2]
 
 
-def test_unknown_values_stay_unknown(tmp_path: Path) -> None:
+def test_unknown_values_stay_unknown(tmp_path: Path, make_row: RowFactory) -> None:
     path = tmp_path / "results.csv"
     append_result(path, make_row(cpu_limit=None, load1=None, per_replica=""))
     (row,) = read_results(path)
@@ -79,7 +58,7 @@ def test_unknown_values_stay_unknown(tmp_path: Path) -> None:
     assert row["per_replica"] == {}
 
 
-def test_partial_last_line_is_ignored_then_overwritten(tmp_path: Path) -> None:
+def test_partial_last_line_is_dropped(tmp_path: Path, make_row: RowFactory) -> None:
     path = tmp_path / "results.csv"
     append_result(path, make_row(repeat=1))
     with path.open("a") as handle:
@@ -89,7 +68,7 @@ def test_partial_last_line_is_ignored_then_overwritten(tmp_path: Path) -> None:
     assert [row["repeat"] for row in read_results(path)] == [1, 2]
 
 
-def test_rows_must_have_exactly_the_columns(tmp_path: Path) -> None:
+def test_rows_must_have_exactly_the_columns(tmp_path: Path, make_row: RowFactory) -> None:
     row = make_row()
     del row["load1"]
     with pytest.raises(ValueError, match="load1"):
@@ -98,7 +77,7 @@ def test_rows_must_have_exactly_the_columns(tmp_path: Path) -> None:
         append_result(tmp_path / "results.csv", make_row(bogus=1))
 
 
-def test_foreign_csv_is_refused(tmp_path: Path) -> None:
+def test_foreign_csv_is_refused(tmp_path: Path, make_row: RowFactory) -> None:
     path = tmp_path / "other.csv"
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="header"):
