@@ -107,7 +107,7 @@ def _json_request(image: Path) -> tuple[dict, Callable[[requests.Response], str 
 _REQUEST_BUILDERS = {"multipart": _multipart_request, "json": _json_request}
 
 
-class _Poster:
+class Poster:
     """POSTs one image; a new connection per request unless ``keep_alive`` (one per thread)."""
 
     def __init__(self, endpoint: str, protocol: str, timeout: float, keep_alive: bool) -> None:
@@ -147,12 +147,9 @@ class _Poster:
 
 def send_all(
     images: Sequence[Path],
-    endpoint: str,
+    post: Callable[[Path], RequestOutcome],
     threads: int,
     *,
-    protocol: str = "multipart",
-    timeout: float = 60.0,
-    keep_alive: bool = False,
     progress: bool = True,
 ) -> tuple[list[RequestOutcome], float]:
     """Post every image once from ``threads`` workers.
@@ -161,7 +158,6 @@ def send_all(
     """
     if threads < 1:
         raise ValueError("threads must be at least 1")
-    post = _Poster(endpoint, protocol, timeout, keep_alive)
     outcomes = []
     started = time.perf_counter()
     with (
@@ -211,16 +207,8 @@ def run_load(
     progress: bool = True,
 ) -> LoadResult:
     """One closed-loop run: every image posted once by ``threads`` workers."""
-    outcomes, wall_s = send_all(
-        images,
-        endpoint,
-        threads,
-        protocol=protocol,
-        timeout=timeout,
-        keep_alive=keep_alive,
-        progress=progress,
-    )
-    return summarize_load(outcomes, wall_s)
+    post = Poster(endpoint, protocol, timeout, keep_alive)
+    return summarize_load(*send_all(images, post, threads, progress=progress))
 
 
 def reference_line(result: LoadResult) -> str:
@@ -261,15 +249,8 @@ def _run_client(args: argparse.Namespace) -> int:
     if not images:
         print(f"no .jpg, .jpeg or .png files in {args.inputfolder}", file=sys.stderr)
         return 2
-    outcomes, wall_s = send_all(
-        images,
-        args.endpoint,
-        args.num_threads,
-        protocol=args.protocol,
-        timeout=args.timeout,
-        keep_alive=args.keep_alive,
-        progress=not args.no_progress,
-    )
+    post = Poster(args.endpoint, args.protocol, args.timeout, args.keep_alive)
+    outcomes, wall_s = send_all(images, post, args.num_threads, progress=not args.no_progress)
     failures = [outcome for outcome in outcomes if outcome.error is not None]
     for outcome in failures[:MAX_FAILURES_SHOWN]:
         print(f"{outcome.image.name}: {outcome.error}", file=sys.stderr)

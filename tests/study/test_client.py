@@ -48,10 +48,15 @@ def test_json_ids_are_deterministic_uuid5(photos: list[Path]) -> None:
     assert image_id(photos[0]) != image_id(photos[1])
 
 
-@pytest.mark.parametrize("protocol", ["multipart", "json"])
-def test_run_load_against_live_server(live_server: str, photos: list[Path], protocol: str) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "keep_alive"), [("multipart", False), ("json", False), ("multipart", True)]
+)
+def test_run_load_against_live_server(
+    live_server: str, photos: list[Path], protocol: str, keep_alive: bool
+) -> None:
+    endpoint = live_server + ENDPOINT_PATH
     result = run_load(
-        photos, live_server + ENDPOINT_PATH, 2, protocol=protocol, timeout=60, progress=False
+        photos, endpoint, 2, protocol=protocol, keep_alive=keep_alive, timeout=60, progress=False
     )
     assert (result.errors, result.timeouts) == (0, 0)
     assert result.images == len(result.latencies) == len(photos)
