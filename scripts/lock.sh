@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerate the hash-pinned lock files from pyproject.toml (run after changing a dependency).
+#   requirements.lock      the service's runtime dependencies (the Dockerfile installs these)
+#   requirements-dev.lock  runtime + dev + engines extras (CI and `make install` install these)
+# Resolved for the target the image and CI run on (CPython 3.11, Linux x86_64, glibc >= 2.28);
+# every file of each pinned release is hashed, so `pip install --require-hashes` refuses any
+# artefact that differs from what was locked.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UV="${UV:-.venv/bin/uv}"
+[ -x "$UV" ] || { .venv/bin/pip install --quiet 'uv>=0.4'; }
+compile() {
+    "$UV" pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+        --generate-hashes --no-header --quiet --native-tls "$@"
+}
+compile -o requirements.lock
+compile --extra dev --extra engines -o requirements-dev.lock
