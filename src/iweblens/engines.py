@@ -15,6 +15,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from .fast_engines import OnnxRuntimeEngine, OpenVinoEngine, OpenVinoInt8Engine
 from .model_store import ModelPaths
 
 
@@ -42,7 +43,12 @@ class OpenCVEngine:
 
 EngineFactory = Callable[[ModelPaths], Engine]
 
-ENGINES: dict[str, EngineFactory] = {"opencv": OpenCVEngine}
+ENGINES: dict[str, EngineFactory] = {
+    "opencv": OpenCVEngine,
+    "onnxruntime": OnnxRuntimeEngine,
+    "openvino": OpenVinoEngine,
+    "openvino-int8": OpenVinoInt8Engine,
+}
 
 
 def create_engine(name: str, paths: ModelPaths) -> Engine:
