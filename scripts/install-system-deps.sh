@@ -4,6 +4,7 @@
 # to skip with a reason.
 set -euo pipefail
 PACKAGES=(
+    haproxy  # the load balancer in front of the study's local and docker replicas
 )
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 # Each module exposes ``add_command(subparsers)``, which registers a subparser whose ``run``
 # default is called with the parsed arguments and returns the exit status.
-COMMAND_MODULES = ("iweblens.commands", "iweblens.client", "iweblens.plot", "iweblens.report")
+COMMAND_MODULES = (
+    "iweblens.commands",
+    "iweblens.client",
+    "iweblens.plot",
+    "iweblens.report",
+    "iweblens.experiment",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
