@@ -34,6 +34,10 @@ def _threads(count: int) -> str:
     return f"{count} thread{'s' if count > 1 else ''}"
 
 
+def _pods(count: int) -> str:
+    return f"{count} pod{'s' if count > 1 else ''}"
+
+
 def _seconds(value: float) -> str:
     return f"{value:.2f} s"
 
@@ -41,27 +45,33 @@ def _seconds(value: float) -> str:
 def _pods_paragraph(lines: dict[int, list[Cell]]) -> str:
     ratios = []
     for threads, line in lines.items():
-        first = line[0]
-        steps = " / ".join(f"x{first.mean_s / cell.mean_s:.2f}" for cell in line[1:])
-        ratios.append(f"{_threads(threads)} {steps}")
-    pods = [cell.pods for cell in next(iter(lines.values()))]
+        steps = ", ".join(
+            f"x{line[0].mean_s / cell.mean_s:.2f} ({_pods(cell.pods)})" for cell in line[1:]
+        )
+        if steps:
+            ratios.append(f"{_threads(threads)} {steps}")
+    baseline = min(cell.pods for line in lines.values() for cell in line)
     text = (
-        f"Adding pods: the speed-up of the mean response time from {pods[0]} pod to "
-        f"{' and '.join(str(count) for count in pods[1:])} pods is "
-        f"{'; '.join(ratios)} (ideal: x{pods[1] / pods[0]:.0f}"
-        f"{f' and x{pods[-1] / pods[0]:.0f}' if len(pods) > 2 else ''})."
+        f"Adding pods: relative to {_pods(baseline)}, the mean response time is divided by "
+        f"{'; '.join(ratios)}. Perfect scaling would divide it by the ratio of pod counts."
     )
-    stalls = []
+    idle, contended = [], []
     for threads, line in lines.items():
         for before, after in pairwise(line):
             if before.mean_s / after.mean_s < WORTHWHILE_GAIN:
-                stalls.append(f"{threads} ({before.pods} to {after.pods} pods)")
+                stall = f"{_threads(threads)} ({before.pods} to {_pods(after.pods)})"
+                (idle if threads <= before.pods else contended).append(stall)
                 break
-    if stalls:
+    if idle:
         text += (
-            " Going from one pod count to the next gains less than 10 % for thread counts "
-            f"{', '.join(stalls)}: with no more requests in flight than pods, the extra pods "
-            "mostly sit idle."
+            f" Adding a pod gains less than 10 % for {', '.join(idle)}: with no more requests "
+            "in flight than pods, the extra pods sit idle."
+        )
+    if contended:
+        text += (
+            f" It also gains less than 10 % for {', '.join(contended)}, although requests are "
+            "queueing there; the bottleneck is then outside the pods (the host's CPUs or the "
+            "balancer), which the load average column helps to confirm."
         )
     return text
 
@@ -81,12 +91,12 @@ def _threads_paragraph(cells: Sequence[Cell]) -> str:
         peak = max(line, key=lambda cell: cell.throughput)
         if saturated is None:
             sentences.append(
-                f"with {pods} pod{'s' if pods > 1 else ''} throughput was still rising at "
+                f"with {_pods(pods)} throughput was still rising at "
                 f"{line[-1].threads} threads ({line[-1].throughput:.1f} images/s)"
             )
         else:
             sentences.append(
-                f"with {pods} pod{'s' if pods > 1 else ''} throughput levels off at about "
+                f"with {_pods(pods)} throughput levels off at about "
                 f"{peak.throughput:.1f} images/s from {_threads(saturated.threads)} on"
             )
     return (
@@ -99,13 +109,11 @@ def _threads_paragraph(cells: Sequence[Cell]) -> str:
 
 
 def _why_paragraph(cells: Sequence[Cell], cpu_limit: str) -> str:
-    single = [cell for cell in cells if cell.threads == 1]
-    service = min(cell.mean_s for cell in single) if single else min(c.mean_s for c in cells)
-    one_pod = [cell for cell in cells if cell.pods == min(c.pods for c in cells)]
-    capacity = max(cell.throughput for cell in one_pod) / one_pod[0].pods
-    busiest = max(cells, key=lambda cell: (cell.threads, cell.pods))
-    predicted = busiest.threads / (busiest.pods * capacity)
-    return (
+    single = [cell for cell in cells if cell.threads == 1] or list(cells)
+    service = min(cell.mean_s for cell in single)
+    fewest = min(cell.pods for cell in cells)
+    capacity = max(cell.throughput for cell in cells if cell.pods == fewest) / fewest
+    text = (
         f"Why: each pod is limited to {cpu_limit} CPU, so a busy pod completes at most about "
         f"{capacity:.1f} images/s however many requests it holds, and a lone request takes "
         f"about {_seconds(service)}. The client is a closed loop: each of its T threads sends "
@@ -113,11 +121,18 @@ def _why_paragraph(cells: Sequence[Cell], cpu_limit: str) -> str:
         "the system. While T is at most the number of pods P, every request finds a free pod "
         "and the response time stays near the single-request time. Once T exceeds P, all pods "
         "are saturated and the requests queue; by Little's law the mean response time is then "
-        f"about T / (P x {capacity:.1f}) seconds. For {busiest.threads} threads on "
-        f"{busiest.pods} pod{'s' if busiest.pods > 1 else ''} this predicts "
-        f"{_seconds(predicted)} against {_seconds(busiest.mean_s)} measured. Where the measured "
-        "gain from more pods falls short of the ideal, the cost lies outside the pods: the "
-        "client, the load balancer and the host's shared CPUs."
+        f"about T / (P x {capacity:.1f}) seconds."
+    )
+    busiest = max(cells, key=lambda cell: (cell.threads, cell.pods))
+    if capacity > 0 and busiest.threads > busiest.pods:
+        predicted = busiest.threads / (busiest.pods * capacity)
+        text += (
+            f" For {_threads(busiest.threads)} on {_pods(busiest.pods)} this predicts "
+            f"{_seconds(predicted)} against {_seconds(busiest.mean_s)} measured."
+        )
+    return text + (
+        " Where the measured gain from more pods falls short of the ideal, the cost lies outside "
+        "the pods: the client, the load balancer and the host's shared CPUs."
     )
 
 
@@ -129,7 +144,8 @@ def draft_discussion(rows: Sequence[Mapping[str, Any]], cells: Sequence[Cell]) -
     cpu_limit = "/".join(limits) or "an unknown"
     loads = [row["load1"] for row in rows if row["load1"] is not None]
     setup = (
-        f"Each point is the mean over {'-'.join(map(str, repeats))} repeated runs of the mean "
+        f"Each point is the mean over {'-'.join(map(str, repeats))} "
+        f"run{'s' if repeats != [1] else ''} of the mean "
         f"response time of {'/'.join(map(str, images))} images, with error bars showing the "
         f"standard deviation over the repeats; each pod had {cpu_limit} CPU."
     )

@@ -90,3 +90,25 @@ def test_command_line_drafts_then_uses_the_edited_discussion(
     assert cli.main([*command, *identity_args]) == 2
     assert "limit is 500" in capsys.readouterr().err
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("pods", "threads"), [((2,), (1, 2)), ((1, 2), (1,)), ((1, 2), (1, 2)), ((3,), (32,))]
+)
+def test_small_studies_get_a_report(
+    study_rows: list[dict[str, Any]], pods: tuple[int, ...], threads: tuple[int, ...]
+) -> None:
+    """A partial sweep (an interrupted run, the end-to-end test's 2 x 2) still gets a report."""
+    rows = [row for row in study_rows if row["pods"] in pods and row["threads"] in threads]
+    discussion = draft_discussion(rows, summarize(rows))
+    assert word_count(discussion) <= WORD_LIMIT
+    _, pages = render_report(rows, IDENTITY, discussion)
+    assert pages <= 2
+
+
+def test_failed_requests_are_flagged(study_rows: list[dict[str, Any]]) -> None:
+    rows = [{**row, "errors": 1} if row["pods"] == 3 else row for row in study_rows]
+    pdf, _ = render_report(rows, IDENTITY, draft_discussion(rows, summarize(rows)))
+    text = text_of(pdf)
+    assert "some requests of this point failed" in text
+    assert text.count("*") >= 6
