@@ -220,6 +220,20 @@ def test_page_explains_a_file_that_is_not_an_image(
     save_screenshot(page, "page-not-an-image.png")
 
 
+def test_page_says_when_the_service_cannot_be_reached(page: WebDriver, photo: Path) -> None:
+    page.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    page.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    try:
+        assert pick_file(page, photo) == "error"
+    finally:
+        page.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
+        page.execute_cdp_cmd("Network.disable", {})
+
+    assert text_of(page, "error-title") == "The service could not be reached."
+    assert not page.find_element(By.ID, "stats").is_displayed()
+
+
 def _too_many_bytes(path: Path, settings: Settings) -> None:
     path.write_bytes(b"\xff\xd8\xff" + bytes(settings.max_body_bytes))
 
@@ -272,6 +286,32 @@ def test_samples_work_from_the_keyboard(page: WebDriver, live_server: str) -> No
 
     sample_path = Path(str(STATIC / sample.get_attribute("data-src").removeprefix("static/")))
     assert listed_objects(page) == api_detect(live_server, sample_path).json()["objects"]
+    assert unboxed_objects(page) == []
+
+
+@pytest.mark.parametrize("gesture", ["drop", "paste"])
+def test_a_dropped_or_pasted_photo_is_detected(
+    page: WebDriver, live_server: str, gesture: str
+) -> None:
+    sample = STATIC / "samples" / "street.jpg"
+    # The file the user drags or pastes, built in the page from the sample's bytes.
+    page.execute_async_script(
+        """
+        const [gesture, done] = arguments;
+        fetch("static/samples/street.jpg").then((r) => r.blob()).then((blob) => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([blob], "street.jpg", { type: blob.type }));
+          const event = gesture === "drop"
+            ? new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true })
+            : new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true });
+          document.getElementById("dropzone").dispatchEvent(event);
+          done();
+        });
+        """,
+        gesture,
+    )
+    assert wait_settled(page) == "done"
+    assert listed_objects(page) == api_detect(live_server, Path(str(sample))).json()["objects"]
     assert unboxed_objects(page) == []
 
 

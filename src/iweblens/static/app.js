@@ -112,7 +112,9 @@
   function summarise(objects) {
     const counts = new Map();
     for (const { label } of objects) counts.set(label, (counts.get(label) || 0) + 1);
-    return [...counts].map(([label, count]) => (count > 1 ? `${label} ×${count}` : label)).join(", ");
+    return [...counts]
+      .map(([label, count]) => (count > 1 ? `${label} ×${count}` : label))
+      .join(", ");
   }
 
   /** Decode the photo for display; null when this browser cannot show the format. */
@@ -146,8 +148,8 @@
     const error = payload && payload.error;
     const problem =
       (error && PROBLEM_BY_CODE[error.code]) || PROBLEM_BY_STATUS[status] || PROBLEMS.unexpected;
-    const detail = error && error.message ? `The service said: ${error.message} (HTTP ${status}).` : `HTTP ${status}.`;
-    return { ...problem, detail };
+    const said = error && error.message ? `The service said: ${error.message} ` : "";
+    return { ...problem, detail: `${said}(HTTP ${status}).` };
   }
 
   function setState(state, message) {
@@ -177,6 +179,7 @@
     els.errorAdvice.textContent = problem.advice;
     els.errorDetail.textContent = problem.detail || "";
     els.error.hidden = false;
+    els.stats.hidden = true; // until an answer, if any, says how long it took and who sent it
     setState("error", "");
   }
 
@@ -354,7 +357,8 @@
       draw();
     } else {
       clearPicture();
-      els.caption.textContent = `This browser cannot display ${name}; the list shows what the model found in it.`;
+      els.caption.textContent =
+        `This browser cannot display ${name}; the list shows what the model found.`;
     }
     listObjects(objects, colours);
     setState("done", `Found ${found} in ${name}.`);
@@ -383,8 +387,8 @@
     const { response, payload, elapsed } = answer;
     const servedBy = response.headers.get("X-Served-By");
     if (!response.ok || !payload || !Array.isArray(payload.objects)) {
-      showStats(elapsed, servedBy);
       showError(explain(response.status, payload));
+      showStats(elapsed, servedBy);
       return;
     }
     showStats(elapsed, servedBy);
