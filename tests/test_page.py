@@ -293,12 +293,12 @@ def test_samples_work_from_the_keyboard(page: WebDriver, live_server: str) -> No
 def test_a_dropped_or_pasted_photo_is_detected(
     page: WebDriver, live_server: str, gesture: str
 ) -> None:
-    sample = STATIC / "samples" / "street.jpg"
+    sample = STATIC / "sample-street.jpg"
     # The file the user drags or pastes, built in the page from the sample's bytes.
     page.execute_async_script(
         """
         const [gesture, done] = arguments;
-        fetch("static/samples/street.jpg").then((r) => r.blob()).then((blob) => {
+        fetch("static/sample-street.jpg").then((r) => r.blob()).then((blob) => {
           const transfer = new DataTransfer();
           transfer.items.add(new File([blob], "street.jpg", { type: blob.type }));
           const event = gesture === "drop"
@@ -373,8 +373,13 @@ def test_page_and_its_assets_come_from_this_server_only(live_server: str) -> Non
         if url.startswith("static/"):
             asset = requests.get(absolute, timeout=30)
             assert asset.status_code == 200, url
-            if url.startswith("static/samples/"):
+            if url.startswith("static/sample-"):
                 assert len(asset.content) < SAMPLE_LIMIT_BYTES, f"{url} is too heavy for a sample"
     for name in ("app.js", "style.css"):
         text = (STATIC / name).read_text()
         assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|@import", text), name
+
+
+def test_static_folder_is_flat() -> None:
+    """The package data pattern ``static/*`` does not recurse: a subfolder would not ship."""
+    assert [entry.name for entry in STATIC.iterdir() if entry.is_dir()] == []
