@@ -15,6 +15,8 @@ COMMAND_MODULES = (
     "iweblens.plot",
     "iweblens.report",
     "iweblens.experiment",
+    "iweblens.bench",
+    "iweblens.int8",
 )
 
 
