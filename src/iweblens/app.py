@@ -19,6 +19,7 @@ from .config import Settings
 from .detector import ImageDecodeError
 from .inference import InferencePool, ModelUnavailableError, build_pool
 from .metrics import ServiceMetrics
+from .page import page_blueprint
 from .protocol import ApiError, error_body, inspect_image, parse_request, render_detections
 
 access_log = logging.getLogger("iweblens.access")
@@ -153,4 +154,5 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     app.extensions["iweblens.metrics"] = service_metrics
     app.extensions["iweblens.pool"] = pool
     app.register_blueprint(api)
+    app.register_blueprint(page_blueprint)
     return app
