@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +94,14 @@ def test_engine_detections_are_identical_to_opencv(
 
 def test_every_engine_is_registered() -> None:
     assert {"opencv", *FLOAT_ENGINES, "openvino-int8"} <= set(ENGINES)
+
+
+def test_opencv_engine_needs_none_of_the_engines_extra() -> None:
+    # The runtime image installs only the base dependencies: importing the engine registry must
+    # not pull in onnx, onnxruntime or openvino.
+    blocked = "import sys; sys.modules.update(onnx=None, onnxruntime=None, openvino=None); "
+    code = blocked + "import iweblens.engines as e; print(sorted(e.ENGINES))"
+    output = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert "opencv" in output

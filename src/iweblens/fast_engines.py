@@ -1,11 +1,14 @@
-"""Engines that run the converted ONNX graph about twice as fast as OpenCV's DNN module.
+"""The converted ONNX graph on ONNX Runtime and OpenVINO, and its INT8 variant on OpenVINO.
 
-Both take the same blob and return the same rows as ``OpenCVEngine`` (the graph includes the YOLO
-decode, see ``onnx_export``), so the detector cannot tell them apart. Each instance runs on as
-many compute threads as ``engines.set_compute_threads`` gave OpenCV (the inference pool's share
-of the CPU allotment: one thread on a 0.5-CPU pod, where extra threads only queue for the same
-quota), so switching engines never changes how the CPU is divided. Results are kept in float32
-(OpenVINO would otherwise pick bf16 on CPUs that have it, which moves scores by up to 0.2).
+Both float engines take the same blob and return the same rows as ``OpenCVEngine`` (the graph
+includes the YOLO decode, see ``onnx_export``), so the detector cannot tell them apart. How much
+faster they are depends on the CPU: about 2x where OpenCV's DNN convolutions are slow (Ice Lake),
+about 1.05x where OpenCV's Winograd kernels already run at the FMA peak (Zen 4). Each instance
+runs on as many compute threads as ``engines.set_compute_threads`` gave OpenCV (the inference
+pool's share of the CPU allotment: one thread on a 0.5-CPU pod), so switching engines never
+changes how the CPU is divided. Results stay float32: OpenVINO would otherwise pick bf16 on CPUs
+that have it, which moves scores by up to 0.2. ONNX, ONNX Runtime and OpenVINO (the ``engines``
+extra) are imported only when one of these engines is built; ``opencv`` works without them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import cv2
 import numpy as np
 
 from .model_store import ModelPaths, sha256_of
-from .onnx_export import INPUT_NAME, ensure_onnx
 
 INT8_FILENAME = "yolov3-tiny-int8.xml"
 
@@ -33,6 +35,9 @@ class OnnxRuntimeEngine:
     def __init__(self, paths: ModelPaths, threads: int | None = None) -> None:
         import onnxruntime as ort  # optional dependency: the `engines` extra
 
+        from .onnx_export import INPUT_NAME, ensure_onnx
+
+        self.input_name = INPUT_NAME
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
@@ -43,7 +48,7 @@ class OnnxRuntimeEngine:
         )
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {INPUT_NAME: blob})[0]
+        return self.session.run(None, {self.input_name: blob})[0]
 
 
 def _openvino_config(threads: int) -> dict[str, str]:
@@ -59,8 +64,6 @@ def _openvino_config(threads: int) -> dict[str, str]:
 class OpenVinoEngine:
     """The ONNX graph compiled by OpenVINO for the CPU, latency hint, one stream."""
 
-    model_file = staticmethod(ensure_onnx)
-
     def __init__(self, paths: ModelPaths, threads: int | None = None) -> None:
         import openvino as ov  # optional dependency: the `engines` extra
 
@@ -68,6 +71,12 @@ class OpenVinoEngine:
         config = _openvino_config(threads or default_threads())
         self.compiled = core.compile_model(str(self.model_file(paths)), "CPU", config)
         self.request = self.compiled.create_infer_request()
+
+    def model_file(self, paths: ModelPaths) -> Path:
+        """The network to compile: the float graph converted from the darknet files."""
+        from .onnx_export import ensure_onnx
+
+        return ensure_onnx(paths)
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
         self.request.infer({0: blob})
@@ -86,6 +95,8 @@ def int8_sidecar(model: Path) -> Path:
 
 def quantized_model(paths: ModelPaths) -> Path:
     """The cached INT8 model, refusing one made from another float graph than the current."""
+    from .onnx_export import ensure_onnx
+
     target = int8_path(paths)
     try:
         provenance = json.loads(int8_sidecar(target).read_text())
@@ -105,4 +116,5 @@ def quantized_model(paths: ModelPaths) -> Path:
 class OpenVinoInt8Engine(OpenVinoEngine):
     """The NNCF-quantized graph (``iweblens quantize``) on OpenVINO: same rows, int8 convs."""
 
-    model_file = staticmethod(quantized_model)
+    def model_file(self, paths: ModelPaths) -> Path:
+        return quantized_model(paths)

@@ -1,10 +1,10 @@
 """Convert the verified darknet YOLOv3-tiny files to ONNX, in pure Python.
 
-ONNX Runtime and OpenVINO run this network about twice as fast as OpenCV's DNN module, but they
-need an ONNX graph. Downloading one from a model hub would mean trusting weights nobody pinned, so
-the graph is built here from the sha256-pinned cfg and weights: batch norm is folded into the
-convolutions and the YOLO decode is part of the graph, so the model's single output holds exactly
-the rows OpenCV's darknet importer emits and every engine shares one postprocess.
+ONNX Runtime and OpenVINO (and their INT8 tooling) need an ONNX graph of this network. Taking
+one from a model hub would mean trusting weights nobody pinned, so the graph is built here from
+the sha256-pinned cfg and weights: batch norm is folded into the convolutions and the YOLO decode
+is part of the graph, so the model's single output holds exactly the rows OpenCV's darknet
+importer emits and every engine shares one postprocess.
 
 The converted file is cached next to the model files with a sidecar recording the hashes of its
 sources and the converter version; any change to either triggers a fresh conversion.
