@@ -35,6 +35,7 @@ class Settings:
     port: int = 5000
     threads: int = 64
     keepalive: int = 5
+    read_timeout: int = 30  # seconds a request may take to arrive in full (headers and body)
     timeout: int = 120
     graceful_timeout: int = 30
 
@@ -56,6 +57,7 @@ class Settings:
             port=int(_env("PORT", str(base.port))),
             threads=int(_env("THREADS", str(base.threads))),
             keepalive=int(_env("KEEPALIVE", str(base.keepalive))),
+            read_timeout=int(_env("READ_TIMEOUT", str(base.read_timeout))),
             timeout=int(_env("TIMEOUT", str(base.timeout))),
             graceful_timeout=int(_env("GRACEFUL_TIMEOUT", str(base.graceful_timeout))),
         )
