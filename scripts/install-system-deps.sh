@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
     haproxy  # the load balancer in front of the study's local and docker replicas
     chromium chromium-driver  # the headless browser the try-it page is tested in
+    docker.io debootstrap  # the container tests' private engine and stand-in base image
 )
 missing=()
 for package in "${PACKAGES[@]}"; do
