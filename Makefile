@@ -25,3 +25,43 @@ test: install lint
 	scripts/install-system-deps.sh
 	$(BIN)/iweblens fetch-model
 	$(BIN)/pytest
+
+# Container image and the kind cluster (README: "Deploy on Kubernetes (kind)").
+DOCKER       ?= docker
+KIND         ?= kind
+KUBECTL      ?= kubectl
+IMAGE        ?= iweblens:latest
+KIND_CLUSTER ?= iweblens
+KUBE         := $(KUBECTL) --context kind-$(KIND_CLUSTER)
+APP_LABEL    := app.kubernetes.io/name=iweblens
+
+.PHONY: image kind-up kind-load k8s-apply k8s-autoscale k8s-scale k8s-logs kind-down
+
+image:
+	$(DOCKER) build --tag $(IMAGE) .
+
+kind-up:
+	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
+		|| $(KIND) create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml --wait 180s
+
+kind-load:
+	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+k8s-apply:
+	$(KUBE) apply -k deploy/k8s
+	$(KUBE) rollout status deployment/iweblens --timeout=180s
+
+k8s-autoscale:
+	$(KUBE) apply -f deploy/k8s/hpa.yaml
+
+k8s-scale:
+	@test -n "$(N)" || { echo "usage: make k8s-scale N=<replicas>" >&2; exit 2; }
+	$(KUBE) scale deployment/iweblens --replicas=$(N)
+	$(KUBE) rollout status deployment/iweblens --timeout=180s
+	$(KUBE) get pods -l $(APP_LABEL) -o wide
+
+k8s-logs:
+	$(KUBE) logs -l $(APP_LABEL) --prefix --tail=$(or $(TAIL),50) --max-log-requests=10
+
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
