@@ -88,7 +88,7 @@ def test_config_round_robins_over_ready_replicas_and_retries_only_refused_connec
     tmp_path: Path, haproxy: str
 ) -> None:
     servers = [Server("replica-1", "127.0.0.1", 5001), Server("replica-2", "127.0.0.1", 5002)]
-    config = haproxy_config("127.0.0.1", 8080, servers, tmp_path / "stats.sock")
+    config = haproxy_config("127.0.0.1", 8080, servers, "iweblens-test-stats")
     assert "bind 127.0.0.1:8080" in config
     assert "balance roundrobin" in config
     assert "option httpchk GET /readyz" in config

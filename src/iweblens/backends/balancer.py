@@ -25,12 +25,13 @@ from pathlib import Path
 
 BACKEND_NAME = "replicas"
 # A saturated replica on half a core can take seconds to answer, even /readyz; the timeouts leave
-# room for 32 concurrent slow requests so the balancer never cuts a run short.
+# room for 32 concurrent slow requests so the balancer never cuts a run short. The stats socket
+# is at operator level because lower levels hide the servers' addresses.
 CONFIG_TEMPLATE = """\
 global
     maxconn 4096
     nbthread 1
-    stats socket {stats_socket} mode 600 level admin
+    stats socket abns@{stats_socket} level operator
 
 defaults
     mode http
@@ -70,8 +71,12 @@ class Server:
     port: int
 
 
-def haproxy_config(host: str, port: int, servers: Sequence[Server], stats_socket: Path) -> str:
-    """The whole HAProxy config for a replica set, round-robin over ``servers``."""
+def haproxy_config(host: str, port: int, servers: Sequence[Server], stats_socket: str) -> str:
+    """The whole HAProxy config for a replica set, round-robin over ``servers``.
+
+    ``stats_socket`` names an abstract unix socket: no file to clean up, and no path-length limit
+    to hit when the temporary folder is deep.
+    """
     lines = "".join(f"    server {s.name} {s.host}:{s.port}\n" for s in servers)
     return CONFIG_TEMPLATE.format(
         host=host, port=port, backend=BACKEND_NAME, servers=lines, stats_socket=stats_socket
@@ -96,7 +101,7 @@ class Balancer:
         self.port = port
         self._haproxy = find_haproxy()
         self._config = workdir / "haproxy.cfg"
-        self._stats_socket = workdir / "haproxy.sock"
+        self._stats_socket = f"iweblens-haproxy-{os.getpid()}-{port}"
         self._log = workdir / "haproxy.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -105,10 +110,10 @@ class Balancer:
         candidate = self._config.with_suffix(".new")
         candidate.write_text(haproxy_config(self.host, self.port, servers, self._stats_socket))
         check = subprocess.run(
-            [self._haproxy, "-c", "-q", "-f", str(candidate)], capture_output=True, text=True
+            [self._haproxy, "-c", "-f", str(candidate)], capture_output=True, text=True
         )
         if check.returncode != 0:
-            raise BalancerError(f"haproxy rejected its config: {check.stderr.strip()}")
+            raise BalancerError(f"haproxy rejected its config: {check.stdout}{check.stderr}")
         candidate.replace(self._config)
         if self._process is None or self._process.poll() is not None:
             self._start()
@@ -120,7 +125,8 @@ class Balancer:
         """HAProxy's ``show stat`` rows for the replicas' backend (counters, states, addresses)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stats:
             stats.settimeout(5)
-            stats.connect(str(self._stats_socket))
+            # HAProxy binds abstract names zero-padded to the whole of sun_path (108 bytes).
+            stats.connect(f"\0{self._stats_socket}".ljust(108, "\0"))
             stats.sendall(b"show stat\n")
             reply = b"".join(iter(lambda: stats.recv(65536), b""))
         rows = csv.DictReader(io.StringIO(reply.decode().lstrip("# ")))
