@@ -10,6 +10,7 @@ import json
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ FAKE_KUBECTL = """\
 #!{python}
 import json, sys
 from pathlib import Path
+from typing import Any
 
 state = Path({state!r})
 log = state / "calls.jsonl"
@@ -40,6 +42,8 @@ if args[:2] == ["get", "deployment/iweblens"]:
             ]}}}},
         }},
     }}))
+elif args[:2] == ["get", "hpa"]:
+    print(json.dumps({{"items": {autoscalers}}}))
 elif args[:1] == ["scale"]:
     (state / "replicas").write_text(args[2].split("=")[1])
 elif args[:2] == ["rollout", "status"]:
@@ -58,9 +62,21 @@ else:
 """
 
 
-def fake_kubectl(tmp_path: Path, cpu: str = "500m") -> Path:
+HPA = {
+    "metadata": {"name": "iweblens"},
+    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iweblens"}},
+}
+
+
+def fake_kubectl(
+    tmp_path: Path, cpu: str = "500m", autoscalers: list[dict[str, Any]] | None = None
+) -> Path:
     kubectl = tmp_path / "kubectl"
-    kubectl.write_text(FAKE_KUBECTL.format(python=sys.executable, state=str(tmp_path), cpu=cpu))
+    kubectl.write_text(
+        FAKE_KUBECTL.format(
+            python=sys.executable, state=str(tmp_path), cpu=cpu, autoscalers=autoscalers or []
+        )
+    )
     kubectl.chmod(kubectl.stat().st_mode | stat.S_IXUSR)
     return kubectl
 
@@ -94,6 +110,7 @@ def test_scale_waits_for_rollout_and_ready_pods(cluster: Path) -> None:
     scope = ["--context", "kind-iweblens", "--namespace", "study"]
     pods = [*scope, "get", "pods", "--selector", "app=iweblens,tier=web", "--output", "json"]
     assert calls(cluster) == [
+        [*scope, "get", "hpa", "--output", "json"],
         [*scope, "get", "deployment/iweblens", "--output", "json"],
         [*scope, "scale", "deployment/iweblens", "--replicas=3"],
         [*scope, "rollout", "status", "deployment/iweblens", "--timeout=60s"],
@@ -108,7 +125,7 @@ def test_without_context_or_namespace_kubectl_uses_its_defaults(cluster: Path) -
     backend = KubernetesBackend(endpoint="http://127.0.0.1:30080/api/object_detection")
     backend.scale(1)
     assert backend.replica_names() == ["iweblens-7d9f-0"]
-    assert calls(cluster)[1] == ["scale", "deployment/iweblens", "--replicas=1"]
+    assert calls(cluster)[2] == ["scale", "deployment/iweblens", "--replicas=1"]
     assert backend.endpoint == "http://127.0.0.1:30080/api/object_detection"
 
 
@@ -124,3 +141,13 @@ def test_a_deployment_without_a_cpu_limit_is_recorded_as_unknown(
 def test_kubectl_failures_surface_with_the_command(cluster: Path) -> None:
     with pytest.raises(BackendError, match="deployment/other"):
         KubernetesBackend(deployment="other")
+
+
+def test_an_autoscaler_on_the_deployment_stops_the_study_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_kubectl(tmp_path, autoscalers=[HPA])
+    monkeypatch.setenv("PATH", f"{tmp_path}:{Path(sys.executable).parent}")
+    with pytest.raises(BackendError, match="kubectl delete hpa iweblens"):
+        KubernetesBackend()
+    assert not any(call[:1] == ["scale"] for call in calls(tmp_path))

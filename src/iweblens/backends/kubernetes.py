@@ -52,6 +52,7 @@ class KubernetesBackend:
             self._global_args += ["--context", context]
         if namespace:
             self._global_args += ["--namespace", namespace]
+        self._refuse_autoscaler()
         spec = json.loads(self._kubectl("get", f"deployment/{deployment}", "--output", "json"))
         labels = spec.get("spec", {}).get("selector", {}).get("matchLabels") or {}
         if not labels:
@@ -76,6 +77,18 @@ class KubernetesBackend:
         if done.returncode != 0:
             raise BackendError(f"{' '.join(command)}: {done.stderr.strip()}")
         return done.stdout
+
+    def _refuse_autoscaler(self) -> None:
+        """An HPA on the Deployment would undo every ``kubectl scale`` of the sweep."""
+        autoscalers = json.loads(self._kubectl("get", "hpa", "--output", "json")).get("items", [])
+        for hpa in autoscalers:
+            target = hpa.get("spec", {}).get("scaleTargetRef", {})
+            if target.get("kind") == "Deployment" and target.get("name") == self.deployment:
+                name = hpa["metadata"]["name"]
+                raise BackendError(
+                    f"HorizontalPodAutoscaler {name!r} scales deployment/{self.deployment} and "
+                    f"would override the study's pod counts: kubectl delete hpa {name}"
+                )
 
     def _pods(self) -> list[dict[str, Any]]:
         listing = self._kubectl("get", "pods", "--selector", self._selector, "--output", "json")
