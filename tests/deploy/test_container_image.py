@@ -58,7 +58,8 @@ class Docker:
             ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check and done.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed:\n{done.stderr}")
+            output = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
+            raise AssertionError(f"docker {' '.join(args)} failed:\n{output}")
         return done.stdout.strip()
 
 
