@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "iweblens.experiment",
     "iweblens.bench",
     "iweblens.int8",
+    "iweblens.soak",
 )
 
 
