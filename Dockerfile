@@ -3,7 +3,7 @@
 #   docker build -t iweblens:latest .
 #   docker run --rm -p 5000:5000 --cpus 0.5 iweblens:latest
 #
-# The build stage installs the dependencies from pyproject.toml and fetches the model files,
+# The build stage installs the locked dependencies and the package, and fetches the model files,
 # sha256-verified, so the image starts and serves with no network at all. The final stage copies
 # only the virtualenv and the model: no compilers, no pip cache, no sources.
 
@@ -18,15 +18,15 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# Dependencies first, read from the project's own metadata, so editing the sources does not
-# reinstall them.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt
+# Dependencies first, so editing the sources does not reinstall them: exactly the versions and
+# file hashes of requirements.lock (generated from pyproject.toml by scripts/lock.sh).
+COPY pyproject.toml README.md requirements.lock ./
+RUN pip install --require-hashes --requirement requirements.lock
 
+# `pip check` fails the build when the lock has fallen behind pyproject.toml's dependencies.
 COPY src ./src
 RUN pip install --no-deps . \
+    && pip check \
     && pip uninstall --yes pip setuptools
 
 # `fetch-model` refuses any file whose sha256 is not the pinned one, so a bad download fails the

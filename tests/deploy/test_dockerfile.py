@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import tomllib
 
 import pytest
 from deploy_helpers import (
     DOCKERFILE,
     DOCKERIGNORE,
+    PYPROJECT,
+    RUNTIME_LOCK,
     dockerfile_stages,
     dockerfile_user_id,
     entrypoint,
@@ -19,6 +23,13 @@ from deploy_helpers import (
 from iweblens.config import Settings
 
 BASE_IMAGE = "python:3.11-slim"
+
+
+def distribution_name(requirement: str) -> str:
+    """The normalised project name a requirement line starts with (PEP 503)."""
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
+    assert match, f"not a requirement: {requirement!r}"
+    return re.sub(r"[-_.]+", "-", match.group()).lower()
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -40,6 +51,20 @@ def test_stages_build_on_python_slim_and_ship_only_the_build_output() -> None:
     assert not any("pip" in command or "apt-get" in command for command in final_runs)
     copies = final_stage_arguments("COPY")
     assert copies and all(copy.startswith("--from=") for copy in copies), "no sources copied in"
+
+
+def test_image_installs_the_hash_pinned_lock() -> None:
+    build_runs = " ".join(args for name, args in dockerfile_stages()[0] if name == "RUN")
+    assert "--require-hashes --requirement requirements.lock" in build_runs
+    assert "pip check" in build_runs
+
+
+def test_lock_covers_every_runtime_dependency() -> None:
+    with PYPROJECT.open("rb") as handle:
+        wanted = tomllib.load(handle)["project"]["dependencies"]
+    locked = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", RUNTIME_LOCK.read_text(), re.MULTILINE)
+    missing = {distribution_name(req) for req in wanted} - {distribution_name(n) for n in locked}
+    assert not missing, f"requirements.lock lacks {sorted(missing)}: run scripts/lock.sh"
 
 
 def test_model_is_baked_in_where_the_service_looks() -> None:
@@ -70,4 +95,4 @@ def test_build_context_is_only_what_the_build_needs() -> None:
     ]
     # Everything is ignored first, so .venv, caches and test images never reach the daemon.
     assert patterns[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!src/"} <= set(patterns)
+    assert {"!pyproject.toml", "!requirements.lock", "!README.md", "!src/"} <= set(patterns)
