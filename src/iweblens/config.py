@@ -28,7 +28,8 @@ class Settings:
     nms: float = 0.45
     input_size: int = 416
     max_body_bytes: int = 16 * 1024 * 1024
-    max_pixels: int = 50_000_000
+    # 4096 x 4096: decoding costs bytes per pixel, and a 512 MiB pod has ~140 MiB to spare.
+    max_pixels: int = 16_777_216
     inference_workers: int = 0  # 0 = one per core of the CPU allotment
     served_by: str = field(default_factory=socket.gethostname)
     host: str = "0.0.0.0"
