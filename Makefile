@@ -65,3 +65,13 @@ k8s-logs:
 
 kind-down:
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+# Issue 5: every performance ratio next to its goal, all under a 0.5-CPU cgroup quota (root).
+BENCH_IMAGES ?= ../shared/images/coco128
+
+.PHONY: bench
+
+bench: install
+	$(BIN)/pip install --quiet -e '.[engines,int8]'
+	$(BIN)/iweblens fetch-model
+	$(BIN)/iweblens bench --images $(BENCH_IMAGES) --output docs/benchmarks.md
