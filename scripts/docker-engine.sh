@@ -87,6 +87,15 @@ remove_cgroups() {
     done
 }
 
+unmount_leftovers() {
+    # dockerd bind-mounts the host's network namespace under its exec-root and leaves it mounted.
+    local mount_point
+    while mount_point="$(awk -v root="$RUN_DIR/" 'index($2, root) == 1 { print $2 }' /proc/self/mounts \
+        | sort -r | head -n 1)" && [ -n "$mount_point" ]; do
+        umount "$mount_point" 2>/dev/null || umount -l "$mount_point" || break
+    done
+}
+
 stop() {
     local pid
     if pid="$(engine_pid)"; then
@@ -103,6 +112,7 @@ stop() {
         fi
     fi
     remove_cgroups
+    unmount_leftovers
     rm -f "$PIDFILE" "$SOCKET"
 }
 
