@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-from conftest import TESTS_DIR, ServerProcess
+from support import TESTS_DIR, ServerProcess
 
 OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/openapi.json").read_text())
 

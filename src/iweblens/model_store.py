@@ -141,6 +141,10 @@ class ModelStore:
 
     def ensure(self) -> ModelPaths:
         """Fetch whatever is missing or corrupt, then verify everything. Idempotent."""
+        if not self.problems():
+            # Complete already: take no lock and write nothing, so an image with the model baked
+            # in starts as a non-root user on a read-only root filesystem.
+            return self.verified_paths()
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock():
             wanted = [spec for spec in MODEL_FILES if spec.name in self.problems()]

@@ -1,0 +1,73 @@
+"""Test helpers shared across test folders (a uniquely named module: ``conftest`` is ambiguous
+once several folders have one)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_DIR = TESTS_DIR.parent
+IMAGES_DIR = TESTS_DIR / "images"
+# CI clones the repo with shared/ beside it; the lead's checkout lives at /work/main.
+COCO128_DIR = REPO_DIR.parent / "shared" / "images" / "coco128"
+SERVER_START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``iweblens serve`` (gunicorn) on a loopback port, in its own process group."""
+
+    def __init__(self, env: dict[str, str] | None = None, served_by: str = "test-server") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"iweblens-{self.port}.log"
+        full_env = {**os.environ, "IWEBLENS_SERVED_BY": served_by, **(env or {})}
+        command = [sys.executable, "-m", "iweblens.cli", "serve", "--host", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_path.open("wb"),
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = SERVER_START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM (graceful), then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
