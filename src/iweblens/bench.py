@@ -48,6 +48,7 @@ INT8_ENGINE = "openvino-int8"
 NAIVE_START_TIMEOUT_S = 60.0
 RSS_SAMPLE_S = 0.2
 WARMUP_IMAGES = 2
+PROFILE_STAGES = ("decode", "letterbox", "forward", "postprocess")
 VERSIONED_PACKAGES = (
     "iweblens",
     "opencv-python-headless",
@@ -64,10 +65,14 @@ VERSIONED_PACKAGES = (
 # ----------------------------------------------------------------------------- the floor
 
 
-def measure_floor(engine: str, images: Sequence[Path]) -> float:
-    """Seconds per image of decode + letterbox + forward + postprocess, one net, in-process."""
+def measure_floor(engine: str, images: Sequence[Path]) -> tuple[float, dict[str, float]]:
+    """Seconds per image of decode + letterbox + forward + postprocess, one net, in-process.
+
+    Also returns a profile: CPU seconds per image of each stage (CPU time, not wall time, so the
+    quota's throttling pauses do not land on whichever stage they interrupt), from a second pass.
+    """
     from .cpu import cpu_allotment, threads_for
-    from .detector import Detector
+    from .detector import Detector, decode_image, letterbox
     from .engines import create_engine, set_compute_threads
 
     settings = Settings.from_env()
@@ -86,7 +91,36 @@ def measure_floor(engine: str, images: Sequence[Path]) -> float:
     start = time.perf_counter()
     for data in payloads:
         detector.detect_bytes(data)
-    return (time.perf_counter() - start) / len(payloads)
+    seconds_per_image = (time.perf_counter() - start) / len(payloads)
+
+    laps = CpuLaps()
+    for data in payloads:
+        laps.start()
+        image = decode_image(data)
+        laps.mark("decode")
+        blob, box = letterbox(image, settings.input_size)
+        laps.mark("letterbox")
+        rows = detector.engine.forward(blob)
+        laps.mark("forward")
+        detector.decode(rows, box, image.shape[1], image.shape[0])
+        laps.mark("postprocess")
+    return seconds_per_image, {stage: total / len(payloads) for stage, total in laps.totals.items()}
+
+
+class CpuLaps:
+    """CPU seconds spent in each named stage, summed over repetitions."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(PROFILE_STAGES, 0.0)
+        self._last = time.process_time()
+
+    def start(self) -> None:
+        self._last = time.process_time()
+
+    def mark(self, stage: str) -> None:
+        now = time.process_time()
+        self.totals[stage] += now - self._last
+        self._last = now
 
 
 @contextlib.contextmanager
@@ -104,14 +138,15 @@ def limited_command(cgroup: CpuCgroup, command: Sequence[str]) -> list[str]:
     return ["sh", "-c", ENTER_CGROUP, str(cgroup.procs_file), *command]
 
 
-def floor_under_quota(engine: str, images: Sequence[Path]) -> float:
+def floor_under_quota(engine: str, images: Sequence[Path]) -> tuple[float, dict[str, float]]:
     """``measure_floor`` in a child process held to the pod's CPU quota."""
     with quota_cgroup(f"floor-{engine}") as cgroup:
         command = [sys.executable, "-m", "iweblens.bench", "--floor", engine, *map(str, images)]
         output = subprocess.run(
             limited_command(cgroup, command), check=True, capture_output=True, text=True
         ).stdout
-    return float(json.loads(output.strip().splitlines()[-1])["seconds_per_image"])
+    result = json.loads(output.strip().splitlines()[-1])
+    return float(result["seconds_per_image"]), result["stages"]
 
 
 # ----------------------------------------------------------------------------- served runs
@@ -283,6 +318,7 @@ class Claim:
 class EngineFigures:
     engine: str
     floor_s: float
+    stages: dict[str, float]
     served: list[ServedRun] = field(default_factory=list)
     agreement: str = ""
 
@@ -360,10 +396,14 @@ def machine_lines() -> list[str]:
     for package in VERSIONED_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{package} {metadata.version(package)}")
+    load = os.getloadavg()
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {cpu}, {os.cpu_count()} vCPU, {platform.platform()}",
         f"- Python {platform.python_version()}; {', '.join(versions)}",
+        # Other work on the machine steals the quota's CPU: a load above the cores it has means
+        # the figures are noisy, whatever the ratios say.
+        f"- load average at the end (1/5/15 min): {' / '.join(f'{v:.2f}' for v in load)}",
     ]
 
 
@@ -398,6 +438,18 @@ def measurement_table(
         f"| {naive_many.load.mean_s * 1000:.0f} | | {_mib(naive_one.rss_bytes)} "
         f"| {_mib(naive_many.rss_bytes)} |"
     )
+    return lines
+
+
+def profile_table(engines: list[EngineFigures]) -> list[str]:
+    lines = [
+        "| engine | " + " | ".join(f"{stage} CPU ms" for stage in PROFILE_STAGES) + " | total |",
+        "|---|" + "---:|" * (len(PROFILE_STAGES) + 1),
+    ]
+    for fig in engines:
+        cells = [f"{fig.stages[stage] * 1000:.1f}" for stage in PROFILE_STAGES]
+        total = sum(fig.stages.values()) * 1000
+        lines.append(f"| {fig.engine} | {' | '.join(cells)} | {total:.1f} |")
     return lines
 
 
@@ -452,7 +504,7 @@ def run_bench(
     figures = []
     for engine in engines:
         log(f"{engine}: floor under a {QUOTA_CORES}-CPU quota")
-        fig = EngineFigures(engine, floor_under_quota(engine, images))
+        fig = EngineFigures(engine, *floor_under_quota(engine, images))
         log(f"{engine}: service at 1 and {clients} clients, 1 and {replicas} replicas")
         fig.served = measure_service(engine, images, clients, replicas)
         figures.append(fig)
@@ -486,6 +538,10 @@ def run_bench(
         "## Measurements",
         "",
         *measurement_table(figures, naive, clients, replicas),
+        "",
+        "## Where the floor's CPU goes (per image, one thread)",
+        "",
+        *profile_table(figures),
         "",
         "## Detections against the opencv engine",
         "",
@@ -570,7 +626,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _floor_child(argv: list[str]) -> None:
     engine, images = argv[0], [Path(arg) for arg in argv[1:]]
-    print(json.dumps({"engine": engine, "seconds_per_image": measure_floor(engine, images)}))
+    seconds_per_image, stages = measure_floor(engine, images)
+    print(json.dumps({"engine": engine, "seconds_per_image": seconds_per_image, "stages": stages}))
 
 
 if __name__ == "__main__":
