@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
+from fake_replica import FakeReplica
 
 from iweblens.backends.balancer import BalancerError, find_haproxy
 
@@ -14,3 +17,17 @@ def haproxy() -> str:
         return find_haproxy()
     except BalancerError as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture
+def fake_replica() -> Iterator[Callable[[str], FakeReplica]]:
+    """Start stand-in replicas by name; all are stopped after the test."""
+    started: list[FakeReplica] = []
+
+    def start(name: str) -> FakeReplica:
+        started.append(FakeReplica(name))
+        return started[-1]
+
+    yield start
+    for replica in started:
+        replica.close()

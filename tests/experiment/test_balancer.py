@@ -3,74 +3,21 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from fake_replica import FakeReplica
 
 from iweblens.backends.balanced import free_port
 from iweblens.backends.balancer import Balancer, Server, haproxy_config
 
 
-class FakeReplica:
-    """A loopback HTTP server that signs responses like a replica and counts the POSTs it got.
-
-    ``ready`` drives ``/readyz``; ``mode`` is ``"ok"`` or ``"hang-up"`` (read the request, then
-    close the connection without answering, as a replica that dies mid-request).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.ready = True
-        self.mode = "ok"
-        self.posts = 0
-        replica = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _answer(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("X-Served-By", replica.name)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                self._answer(200 if replica.ready else 503)
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                replica.posts += 1
-                if replica.mode == "hang-up":
-                    self.close_connection = True
-                    self.connection.close()
-                    return
-                self._answer(200)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def as_server(self) -> Server:
-        return Server(self.name, "127.0.0.1", self.port)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def replicas() -> Iterator[list[FakeReplica]]:
-    started = [FakeReplica(f"replica-{i}") for i in (1, 2)]
-    yield started
-    for replica in started:
-        replica.close()
+def replicas(fake_replica: Callable[[str], FakeReplica]) -> list[FakeReplica]:
+    return [fake_replica("replica-1"), fake_replica("replica-2")]
 
 
 @pytest.fixture

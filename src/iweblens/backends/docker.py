@@ -28,7 +28,7 @@ def docker_run_command(
 ) -> list[str]:
     """``docker run`` for one replica on ``LOOPBACK:port`` signing its responses ``name``."""
     command = [
-        docker, "run", "--detach", "--rm",
+        docker, "run", "--detach",
         "--name", container,
         "--network", "host",
         "--cpus", f"{cpus:g}",
@@ -86,11 +86,13 @@ class DockerBackend(BalancedBackend[Container]):
         return Container(name, port, container)
 
     def _stop(self, replica: Container) -> None:
-        # --rm removes the container once it has stopped.
+        # Removed here rather than by --rm, which removes asynchronously: once this returns the
+        # container is gone, and its logs were there to read until then.
         self._run("stop", "--time", str(STOP_TIMEOUT_S), replica.container, timeout=60)
+        self._run("rm", replica.container)
 
     def _kill(self, replica: Container) -> None:
-        self._run("kill", replica.container)
+        self._run("rm", "--force", replica.container)
 
     def _alive(self, replica: Container) -> bool:
         try:
@@ -100,7 +102,7 @@ class DockerBackend(BalancedBackend[Container]):
         return state == "true"
 
     def _logs(self, replica: Container) -> str:
-        # The service logs to stderr; --rm may already have taken the container and its logs.
+        # The service logs to stderr.
         done = subprocess.run(
             [self._docker, "logs", "--tail", "30", replica.container],
             stdout=subprocess.PIPE,
