@@ -29,7 +29,7 @@ from .backends import BACKEND_NAMES, Backend, BackendError
 from .backends.docker import DEFAULT_IMAGE, DockerBackend
 from .backends.kubernetes import DEFAULT_ENDPOINT, KubernetesBackend
 from .backends.local import LocalBackend
-from .backends.manifest import DEFAULT_MANIFEST, manifest_cpu_limit
+from .backends.manifest import DEFAULT_MANIFEST, ManifestError, manifest_cpu_limit
 from .client import PROTOCOLS, LoadResult, list_images, run_load
 from .config import Settings
 from .results import append_result, read_results
@@ -43,7 +43,7 @@ DEFAULT_IMAGES = Path("tests/images")
 DEFAULT_OUTPUT = Path("results.csv")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Point:
     """One load run of the study."""
 
@@ -196,7 +196,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    images = list_images(args.images)
+    images = list_images(args.images) if args.images.is_dir() else []
     if not images:
         print(f"no .jpg, .jpeg or .png images in {args.images}", file=sys.stderr)
         return 2
@@ -211,34 +211,47 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not todo:
         return 0
-    written: list[dict[str, Any]] = []
-    with sigterm_as_interrupt():
-        backend = create_backend(args)
-        try:
-            written = run_experiment(
-                backend, todo, images, args.output,
-                engine=args.engine, protocol=args.protocol, timeout=args.timeout,
-                ready_timeout=args.ready_timeout,
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            print(
-                f"interrupted: the finished runs are in {args.output}; rerun to resume",
-                file=sys.stderr,
-            )
-            raise
-        finally:
-            backend.close()
+    try:
+        with sigterm_as_interrupt():
+            written = _sweep(args, todo, images)
+    except (BackendError, ManifestError) as error:
+        print(f"study stopped: {error}\nthe finished runs are in {args.output}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished runs are in {args.output}; rerun", file=sys.stderr)
+        raise
     print(f"{len(written)} runs appended to {args.output}", file=sys.stderr)
     return 0
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def _sweep(
+    args: argparse.Namespace, todo: Sequence[Point], images: Sequence[Path]
+) -> list[dict[str, Any]]:
+    backend = create_backend(args)
     try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
+        return run_experiment(
+            backend, todo, images, args.output,
+            engine=args.engine, protocol=args.protocol, timeout=args.timeout,
+            ready_timeout=args.ready_timeout,
+        )  # fmt: skip
+    finally:
+        backend.close()
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 1,2,3")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive whole number")
+    return value
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    values = tuple(_count(item) for item in text.split(",") if item.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers, e.g. 1,2,3")
     return values
 
 
@@ -249,60 +262,93 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _listed(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))
+
+
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``iweblens experiment``."""
     parser = subparsers.add_parser(
         "experiment",
         help="run the pods x threads study and append one CSV row per run",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "Sweep pods x client threads x repeats, one load run each over the same images, one "
+            "row appended (and fsync'd) to the results CSV per run. A rerun skips the points the "
+            "CSV already holds; Ctrl-C loses only the run in flight. Each run waits for every "
+            "replica to be ready and is flagged on stderr if a replica served no request."
+        ),
     )
-    parser.add_argument("--backend", choices=BACKEND_NAMES, default="local")
-    parser.add_argument("--pods", type=_int_list, default=DEFAULT_PODS, help="pod counts")
     parser.add_argument(
-        "--threads", type=_int_list, default=DEFAULT_THREADS, help="client thread counts"
+        "--backend",
+        choices=BACKEND_NAMES,
+        default="local",
+        help="where the replicas run (default local: cgroup-limited processes behind HAProxy)",
     )
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument(
+        "--pods", type=_counts, default=DEFAULT_PODS, help=f"default {_listed(DEFAULT_PODS)}"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_counts,
+        default=DEFAULT_THREADS,
+        help=f"client thread counts (default {_listed(DEFAULT_THREADS)})",
+    )
+    parser.add_argument(
+        "--repeats", type=_count, default=DEFAULT_REPEATS, help=f"default {DEFAULT_REPEATS}"
+    )
     parser.add_argument(
         "--images",
         type=Path,
         default=DEFAULT_IMAGES,
-        help="folder of photographs sent in every run (the assignment's: its 128-image folder)",
+        metavar="FOLDER",
+        help=f"photographs sent in every run (default {DEFAULT_IMAGES}; for the assignment, "
+        "its 128-image folder)",
     )
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results CSV")
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"results CSV, default {DEFAULT_OUTPUT}"
+    )
     parser.add_argument(
         "--engine",
-        help="inference engine of the replicas (default: IWEBLENS_ENGINE or the service's); "
-        "for kubernetes, name the one the Deployment runs",
+        help="the replicas' inference engine (default IWEBLENS_ENGINE or the service's); "
+        "for kubernetes, name the one the Deployment runs, it is only recorded",
     )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="multipart")
-    parser.add_argument("--timeout", type=_positive_float, default=60.0, help="per-request seconds")
     parser.add_argument(
-        "--ready-timeout", type=_positive_float, default=180.0, help="seconds to wait for replicas"
+        "--timeout", type=_positive_float, default=60.0, help="per-request seconds (default 60)"
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=_positive_float,
+        default=180.0,
+        help="seconds to wait for replicas to be ready (default 180)",
     )
     local = parser.add_argument_group("local and docker backends")
     local.add_argument(
         "--cpu-limit",
         type=_positive_float,
-        help="cores per replica (default: 0.5 for local, the manifest's limit for docker)",
+        metavar="CORES",
+        help="per replica (default 0.5 for local, the manifest's limit for docker)",
     )
     local.add_argument(
-        "--balancer-port", type=int, default=0, help="HAProxy's loopback port (0: any free one)"
+        "--balancer-port", type=int, default=0, help="HAProxy's loopback port (default: a free one)"
     )
-    local.add_argument("--image", default=DEFAULT_IMAGE, help="docker: the service image")
+    local.add_argument(
+        "--image", default=DEFAULT_IMAGE, help=f"docker: the service image, default {DEFAULT_IMAGE}"
+    )
     local.add_argument(
         "--manifest",
         type=Path,
         default=DEFAULT_MANIFEST,
-        help="docker: the Deployment whose resources.limits.cpu each container gets",
+        help=f"docker: the Deployment whose resources.limits.cpu each container gets "
+        f"(default {DEFAULT_MANIFEST})",
     )
     cluster = parser.add_argument_group("kubernetes backend")
     cluster.add_argument(
         "--endpoint",
         default=DEFAULT_ENDPOINT,
-        help="the Service's URL (kind maps the NodePort to the host's port 80)",
+        help=f"the Service's URL (default {DEFAULT_ENDPOINT}: kind maps the NodePort there)",
     )
-    cluster.add_argument("--deployment", default="iweblens")
-    cluster.add_argument("--namespace")
-    cluster.add_argument("--context", help="kubectl context")
+    cluster.add_argument("--deployment", default="iweblens", help="default iweblens")
+    cluster.add_argument("--namespace", help="default: kubectl's")
+    cluster.add_argument("--context", help="kubectl context (default: the current one)")
     parser.set_defaults(run=_run)

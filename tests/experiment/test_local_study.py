@@ -152,7 +152,7 @@ def test_interrupted_study_keeps_its_runs_cleans_up_and_resumes(
             run.kill()
             run.wait()
     assert run.returncode == 130, errors
-    assert "rerun to resume" in errors
+    assert "interrupted: the finished runs are in" in errors
     kept = read_results(results)
     assert 1 <= len(kept) < 8
     assert leftover_cgroups(run.pid) == []

@@ -71,3 +71,8 @@ def test_a_file_without_a_deployment_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.skipif(not REPO_MANIFEST.exists(), reason="deploy/k8s/deployment.yaml not written yet")
 def test_the_repository_manifest_limits_each_pod_to_half_a_core() -> None:
     assert manifest_cpu_limit(REPO_MANIFEST) == 0.5
+
+
+def test_a_missing_manifest_is_a_manifest_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read the CPU limit"):
+        manifest_cpu_limit(tmp_path / "absent.yaml")

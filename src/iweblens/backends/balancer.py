@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import BackendError
+
 BACKEND_NAME = "replicas"
 # A saturated replica on half a core can take seconds to answer, even /readyz; the timeouts leave
 # room for 32 concurrent slow requests so the balancer never cuts a run short. The stats socket
@@ -58,7 +60,7 @@ backend {backend}
 {servers}"""
 
 
-class BalancerError(RuntimeError):
+class BalancerError(BackendError):
     """HAProxy is missing, rejected its config or did not take the new replica set."""
 
 

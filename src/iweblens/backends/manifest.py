@@ -44,8 +44,11 @@ def deployment_cpu_limit(deployment: dict[str, Any]) -> float:
 
 def manifest_cpu_limit(path: Path = DEFAULT_MANIFEST) -> float:
     """The CPU limit of the (first) Deployment in a possibly multi-document YAML file."""
-    with Path(path).open(encoding="utf-8") as handle:
-        documents = [doc for doc in yaml.safe_load_all(handle) if isinstance(doc, dict)]
+    try:
+        with Path(path).open(encoding="utf-8") as handle:
+            documents = [doc for doc in yaml.safe_load_all(handle) if isinstance(doc, dict)]
+    except (OSError, yaml.YAMLError) as error:
+        raise ManifestError(f"cannot read the CPU limit from {path}: {error}") from error
     for document in documents:
         if document.get("kind") == "Deployment":
             return deployment_cpu_limit(document)
