@@ -75,3 +75,17 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[engines,int8]'
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens bench --images $(BENCH_IMAGES) --output docs/benchmarks.md
+
+# Issue 3: the pods x threads study (README: "The pods x threads study"). BACKEND=docker or
+# kubernetes for the other backends; the report needs the identity fields, see the README.
+STUDY_IMAGES ?= $(firstword $(wildcard ../shared/images/coco128) tests/images)
+BACKEND      ?= local
+STUDY_CSV    ?= docs/results/results-$(BACKEND).csv
+
+.PHONY: study
+
+study: install
+	scripts/install-system-deps.sh
+	$(BIN)/iweblens fetch-model
+	$(BIN)/iweblens experiment --backend $(BACKEND) --images $(STUDY_IMAGES) --output $(STUDY_CSV)
+	$(BIN)/iweblens plot $(STUDY_CSV) -o $(STUDY_CSV:.csv=.png)
