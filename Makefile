@@ -76,6 +76,19 @@ bench: install
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens bench --images $(BENCH_IMAGES) --output docs/benchmarks.md
 
+# Issue 7: reliability. `make soak` is the 10-minute soak (not in CI; the suite runs 60 s of it).
+SOAK_IMAGES ?= $(firstword $(wildcard ../shared/images/coco128) tests/images)
+
+.PHONY: soak lock
+
+soak: install
+	$(BIN)/iweblens fetch-model
+	$(BIN)/iweblens soak $(SOAK_IMAGES) --duration 600 --clients 32 --cpus 0.5
+
+# Regenerate requirements.lock and requirements-dev.lock (hash-pinned) after editing dependencies.
+lock: install
+	scripts/lock.sh
+
 # Issue 3: the pods x threads study (README: "The pods x threads study"). BACKEND=docker or
 # kubernetes for the other backends; the report needs the identity fields, see the README.
 STUDY_IMAGES ?= $(firstword $(wildcard ../shared/images/coco128) tests/images)
