@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 from .config import Settings
@@ -83,4 +84,9 @@ def run_fetch_model(args: argparse.Namespace) -> int:
     paths = _ensure_model(settings)
     for path in (paths.cfg, paths.weights, paths.names):
         print(path)
+    if find_spec("onnx"):
+        # With the engines extra, convert now so the onnxruntime/openvino engines start offline.
+        from .onnx_export import ensure_onnx
+
+        print(ensure_onnx(paths))
     return 0

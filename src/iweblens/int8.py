@@ -21,7 +21,6 @@ from .config import Settings
 from .detector import decode_image, letterbox
 from .fast_engines import int8_path, int8_sidecar
 from .model_store import ModelPaths, ModelStore, sha256_of
-from .onnx_export import ensure_onnx
 
 CALIBRATION_COUNT = 64
 
@@ -35,6 +34,8 @@ def quantize(paths: ModelPaths, images: Sequence[Path], input_size: int = 416) -
     """Quantize the converted graph with activation ranges measured on ``images``; cache it."""
     import nncf  # optional dependency: the `int8` extra
     import openvino as ov
+
+    from .onnx_export import ensure_onnx  # needs the engines extra
 
     source = ensure_onnx(paths)
     blobs = [letterbox(decode_image(image.read_bytes()), input_size)[0] for image in images]
