@@ -6,10 +6,12 @@ PORT   ?= 5000
 
 .PHONY: run test lint install
 
-$(BIN)/iweblens: pyproject.toml
+# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package.
+$(BIN)/iweblens: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,engines]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(BIN)/iweblens
