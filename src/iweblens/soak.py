@@ -212,6 +212,7 @@ class SoakReport:
     idle_after: Vitals
     threads_warm: int  # most threads seen in the window right after warm-up
     threads_end: int  # most threads seen in the last window
+    rss_by_tenth_kb: list[float]  # median RSS in each tenth of the run: a leak's slope shows here
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -231,6 +232,8 @@ class SoakReport:
             f"latency: p50 {self.p50_s * 1000:.0f} ms, p95 {self.p95_s * 1000:.0f} ms",
             f"RSS under load: {self.rss_warm_kb / 1024:.1f} MiB after warm-up, "
             f"{self.rss_end_kb / 1024:.1f} MiB at the end: drift {self.rss_drift:+.1%}",
+            "RSS by tenth of the run (MiB): "
+            + " ".join(f"{kb / 1024:.0f}" for kb in self.rss_by_tenth_kb),
             f"open fds when idle: {self.idle_before.fds} before, {self.idle_after.fds} after",
             f"threads: {self.idle_before.threads} idle before, {self.threads_warm} after warm-up, "
             f"{self.threads_end} at the end, {self.idle_after.threads} idle after",
@@ -240,6 +243,12 @@ class SoakReport:
 
 def _window(samples: Sequence[Vitals], start: float, end: float) -> list[Vitals]:
     return [s for s in samples if start <= s.at <= end]
+
+
+def _rss_by_tenth(samples: Sequence[Vitals], started: float, duration_s: float) -> list[float]:
+    tenth = duration_s / 10
+    windows = (_window(samples, started + i * tenth, started + (i + 1) * tenth) for i in range(10))
+    return [statistics.median(s.rss_kb for s in window) for window in windows if window]
 
 
 def judge(
@@ -279,6 +288,7 @@ def judge(
         idle_after=idle_after,
         threads_warm=max(s.threads for s in first),
         threads_end=max(s.threads for s in last),
+        rss_by_tenth_kb=_rss_by_tenth(samples, started, duration_s),
     )
     if report.errors:
         report.failures.append(f"{report.errors} requests did not get a 200")
