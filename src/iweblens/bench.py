@@ -73,18 +73,12 @@ def measure_floor(engine: str, images: Sequence[Path]) -> tuple[float, dict[str,
     """
     from .cpu import cpu_allotment, threads_for
     from .detector import Detector, decode_image, letterbox
-    from .engines import create_engine, set_compute_threads
+    from .engines import set_compute_threads
 
     settings = Settings.from_env()
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
     set_compute_threads(threads_for(cpu_allotment()))
-    detector = Detector(
-        create_engine(engine, paths),
-        paths.labels(),
-        input_size=settings.input_size,
-        confidence=settings.confidence,
-        nms=settings.nms,
-    )
+    detector = Detector.from_settings(settings, paths, engine)
     payloads = [image.read_bytes() for image in images]
     for data in payloads[:WARMUP_IMAGES]:
         detector.detect_bytes(data)
@@ -278,17 +272,10 @@ def measure_naive(images: Sequence[Path], clients: int) -> list[ServedRun]:
 def engine_detections(engine: str, images: Sequence[Path]) -> list[list]:
     """Every image's detections by ``engine`` (correctness only, so no quota)."""
     from .detector import Detector
-    from .engines import create_engine
 
     settings = Settings.from_env()
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
-    detector = Detector(
-        create_engine(engine, paths),
-        paths.labels(),
-        input_size=settings.input_size,
-        confidence=settings.confidence,
-        nms=settings.nms,
-    )
+    detector = Detector.from_settings(settings, paths, engine)
     return [detector.detect_bytes(image.read_bytes()) for image in images]
 
 

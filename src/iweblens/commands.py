@@ -51,18 +51,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_detect(args: argparse.Namespace) -> int:
     from .detector import Detector, ImageDecodeError
-    from .engines import create_engine
     from .protocol import DetectionRequest, Flavour, render_detections
 
     settings = Settings.from_env()
     paths = _ensure_model(settings)
-    detector = Detector(
-        create_engine(settings.engine, paths),
-        paths.labels(),
-        input_size=settings.input_size,
-        confidence=settings.confidence,
-        nms=settings.nms,
-    )
+    detector = Detector.from_settings(settings, paths)
     results = {}
     for image in args.images:
         data = image.read_bytes()

@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .engines import Engine
+from .config import Settings
+from .engines import Engine, create_engine
+from .model_store import ModelPaths
 
 
 class ImageDecodeError(ValueError):
@@ -120,6 +122,19 @@ class Detector:
         self.input_size = input_size
         self.confidence = confidence
         self.nms = nms
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, paths: ModelPaths, engine: str | None = None
+    ) -> Detector:
+        """A detector with a fresh engine (``settings.engine`` unless named) and the thresholds."""
+        return cls(
+            create_engine(engine or settings.engine, paths),
+            paths.labels(),
+            input_size=settings.input_size,
+            confidence=settings.confidence,
+            nms=settings.nms,
+        )
 
     def detect_bytes(self, data: bytes) -> list[Detection]:
         """Decode an encoded image and detect objects in it."""

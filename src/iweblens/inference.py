@@ -22,7 +22,7 @@ import numpy as np
 from .config import Settings
 from .cpu import cpu_allotment, threads_for
 from .detector import Detection, Detector
-from .engines import create_engine, set_compute_threads
+from .engines import set_compute_threads
 from .model_store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -136,19 +136,12 @@ class InferencePool:
 def build_pool(settings: Settings, observe: TimingObserver | None = None) -> InferencePool:
     """Verify the model files and size a pool to this process's CPU allotment (not started)."""
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
-    labels = paths.labels()
     allotment_threads = threads_for(cpu_allotment())
     workers = settings.inference_workers or allotment_threads
     # OpenCV's thread count is process-wide: split the allotment between the networks.
     set_compute_threads(max(1, allotment_threads // workers))
 
     def make_detector() -> Detector:
-        return Detector(
-            create_engine(settings.engine, paths),
-            labels,
-            input_size=settings.input_size,
-            confidence=settings.confidence,
-            nms=settings.nms,
-        )
+        return Detector.from_settings(settings, paths)
 
     return InferencePool(make_detector, workers, observe)
