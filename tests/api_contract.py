@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
-from conftest import TESTS_DIR
+from support import TESTS_DIR
 
 OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/openapi.json").read_text())
 

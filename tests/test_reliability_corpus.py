@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import requests
 from api_contract import check_answer
-from conftest import TESTS_DIR
 from PIL import Image
+from support import TESTS_DIR
 from test_protocol import png_declaring
 
 from iweblens.config import Settings

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 from api_contract import check_answer
-from conftest import TESTS_DIR
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support import TESTS_DIR
 from werkzeug.datastructures import MultiDict
 
 from iweblens.app import create_app

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import ServerProcess
+from support import ServerProcess
 
 from iweblens.config import Settings
 from iweblens.soak import LOST, REFUSED, ClosedLoop, Outcome

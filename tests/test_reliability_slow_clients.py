@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ServerProcess
+from support import ServerProcess
 
 SLOW_CLIENTS = 20
 NORMAL_REQUESTS = 12
