@@ -9,6 +9,7 @@ and NMS per class at IoU 0.45.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -66,6 +67,16 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+def limit_decoded_pixels(max_pixels: int) -> None:
+    """Make both decoders refuse images larger than ``max_pixels`` (process-wide settings).
+
+    The request's header check reads sizes with Pillow; a file crafted so that OpenCV sees
+    another size would otherwise slip past it. OpenCV reads its limit on first use.
+    """
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_pixels)
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def _axis_weights(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of darknet's corner-aligned linear resize along one axis."""
     scale = np.float32(source - 1) / np.float32(target - 1) if target > 1 else np.float32(0)
@@ -75,13 +86,19 @@ def _axis_weights(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.
     return low, np.minimum(low + 1, source - 1), frac
 
 
-def darknet_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a float HxWxC image exactly as darknet's ``resize_image`` does."""
+def darknet_resize(image: np.ndarray, width: int, height: int, scale: float = 1.0) -> np.ndarray:
+    """Resize an HxWxC image exactly as darknet's ``resize_image`` does, on float pixels.
+
+    Pixels are multiplied by ``scale`` as they are turned into floats; only the source columns
+    the resize reads are converted, so a large photograph never exists as a float copy.
+    """
     src_h, src_w = image.shape[:2]
     low, high, frac = _axis_weights(src_w, width)
     # darknet takes the last column straight from the source's last column.
     low[-1], frac[-1] = src_w - 1, 0.0
-    part = image[:, low] * (1 - frac)[None, :, None] + image[:, high] * frac[None, :, None]
+    left = image[:, low].astype(np.float32) * np.float32(scale)
+    right = image[:, high].astype(np.float32) * np.float32(scale)
+    part = left * (1 - frac)[None, :, None] + right * frac[None, :, None]
     low, high, frac = _axis_weights(src_h, height)
     below = frac.copy()
     # ...and gives the last row no share of the row below it (even if the float index fell short).
@@ -96,11 +113,10 @@ def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
         new_w, new_h = size, max(1, height * size // width)
     else:
         new_w, new_h = max(1, width * size // height), size
-    rgb = image_bgr[:, :, ::-1].astype(np.float32) * np.float32(1 / 255)
     box = Letterbox(size, new_w, new_h)
     canvas = np.full((size, size, 3), 0.5, dtype=np.float32)
     canvas[box.offset_y : box.offset_y + new_h, box.offset_x : box.offset_x + new_w] = (
-        darknet_resize(rgb, new_w, new_h)
+        darknet_resize(image_bgr[:, :, ::-1], new_w, new_h, scale=1 / 255)
     )
     return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), box
 

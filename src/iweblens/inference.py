@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import Settings
 from .cpu import cpu_allotment, threads_for
-from .detector import Detection, Detector
+from .detector import Detection, Detector, limit_decoded_pixels
 from .engines import set_compute_threads
 from .model_store import ModelStore
 
@@ -136,6 +136,7 @@ class InferencePool:
 def build_pool(settings: Settings, observe: TimingObserver | None = None) -> InferencePool:
     """Verify the model files and size a pool to this process's CPU allotment (not started)."""
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    limit_decoded_pixels(settings.max_pixels)
     allotment_threads = threads_for(cpu_allotment())
     workers = settings.inference_workers or allotment_threads
     # OpenCV's thread count is process-wide: split the allotment between the networks.
