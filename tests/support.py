@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -26,6 +27,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_ready(base_url: str, died: Callable[[], str | None], timeout: float) -> None:
+    """Poll ``/readyz`` until it answers 200; ``died()`` says why the server is gone, if it is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (reason := died()) is not None:
+            raise RuntimeError(reason)
+        try:
+            if requests.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url}/readyz did not answer 200 within {timeout} s")
 
 
 class ServerProcess:
@@ -46,17 +62,12 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout: float = SERVER_START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+        def exited() -> str | None:
+            if self.process.poll() is None:
+                return None
+            return f"server exited early:\n{self.log()}"
+
+        wait_until_ready(self.url, exited, timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

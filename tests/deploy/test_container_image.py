@@ -31,6 +31,7 @@ from deploy_helpers import (
     parse_docker_size,
     parse_memory_quantity,
 )
+from support import wait_until_ready
 
 from iweblens.backends.manifest import parse_cpu_quantity
 
@@ -162,18 +163,13 @@ def running(docker: Docker, image: str, container: dict[str, Any]) -> Iterator[R
 
 
 def wait_ready(handle: RunningContainer) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if handle.state("Running") != "true":
-            logs = handle.docker("logs", "--tail", "40", handle.name, check=False)
-            pytest.fail(f"the container exited before it was ready:\n{logs}")
-        try:
-            if requests.get(f"{handle.url}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"/readyz did not answer 200 within {READY_TIMEOUT_S} s")
+    def exited() -> str | None:
+        if handle.state("Running") == "true":
+            return None
+        logs = handle.docker("logs", "--tail", "40", handle.name, check=False)
+        return f"the container exited before it was ready:\n{logs}"
+
+    wait_until_ready(handle.url, exited, READY_TIMEOUT_S)
 
 
 def post_photo(url: str, photo: Path) -> requests.Response:
