@@ -133,6 +133,9 @@ class ModelStore:
                 f"model files in {self.directory} failed verification ({details}); "
                 "run `iweblens fetch-model` to fetch them again"
             )
+        return self._paths()
+
+    def _paths(self) -> ModelPaths:
         return ModelPaths(
             cfg=self.path("yolov3-tiny.cfg"),
             weights=self.path("yolov3-tiny.weights"),
@@ -143,8 +146,8 @@ class ModelStore:
         """Fetch whatever is missing or corrupt, then verify everything. Idempotent."""
         if not self.problems():
             # Complete already: take no lock and write nothing, so an image with the model baked
-            # in starts as a non-root user on a read-only root filesystem.
-            return self.verified_paths()
+            # in starts as a non-root user on a read-only root filesystem. Hashed once, just now.
+            return self._paths()
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock():
             wanted = [spec for spec in MODEL_FILES if spec.name in self.problems()]
