@@ -45,6 +45,7 @@ class DockerBackend(BalancedBackend[Container]):
     """Containers of ``image`` on loopback ports, each with ``--cpus cpu_limit``."""
 
     name = "docker"
+    cpu_limit: float  # always the requested --cpus: Docker enforces it or refuses to run
 
     def __init__(
         self,
@@ -59,7 +60,6 @@ class DockerBackend(BalancedBackend[Container]):
         super().__init__(
             cpu_limit=cpu_limit, balancer_port=balancer_port, ready_timeout=ready_timeout
         )
-        self._cpus = cpu_limit
         self._image = image
         self._engine = engine
         self._docker = docker
@@ -80,7 +80,7 @@ class DockerBackend(BalancedBackend[Container]):
     def _start(self, name: str, port: int) -> Container:
         container = f"{self._prefix}-{name}"
         command = docker_run_command(
-            self._docker, self._image, container, name, port, self._cpus, self._engine
+            self._docker, self._image, container, name, port, self.cpu_limit, self._engine
         )
         self._run(*command[1:])
         return Container(name, port, container)
