@@ -182,17 +182,22 @@ def create_backend(args: argparse.Namespace) -> Backend:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """A SIGTERM unwinds like Ctrl-C, so the replicas and cgroups are still cleaned up."""
+def interrupts_unwind() -> Iterator[None]:
+    """SIGINT and SIGTERM unwind like Ctrl-C, so the replicas and cgroups are still cleaned up.
+
+    Both handlers are installed whatever the process inherited: a job started in the background
+    (``make test &``, ``nohup``) begins with SIGINT ignored, and would otherwise be deaf to it.
+    """
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -212,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     if not todo:
         return 0
     try:
-        with sigterm_as_interrupt():
+        with interrupts_unwind():
             written = _sweep(args, todo, images)
     except (BackendError, ManifestError) as error:
         print(f"study stopped: {error}\nthe finished runs are in {args.output}", file=sys.stderr)

@@ -138,14 +138,22 @@ def test_interrupted_study_keeps_its_runs_cleans_up_and_resumes(
     scratch = tmp_path / "scratch"  # the runner's temporary files: HAProxy config, replica logs
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}
-    run = subprocess.Popen(study, stderr=subprocess.PIPE, text=True, env=env)
+    # Started as a background job is (SIGINT ignored), so the test does not depend on how pytest
+    # itself was started: the study must still stop on SIGINT.
+    run = subprocess.Popen(
+        study,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         deadline = time.monotonic() + 300
         while not (results.exists() and read_results(results)):
             assert run.poll() is None, run.stderr.read() if run.stderr else ""
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        run.send_signal(signal.SIGINT)  # Ctrl-C
+        run.send_signal(signal.SIGINT)  # Ctrl-C, or `kill -INT` of a background job
         _, errors = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
