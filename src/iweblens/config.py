@@ -28,8 +28,11 @@ class Settings:
     nms: float = 0.45
     input_size: int = 416
     max_body_bytes: int = 16 * 1024 * 1024
-    # 4096 x 4096: decoding costs bytes per pixel, and a 512 MiB pod has ~140 MiB to spare.
+    # Decoded pixels, after any reduced JPEG decode: 4096 x 4096, as decoding costs bytes per
+    # pixel and a 512 MiB pod has ~140 MiB to spare.
     max_pixels: int = 16_777_216
+    # Pixels a header may declare: 48 MP phone photos (8064 x 6048), which are decoded at 1/8.
+    max_declared_pixels: int = 50_000_000
     inference_workers: int = 0  # 0 = one per core of the CPU allotment
     served_by: str = field(default_factory=socket.gethostname)
     host: str = "0.0.0.0"
@@ -52,6 +55,7 @@ class Settings:
             input_size=int(_env("INPUT_SIZE", str(base.input_size))),
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(base.max_body_bytes))),
             max_pixels=int(_env("MAX_PIXELS", str(base.max_pixels))),
+            max_declared_pixels=int(_env("MAX_DECLARED_PIXELS", str(base.max_declared_pixels))),
             inference_workers=int(_env("INFERENCE_WORKERS", str(base.inference_workers))),
             served_by=_env("SERVED_BY", base.served_by),
             host=_env("HOST", base.host),

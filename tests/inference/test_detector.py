@@ -78,7 +78,7 @@ def test_boxes_are_inside_the_image_and_sorted(detector: Detector, coco128: list
 
 
 def test_threshold_and_nms_are_configurable(detector: Detector, photos: list[Path]) -> None:
-    image = decode_image(photos[-1].read_bytes())
+    image = decode_image(photos[-1].read_bytes()).pixels
     strict = Detector(detector.engine, detector.labels, confidence=0.9).detect(image)
     loose = Detector(detector.engine, detector.labels, confidence=0.2).detect(image)
     assert all(d.confidence > 0.9 for d in strict)
@@ -113,7 +113,7 @@ def test_gif_and_grayscale_decode_to_bgr(photos: list[Path]) -> None:
 
     buffer = BytesIO()
     Image.open(photos[0]).convert("L").save(buffer, format="GIF")
-    image = decode_image(buffer.getvalue())
+    image = decode_image(buffer.getvalue()).pixels
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
 
 

@@ -72,7 +72,7 @@ def test_stale_conversion_is_rebuilt(tmp_path: Path, model_paths: ModelPaths) ->
 def test_engine_rows_match_opencv(
     engine: str, model_paths: ModelPaths, photos: list[Path], converted: Path
 ) -> None:
-    blob, _ = letterbox(decode_image(photos[0].read_bytes()), 416)
+    blob, _ = letterbox(decode_image(photos[0].read_bytes()).pixels, 416)
     expected = create_engine("opencv", model_paths).forward(blob)
     actual = create_engine(engine, model_paths).forward(blob)
     assert actual.shape == expected.shape == (2535, 85)

@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-from support import TESTS_DIR, ServerProcess
+from support import TESTS_DIR, ServerProcess, png_declaring
 
 OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/service/openapi.json").read_text())
 
@@ -146,8 +146,6 @@ def test_bad_input_gets_json_error_and_service_keeps_serving(
 
 
 def test_decompression_bomb_is_refused_before_decoding(live_server: str) -> None:
-    from test_protocol import png_declaring
-
     response = requests.post(
         f"{live_server}/api/object_detection",
         files={"image": ("bomb.png", png_declaring(50_000, 50_000))},

@@ -1,14 +1,14 @@
 import base64
 import io
 import json
-import struct
-import zlib
 
 import pytest
 from PIL import Image
+from support import png_declaring
 from werkzeug.test import EnvironBuilder
 
 from iweblens.detection import Detection
+from iweblens.inference.images import ImageLimits
 from iweblens.service.protocol import (
     ApiError,
     DetectionRequest,
@@ -23,17 +23,6 @@ JPEG = b"\xff\xd8\xff\xe0 pretend jpeg"
 
 def request_of(**kwargs):
     return EnvironBuilder(method="POST", path="/api/object_detection", **kwargs).get_request()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size: a decompression bomb's calling card."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def expect_error(status: int, code: str, **kwargs) -> None:
@@ -89,20 +78,20 @@ def test_bad_requests_have_clear_codes() -> None:
 def test_check_image_reads_only_the_header() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48)).save(buffer, format="PNG")
-    header = check_image(buffer.getvalue(), max_pixels=10_000)
+    header = check_image(buffer.getvalue(), ImageLimits(max_pixels=10_000))
     assert (header.format, header.width, header.height) == ("PNG", 64, 48)
 
 
 @pytest.mark.parametrize("size", [(50_000, 50_000), (20_000, 20_000), (101, 100)])
 def test_images_declaring_too_many_pixels_are_refused(size: tuple[int, int]) -> None:
     with pytest.raises(ApiError) as raised:
-        check_image(png_declaring(*size), max_pixels=10_000)
+        check_image(png_declaring(*size), ImageLimits(max_pixels=10_000))
     assert (raised.value.status, raised.value.code) == (413, "image_too_large")
 
 
 def test_non_images_are_refused_before_decoding() -> None:
     with pytest.raises(ApiError) as raised:
-        check_image(b"PK\x03\x04 a zip file", max_pixels=10_000)
+        check_image(b"PK\x03\x04 a zip file", ImageLimits(max_pixels=10_000))
     assert (raised.value.status, raised.value.code) == (400, "invalid_image")
 
 

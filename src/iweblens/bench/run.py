@@ -91,13 +91,13 @@ def measure_floor(engine: str, images: Sequence[Path]) -> tuple[float, dict[str,
     laps = CpuLaps()
     for data in payloads:
         laps.start()
-        image = decode_image(data)
+        image = decode_image(data, settings.input_size)
         laps.mark("decode")
-        blob, box = letterbox(image, settings.input_size)
+        blob, box = letterbox(image.pixels, settings.input_size)
         laps.mark("letterbox")
         rows = detector.engine.forward(blob)
         laps.mark("forward")
-        detector.decode(rows, box, image.shape[1], image.shape[0])
+        detector.decode(rows, box, image.width, image.height)
         laps.mark("postprocess")
     return seconds_per_image, {stage: total / len(payloads) for stage, total in laps.totals.items()}
 

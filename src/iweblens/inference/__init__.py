@@ -7,8 +7,12 @@ from iweblens.inference.cpu import cpu_allotment, threads_for
 from iweblens.inference.detector import Detector, letterbox
 from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
 from iweblens.inference.images import (
+    DecodedImage,
     ImageHeader,
+    ImageLimits,
     ImageTooLargeError,
+    UnsupportedImageFormatError,
+    decode_cost,
     decode_image,
     inspect_image,
     limit_decoded_pixels,
@@ -17,15 +21,19 @@ from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_
 
 __all__ = [
     "ENGINES",
+    "DecodedImage",
     "Detector",
     "Engine",
     "ImageHeader",
+    "ImageLimits",
     "ImageTooLargeError",
     "InferencePool",
     "ModelUnavailableError",
+    "UnsupportedImageFormatError",
     "build_pool",
     "cpu_allotment",
     "create_engine",
+    "decode_cost",
     "decode_image",
     "inspect_image",
     "letterbox",

@@ -113,13 +113,24 @@ class Detector:
         )
 
     def detect_bytes(self, data: bytes) -> list[Detection]:
-        """Decode an encoded image and detect objects in it."""
-        return self.detect(decode_image(data))
+        """Decode an encoded image (large JPEGs at reduced size) and detect objects in it.
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        """Detect objects in a BGR image; the result is sorted by confidence, highest first."""
+        Boxes are in the original image's pixels, in the orientation a viewer shows.
+        """
+        image = decode_image(data, self.input_size)
+        return self.detect(image.pixels, image.width, image.height)
+
+    def detect(
+        self, image_bgr: np.ndarray, width: int | None = None, height: int | None = None
+    ) -> list[Detection]:
+        """Detect objects in a BGR image; the result is sorted by confidence, highest first.
+
+        Boxes are in pixels of a ``width`` x ``height`` image (default: the array's own size);
+        a larger size maps the boxes of a reduced decode back to the original's pixels.
+        """
         blob, box = letterbox(image_bgr, self.input_size)
-        return self.decode(self.engine.forward(blob), box, image_bgr.shape[1], image_bgr.shape[0])
+        rows = self.engine.forward(blob)
+        return self.decode(rows, box, width or image_bgr.shape[1], height or image_bgr.shape[0])
 
     def decode(self, rows: np.ndarray, box: Letterbox, width: int, height: int) -> list[Detection]:
         """Turn YOLO rows into detections in original-image pixels (darknet's box arithmetic)."""

@@ -138,7 +138,7 @@ class InferencePool:
 def build_pool(settings: Settings, observe: TimingObserver | None = None) -> InferencePool:
     """Verify the model files and size a pool to this process's CPU allotment (not started)."""
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
-    limit_decoded_pixels(settings.max_pixels)
+    limit_decoded_pixels(settings.max_declared_pixels)
     allotment_threads = threads_for(cpu_allotment())
     workers = settings.inference_workers or allotment_threads
     # OpenCV's thread count is process-wide: split the allotment between the networks.

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.images import ImageLimits
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
 from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.page import page_blueprint
@@ -24,6 +25,7 @@ from iweblens.service.protocol import (
     ApiError,
     check_image,
     error_body,
+    image_error,
     parse_request,
     render_detections,
 )
@@ -53,14 +55,14 @@ def _pool() -> InferencePool:
 @api.post("/api/object_detection")
 def object_detection() -> Response:
     detection_request = parse_request(request)
-    check_image(detection_request.image, _settings().max_pixels)
+    check_image(detection_request.image, ImageLimits.from_settings(_settings()))
     pool = _pool()
     if not pool.wait_ready(timeout=_settings().timeout):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     try:
         detections = pool.submit(detection_request.image).result()
-    except ImageDecodeError:
-        raise ApiError(400, "invalid_image", "the data is not a decodable image") from None
+    except ImageDecodeError as error:
+        raise image_error(error) from None
     except ModelUnavailableError as error:
         raise ApiError(503, "model_unavailable", str(error)) from None
     return jsonify(render_detections(detection_request, detections))

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 from werkzeug import Request
 
 from iweblens.detection import Detection, ImageDecodeError
-from iweblens.inference.images import ImageHeader, ImageTooLargeError, inspect_image
+from iweblens.inference.images import (
+    ImageHeader,
+    ImageLimits,
+    ImageTooLargeError,
+    UnsupportedImageFormatError,
+    inspect_image,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -123,14 +129,22 @@ def _decode_base64(encoded: str) -> bytes:
         raise ApiError(400, "invalid_base64", "the 'image' field is not valid base64") from None
 
 
-def check_image(data: bytes, max_pixels: int) -> ImageHeader:
-    """The image's header, or ``ApiError`` (413 above ``max_pixels``, 400 for a non-image)."""
+def check_image(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """The image's header, or the ``ApiError`` of ``image_error`` (read from the header only)."""
     try:
-        return inspect_image(data, max_pixels)
-    except ImageTooLargeError as error:
-        raise ApiError(413, "image_too_large", str(error)) from None
+        return inspect_image(data, limits)
     except ImageDecodeError as error:
-        raise ApiError(400, "invalid_image", str(error)) from None
+        raise image_error(error) from None
+
+
+def image_error(error: ImageDecodeError) -> ApiError:
+    """The answer to an image the decoders refuse: 413 over the limits, 415 for a valid image in
+    a format not supported (HEIC...), 400 for bytes that are no complete image."""
+    if isinstance(error, ImageTooLargeError):
+        return ApiError(413, "image_too_large", str(error))
+    if isinstance(error, UnsupportedImageFormatError):
+        return ApiError(415, "unsupported_image_format", str(error))
+    return ApiError(400, "invalid_image", str(error))
 
 
 def render_detections(request: DetectionRequest, detections: Sequence[Detection]) -> dict[str, Any]:
