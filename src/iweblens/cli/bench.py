@@ -56,6 +56,47 @@ def _run_soak(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def _run_bench_decode(args: argparse.Namespace) -> int:
+    from iweblens.bench import decoding
+
+    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    if not images:
+        print(f"iweblens bench-decode: no .jpg images in {args.images}", file=sys.stderr)
+        return 2
+    parts = args.parts or ["agreement", "cpu", "memory"]
+    if "memory" in parts:
+        print("\n".join(decoding.memory(images[0])) + "\n", flush=True)
+    if "cpu" in parts:
+        print("\n".join(decoding.cpu(images[: args.cpu_count])) + "\n", flush=True)
+    if "agreement" in parts:
+        print("\n".join(decoding.agreement(images, log=_log)) + "\n", flush=True)
+    return 0
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
+        help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
+    )
+    parser.add_argument("--count", type=int, default=128, help="photographs used (default 128)")
+    parser.add_argument(
+        "--cpu-count", type=int, default=16, help="photographs in the CPU rounds (default 16)"
+    )
+    parser.add_argument(
+        "parts",
+        nargs="*",
+        choices=["agreement", "cpu", "memory"],
+        help="what to measure (default: all three)",
+    )
+    parser.set_defaults(run=_run_bench_decode)
+
+
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.bench.run import DEFAULT_ENGINES
 
@@ -101,6 +142,7 @@ ARGUMENTS = {
     "bench": _bench_arguments,
     "quantize": _quantize_arguments,
     "soak": _soak_arguments,
+    "bench-decode": _bench_decode_arguments,
 }
 
 

@@ -1,0 +1,253 @@
+"""``iweblens bench-decode``: what size-aware JPEG decoding costs and what it changes (issue 16).
+
+Three measurements, each printed as a table:
+
+- *agreement*: the photographs are upscaled to 12 and 24 megapixels with Gaussian noise (camera
+  photos compress worse than smooth upscales) and saved as JPEG; their detections at full size
+  and at each DCT-domain reduction (1/2, 1/4, 1/8) are compared with the 640-px original's (boxes
+  scaled), by F1 (IoU >= 0.5, same label). The service's rule is the row marked ``*``;
+- *CPU*: thread CPU ms per 12 MP image of decode + letterbox, full size against the service's
+  rule, in alternated rounds (A/B/A/B...), medians with the spread of the round medians;
+- *memory*: peak RSS growth (the kernel's high-water mark, VmHWM) of decode + letterbox in a
+  fresh process per file, beside ``decode_cost``'s estimate, for 640-px, 4096x4096 and 12-48 MP
+  baseline and progressive files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from iweblens.bench.agreement import F1Tally
+from iweblens.config import Settings
+from iweblens.detection import Detection
+from iweblens.inference.images import REDUCTIONS, decode_with_opencv, read_header
+
+NOISE_SIGMA = 6.0  # grey levels; 12 MP at quality 90 then weighs ~3 MB, like a phone photo
+JPEG_QUALITY = 90
+SIZES_MP = (12, 24)
+CPU_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Upscaled:
+    """One photograph made large: its file, the factor applied and the original's detections."""
+
+    path: Path
+    factor: float
+    reference: list[Detection]
+
+
+def upscale(image: np.ndarray, megapixels: float, seed: int) -> tuple[np.ndarray, float]:
+    """Cubic upscale to about ``megapixels``, with Gaussian noise; returns (pixels, factor)."""
+    height, width = image.shape[:2]
+    factor = (megapixels * 1e6 / (width * height)) ** 0.5
+    size = (round(width * factor), round(height * factor))
+    large = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    large += np.random.default_rng(seed).normal(0.0, NOISE_SIGMA, large.shape).astype(np.float32)
+    return np.clip(large, 0, 255).astype(np.uint8), size[0] / width
+
+
+def scaled(detections: Sequence[Detection], factor: float) -> list[Detection]:
+    return [
+        Detection(
+            d.label,
+            d.confidence,
+            round(d.left * factor),
+            round(d.top * factor),
+            round(d.width * factor),
+            round(d.height * factor),
+        )
+        for d in detections
+    ]
+
+
+def make_upscaled(
+    images: Sequence[Path], megapixels: float, folder: Path, detector: object
+) -> Iterator[Upscaled]:
+    """Write each photograph upscaled to ``folder``, with its original's detections."""
+    for index, path in enumerate(images):
+        original = cv2.imread(str(path))
+        large, factor = upscale(original, megapixels, seed=index)
+        target = folder / f"{path.stem}-{megapixels:g}mp.jpg"
+        cv2.imwrite(str(target), large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        yield Upscaled(target, factor, scaled(detector.detect(original), factor))  # type: ignore[attr-defined]
+
+
+def agreement(images: Sequence[Path], log: object = print) -> list[str]:
+    """F1 against the 640-px originals at full size and at every reduction, per size."""
+    from iweblens.inference.detector import Detector
+    from iweblens.models.store import ModelStore
+
+    settings = Settings.from_env()
+    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    detector = Detector.from_settings(settings, paths, "opencv")
+    rule = {}
+    lines = [
+        "| size | decode | decoded long side | F1 vs 640-px original | detections |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    with tempfile.TemporaryDirectory(prefix="iweblens-bench-decode-") as folder:
+        for megapixels in SIZES_MP:
+            tallies = {r: F1Tally() for r in (1, *REDUCTIONS)}
+            counts = dict.fromkeys(tallies, 0)
+            sides: dict[int, int] = {}
+            for item in make_upscaled(images, megapixels, Path(folder), detector):
+                data = item.path.read_bytes()
+                header = read_header(data, settings.input_size)
+                rule[megapixels] = header.reduction
+                for reduction in tallies:
+                    pixels = decode_with_opencv(data, reduction)
+                    sides[reduction] = max(pixels.shape[:2])
+                    found = detector.detect(pixels, header.width, header.height)
+                    tallies[reduction].add(item.reference, found)
+                    counts[reduction] += len(found)
+                item.path.unlink()
+            log(f"agreement at {megapixels} MP done")  # type: ignore[operator]
+            for reduction, tally in tallies.items():
+                mark = " *" if reduction == rule[megapixels] else ""
+                name = "full" if reduction == 1 else f"1/{reduction}"
+                lines.append(
+                    f"| {megapixels} MP | {name}{mark} | {sides[reduction]} | {tally.f1:.4f} "
+                    f"| {counts[reduction]} |"
+                )
+    lines.append(
+        f"\n{len(images)} photographs, noise sigma {NOISE_SIGMA}, JPEG quality {JPEG_QUALITY}; "
+        "* = the service's rule (long side >= 2 x the network input)."
+    )
+    return lines
+
+
+def cpu(images: Sequence[Path], megapixels: float = 12, rounds: int = CPU_ROUNDS) -> list[str]:
+    """Thread CPU ms per image of decode + letterbox: full size (A) against the rule (B)."""
+    from iweblens.inference.detector import letterbox
+    from iweblens.inference.images import decode_image
+
+    input_size = Settings.from_env().input_size
+    payloads = []
+    for index, path in enumerate(images):
+        large, _ = upscale(cv2.imread(str(path)), megapixels, seed=index)
+        encoded = cv2.imencode(".jpg", large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+        payloads.append(encoded.tobytes())
+    variants = {"full size": None, "size-aware": input_size}
+    medians: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, size in variants.items():  # alternated: A, B, A, B...
+            laps = []
+            for data in payloads:
+                started = time.thread_time()
+                letterbox(decode_image(data, size).pixels, input_size)
+                laps.append((time.thread_time() - started) * 1000)
+            medians[name].append(statistics.median(laps))
+    lines = [
+        f"| {megapixels:g} MP decode + letterbox | CPU ms per image, median of {rounds} rounds "
+        "| round medians (min-max) |",
+        "| --- | --- | --- |",
+    ]
+    for name, values in medians.items():
+        lines.append(
+            f"| {name} | {statistics.median(values):.1f} | {min(values):.1f}-{max(values):.1f} |"
+        )
+    lines.append(
+        f"\n{len(payloads)} photographs upscaled with noise, JPEG quality {JPEG_QUALITY}; "
+        "thread CPU clock (time.thread_time), rounds alternated."
+    )
+    return lines
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+MEMORY_CASES = (
+    ("640x480 baseline", 640, 480, False, 2),
+    ("4096x4096 baseline", 4096, 4096, False, 2),
+    ("12 MP baseline 4:2:0", 4000, 3000, False, 2),
+    ("24 MP baseline 4:2:0", 6000, 4000, False, 2),
+    ("24 MP progressive 4:2:0", 6000, 4000, True, 2),
+    ("24 MP progressive 4:4:4", 6000, 4000, True, 1),
+    ("48 MP baseline 4:2:0", 8064, 6048, False, 2),
+    ("48 MP progressive 4:2:0", 8064, 6048, True, 2),
+)
+
+
+def _measure_peak(path: str, input_size: int | None, queue: multiprocessing.Queue) -> None:
+    """In a fresh process: peak RSS growth (bytes) of decode + letterbox of one file.
+
+    ``ru_maxrss`` would carry the peak of the process this one was forked from (Linux keeps it
+    across exec), so the kernel's high-water mark is reset (``clear_refs`` 5) and read from
+    ``/proc/self/status`` (VmHWM) instead.
+    """
+    from iweblens.inference.detector import letterbox
+    from iweblens.inference.images import decode_image, limit_decoded_pixels
+
+    limit_decoded_pixels(10**9)
+    data = Path(path).read_bytes()
+    warm = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
+    letterbox(decode_image(warm, input_size).pixels, input_size or 416)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    letterbox(decode_image(data, input_size).pixels, input_size or 416)
+    queue.put((_status_kib("VmHWM") - before) * 1024)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_bytes(path: Path, input_size: int | None) -> int:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_measure_peak, args=(str(path), input_size, queue))
+    process.start()
+    peak = queue.get(timeout=600)
+    process.join()
+    return int(peak)
+
+
+def memory(source: Path) -> list[str]:
+    """Peak RSS of decode + letterbox against ``decode_cost``, full size and size-aware."""
+    from iweblens.inference.images import decode_cost
+
+    input_size = Settings.from_env().input_size
+    photo = cv2.imread(str(source))
+    lines = [
+        "| file | MiB full size | MiB size-aware | decode_cost MiB (size-aware) |",
+        "| --- | --- | --- | --- |",
+    ]
+    with tempfile.TemporaryDirectory(prefix="iweblens-bench-memory-") as folder:
+        for name, width, height, progressive, sampling in MEMORY_CASES:
+            large = cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)
+            target = Path(folder) / "case.jpg"
+            options = [
+                cv2.IMWRITE_JPEG_QUALITY,
+                JPEG_QUALITY,
+                cv2.IMWRITE_JPEG_PROGRESSIVE,
+                int(progressive),
+                cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
+                if sampling == 2
+                else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+            ]
+            cv2.imwrite(str(target), large, options)
+            del large
+            header = read_header(target.read_bytes(), input_size)
+            full, aware = peak_bytes(target, None), peak_bytes(target, input_size)
+            lines.append(
+                f"| {name} (1/{header.reduction}) | {full / 2**20:.1f} | {aware / 2**20:.1f} "
+                f"| {decode_cost(header) / 2**20:.1f} |"
+            )
+    lines.append(
+        "\nPeak RSS growth (VmHWM after clear_refs) over a warmed-up process, one per figure."
+    )
+    return lines
