@@ -1,6 +1,7 @@
 """The HTTP API, over real HTTP against a real gunicorn server on loopback."""
 
 import base64
+import http.client
 import json
 import subprocess
 import sys
@@ -230,3 +231,67 @@ def test_sigterm_lets_in_flight_requests_finish(photos: list[Path]) -> None:
     assert exit_code == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/healthz", timeout=5)
+
+
+# ----------------------------------------------------------------------------- early refusals
+
+
+EARLY_REFUSALS = [
+    ("POST", "/api/object_detection", "text/plain", 415),
+    ("POST", "/no/such/path", "image/jpeg", 404),
+    ("PUT", "/api/object_detection", "image/jpeg", 405),
+]
+
+
+def refuse_then_detect(host: str, port: int, photo: Path, method: str, path: str, kind: str):
+    """On one keep-alive connection: a refused request with an unread 65,536-byte body, then a
+    valid detection. Returns both statuses; the second must come, whatever the first said."""
+    connection = http.client.HTTPConnection(host, port, timeout=120)
+    try:
+        connection.request(method, path, body=b"x" * 65_536, headers={"Content-Type": kind})
+        refusal = connection.getresponse()
+        refusal.read()
+        kept = not refusal.will_close  # the server promised to read the next request
+        socket_before = connection.sock
+        connection.request(
+            "POST",
+            "/api/object_detection",
+            body=photo.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+        )
+        answer = connection.getresponse()
+        answer.read()
+        if kept:
+            assert connection.sock is socket_before, "a kept-alive connection was replaced"
+        return refusal.status, answer.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(("method", "path", "kind", "status"), EARLY_REFUSALS)
+def test_the_connection_survives_an_early_refusal(
+    live_server: str, photos: list[Path], method: str, path: str, kind: str, status: int
+) -> None:
+    host, port = live_server.removeprefix("http://").split(":")
+    statuses = refuse_then_detect(host, int(port), photos[0], method, path, kind)
+    assert statuses == (status, 200)
+
+
+def test_the_connection_survives_an_early_refusal_through_haproxy(
+    live_server: str, photos: list[Path], tmp_path: Path
+) -> None:
+    from iweblens.study.replicas.balanced import free_port
+    from iweblens.study.replicas.balancer import Balancer, BalancerError, Server
+
+    host, port = live_server.removeprefix("http://").split(":")
+    try:
+        balancer = Balancer("127.0.0.1", free_port(), tmp_path)
+    except BalancerError as error:
+        pytest.skip(str(error))
+    try:
+        balancer.configure([Server("replica-1", host, int(port))])
+        for method, path, kind, status in EARLY_REFUSALS:
+            statuses = refuse_then_detect("127.0.0.1", balancer.port, photos[0], method, path, kind)
+            assert statuses == (status, 200)
+    finally:
+        balancer.close()

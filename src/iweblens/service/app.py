@@ -23,6 +23,7 @@ from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.page import page_blueprint
 from iweblens.service.protocol import (
     ApiError,
+    StrictJSONProvider,
     check_image,
     error_body,
     image_error,
@@ -34,6 +35,7 @@ access_log = logging.getLogger("iweblens.access")
 log = logging.getLogger(__name__)
 
 api = Blueprint("api", __name__)
+BODY_CHUNK_BYTES = 64 * 1024
 
 HTTP_ERROR_CODES = {
     400: "bad_request",
@@ -142,6 +144,23 @@ def stamp_and_log(response: Response) -> Response:
     return response
 
 
+@api.after_app_request
+def finish_reading_the_body(response: Response) -> Response:
+    """Read what the handler left of the request body (up to the body limit) before answering.
+
+    An early refusal (404, 405, 415...) leaves the body unread; gunicorn drains at most 64 KiB of
+    it and then closes a connection its answer said would be kept alive, so the client's next
+    request on it gets no answer. Over the body limit (413) or from a client that went away, the
+    server closes the connection as before.
+    """
+    try:
+        while request.stream.read(BODY_CHUNK_BYTES):
+            pass
+    except (HTTPException, OSError):
+        pass
+    return response
+
+
 @api.teardown_app_request
 def stop_timer(_error: BaseException | None) -> None:
     if "started" in g:
@@ -153,7 +172,7 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = StrictJSONProvider(app)
     service_metrics = ServiceMetrics()
     if pool is None:
         pool = build_pool(settings, service_metrics.observe_inference)
