@@ -95,3 +95,11 @@ def png_declaring(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def heic_header(major: bytes = b"heic", compatible: tuple[bytes, ...] = (b"mif1",)) -> bytes:
+    """The start of an iPhone photo: an ISO base media ftyp box naming a HEIF brand."""
+    body = major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    box = struct.pack(">I", 8 + len(body)) + b"ftyp" + body
+    meta = struct.pack(">I", 40) + b"meta" + bytes(32)
+    return box + meta

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from support import png_declaring
+from support import heic_header, png_declaring
 
 from iweblens.bench.agreement import F1Tally, iou
 from iweblens.detection import Detection, ImageDecodeError
@@ -224,14 +224,6 @@ def test_every_accepted_format_is_detected(detector: Detector, upright: np.ndarr
         else:
             # Grey, palette and GIF variants lose colour: the elephants and the person remain.
             assert {"elephant", "person"} <= {d.label for d in found}, (name, found)
-
-
-def heic_header(major: bytes = b"heic", compatible: tuple[bytes, ...] = (b"mif1",)) -> bytes:
-    """The start of an iPhone photo: an ISO base media ftyp box naming a HEIF brand."""
-    body = major + b"\x00\x00\x00\x00" + b"".join(compatible)
-    box = struct.pack(">I", 8 + len(body)) + b"ftyp" + body
-    meta = struct.pack(">I", 40) + b"meta" + bytes(32)
-    return box + meta
 
 
 @pytest.mark.parametrize(

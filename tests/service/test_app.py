@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-from support import TESTS_DIR, ServerProcess, png_declaring
+from support import TESTS_DIR, ServerProcess, heic_header, png_declaring
 
 OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/service/openapi.json").read_text())
 
@@ -295,3 +295,62 @@ def test_the_connection_survives_an_early_refusal_through_haproxy(
             assert statuses == (status, 200)
     finally:
         balancer.close()
+
+
+# ----------------------------------------------------------------------------- images end to end
+
+
+def post_image(url: str, data: bytes, name: str = "photo.jpg") -> requests.Response:
+    return requests.post(f"{url}/api/object_detection", files={"image": (name, data)}, timeout=120)
+
+
+def test_a_heic_photo_is_unsupported_not_undecodable(live_server: str) -> None:
+    response = post_image(live_server, heic_header(), "IMG_0001.HEIC")
+    assert response.status_code == 415
+    jsonschema.validate(response.json(), schema("Error"))
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_image_format"
+    assert "JPEG, PNG, WebP" in error["message"] and "not a decodable" not in error["message"]
+
+
+def test_a_jpeg_missing_its_end_marker_gets_the_intact_answer(
+    live_server: str, photos: list[Path]
+) -> None:
+    data = photos[1].read_bytes()
+    intact = post_image(live_server, data)
+    assert intact.status_code == 200 and intact.json()["objects"]
+    assert post_image(live_server, data[:-2]).content == intact.content
+    half = post_image(live_server, data[: len(data) // 2])
+    assert half.status_code == 400 and half.json()["error"]["code"] == "invalid_image"
+
+
+def test_a_24_megapixel_progressive_photo_is_answered_in_its_own_pixels(
+    live_server: str, photos: list[Path]
+) -> None:
+    import cv2
+
+    photo = next(p for p in photos if p.name == "000000012807.jpg")
+    original = cv2.imread(str(photo))
+    large = cv2.resize(original, (5656, 4242), interpolation=cv2.INTER_CUBIC)
+    data = cv2.imencode(".jpg", large, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert len(data) < 16 * 2**20
+    response = post_image(live_server, data)
+    assert response.status_code == 200, response.text
+    objects = response.json()["objects"]
+    assert {"elephant", "person"} <= {o["label"] for o in objects}
+    # Boxes are in the 24 MP image's pixels, not the 1/4 decode's.
+    assert max(o["rectangle"]["left"] + o["rectangle"]["width"] for o in objects) > 2000
+
+
+def test_a_non_finite_id_is_refused_in_strict_json(live_server: str, photos: list[Path]) -> None:
+    encoded = base64.b64encode(photos[0].read_bytes()).decode()
+    for literal in ("1e400", "NaN", "-1e999"):
+        response = requests.post(
+            f"{live_server}/api/object_detection",
+            data=f'{{"id": {literal}, "image": "{encoded}"}}',
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            timeout=60,
+        )
+        assert response.status_code == 400
+        body = json.loads(response.text, parse_constant=lambda bad: pytest.fail(bad))
+        assert body["error"]["code"] == "non_finite_number"

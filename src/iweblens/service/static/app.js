@@ -23,7 +23,11 @@
   const PROBLEMS = {
     invalid_image: {
       title: "This file is not an image the service can read.",
-      advice: "Pick a photo in JPEG, PNG, WebP or BMP format.",
+      advice: "Pick a complete photo in JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF format.",
+    },
+    unsupported_format: {
+      title: "This image format is not supported.",
+      advice: "Pick a photo in JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF format (save HEIC photos as JPEG).",
     },
     empty_image: {
       title: "This file is empty.",
@@ -60,6 +64,7 @@
     image_too_large: PROBLEMS.too_large,
     payload_too_large: PROBLEMS.too_large,
     unsupported_media_type: PROBLEMS.unsupported,
+    unsupported_image_format: PROBLEMS.unsupported_format,
     model_unavailable: PROBLEMS.not_ready,
   };
   const PROBLEM_BY_STATUS = {
