@@ -82,8 +82,10 @@ def make_upscaled(
         yield Upscaled(target, factor, scaled(detector.detect(original), factor))  # type: ignore[attr-defined]
 
 
-def agreement(images: Sequence[Path], log: object = print) -> list[str]:
-    """F1 against the 640-px originals at full size and at every reduction, per size."""
+def agreement(
+    images: Sequence[Path], log: object = print, sizes_mp: Sequence[float] = SIZES_MP
+) -> list[str]:
+    """F1 against the 640-px originals at full size and at every reduction, per size in MP."""
     from iweblens.inference.detector import Detector
     from iweblens.models.store import ModelStore
 
@@ -96,7 +98,7 @@ def agreement(images: Sequence[Path], log: object = print) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     with tempfile.TemporaryDirectory(prefix="iweblens-bench-decode-") as folder:
-        for megapixels in SIZES_MP:
+        for megapixels in sizes_mp:
             tallies = {r: F1Tally() for r in (1, *REDUCTIONS)}
             counts = dict.fromkeys(tallies, 0)
             sides: dict[int, int] = {}
@@ -111,12 +113,12 @@ def agreement(images: Sequence[Path], log: object = print) -> list[str]:
                     tallies[reduction].add(item.reference, found)
                     counts[reduction] += len(found)
                 item.path.unlink()
-            log(f"agreement at {megapixels} MP done")  # type: ignore[operator]
+            log(f"agreement at {megapixels:g} MP done")  # type: ignore[operator]
             for reduction, tally in tallies.items():
                 mark = " *" if reduction == rule[megapixels] else ""
                 name = "full" if reduction == 1 else f"1/{reduction}"
                 lines.append(
-                    f"| {megapixels} MP | {name}{mark} | {sides[reduction]} | {tally.f1:.4f} "
+                    f"| {megapixels:g} MP | {name}{mark} | {sides[reduction]} | {tally.f1:.4f} "
                     f"| {counts[reduction]} |"
                 )
     lines.append(

@@ -77,14 +77,18 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
+def _images_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images",
         type=Path,
         default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
         help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
     )
-    parser.add_argument("--count", type=int, default=128, help="photographs used (default 128)")
+    parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+
+
+def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    _images_argument(parser)
     parser.add_argument(
         "--cpu-count", type=int, default=16, help="photographs in the CPU rounds (default 16)"
     )
@@ -100,13 +104,7 @@ def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.bench.run import DEFAULT_ENGINES
 
-    parser.add_argument(
-        "--images",
-        type=Path,
-        default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
-        help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
-    )
-    parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+    _images_argument(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
