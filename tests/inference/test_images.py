@@ -423,3 +423,13 @@ def test_unreadable_bytes_raise(tmp_path: Path) -> None:
     for data in (b"definitely not an image", b"\xff\xd8\xff\xe0 pretend jpeg", b""):
         with pytest.raises(ImageDecodeError):
             decode_image(data)
+
+
+def test_malformed_scan_headers_in_a_file_without_end_marker_are_refused(
+    upright: np.ndarray,
+) -> None:
+    data = encode(upright[:64, :64], "JPEG")[:-2]
+    sos = jpeg_scans(data)[0]
+    for broken in (data[: sos + 5], data[: sos + 2] + b"\x00\x03\x05" + data[sos + 5 :]):
+        with pytest.raises(ImageDecodeError):
+            decode_image(broken)

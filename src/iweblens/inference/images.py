@@ -50,7 +50,7 @@ HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 )
 # The smallest decoded long side a reduced JPEG decode may leave, in network inputs: 2 keeps the
-# reduced decode's agreement with the full-size one within 0.01 F1 (docs/benchmarks.md).
+# reduced decode's agreement with the full-size one within 0.01 F1 (docs/decoding.md).
 REDUCED_MIN_LONG_SIDE = 2
 REDUCTIONS = (8, 4, 2)
 _REDUCED_FLAGS = {
@@ -63,7 +63,7 @@ ORIENTATION_TAG = 0x0112
 DEFAULT_INPUT_SIZE = 416  # the network input when a caller names none (the default setting)
 _EOI = b"\xff\xd9"
 
-# Memory, measured as peak RSS growth (``iweblens bench-decode memory``, docs/benchmarks.md). The
+# Memory, measured as peak RSS growth (``iweblens bench-decode memory``, docs/decoding.md). The
 # peak is the larger of two phases. Decoding: OpenCV holds about two copies of the 8-bit BGR
 # output (6 bytes a decoded pixel; turning it to the displayed orientation costs no more), and a
 # progressive JPEG keeps every DCT coefficient of the full-size image (2 bytes a colour sample)
@@ -456,7 +456,10 @@ def _end_marker_repair(data: bytes, reduction: int) -> bytes | None:
     Pillow's process-wide truncated-image switch is not used: it grey-fills half files.
     """
     body = data[:-1] if data.endswith(b"\xff") else data  # the marker's first byte may be there
-    if not _scans_cover_the_frame(body):
+    try:
+        if not _scans_cover_the_frame(body):
+            return None
+    except (IndexError, ValueError, struct.error):  # a segment shorter than its fields
         return None
     repaired = body + _EOI
     reference = decode_with_pillow(repaired, reduction)
