@@ -12,15 +12,12 @@ def test_agreement_table_has_every_decode(photos: list[Path]) -> None:
     lines = decoding.agreement(photos[:2], log=lambda _: None, sizes_mp=(3, 12))
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "MP |" in line]
     assert [(row[0].strip(), row[1].strip()) for row in rows] == [
-        ("3 MP", "full"),
-        ("3 MP", "1/8"),
-        ("3 MP", "1/4"),
-        ("3 MP", "1/2 *"),
-        ("12 MP", "full"),
-        ("12 MP", "1/8"),
-        ("12 MP", "1/4 *"),
-        ("12 MP", "1/2"),
+        (f"{size} MP", decode)
+        for size in (3, 12)
+        for decode in ("full", "1/8", "1/4", "1/2", "the rule")
     ]
+    # The rule decodes 3 MP at 1/2 and 12 MP at 1/4: the same long sides as those rows.
+    assert rows[4][2] == rows[3][2] and rows[9][2] == rows[7][2]
     assert all(0.0 <= float(row[3]) <= 1.0 for row in rows)
 
 

@@ -69,7 +69,8 @@ def _run_bench_decode(args: argparse.Namespace) -> int:
     if "cpu" in parts:
         print("\n".join(decoding.cpu(images[: args.cpu_count])) + "\n", flush=True)
     if "agreement" in parts:
-        print("\n".join(decoding.agreement(images, log=_log)) + "\n", flush=True)
+        lines = decoding.agreement(images, log=_log, sizes_mp=args.sizes)
+        print("\n".join(lines) + "\n", flush=True)
     return 0
 
 
@@ -91,6 +92,13 @@ def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
     _images_argument(parser)
     parser.add_argument(
         "--cpu-count", type=int, default=16, help="photographs in the CPU rounds (default 16)"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        default=[12, 24],
+        help="megapixels the photographs are upscaled to for the agreement (default 12 24)",
     )
     parser.add_argument(
         "parts",
