@@ -33,12 +33,11 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from iweblens.config import Settings
 
 # Pillow's names of the formats the service accepts ("MPO" is how Pillow names a camera JPEG that
 # carries a second, multi-picture image: the first picture is a JPEG like any other).
@@ -49,8 +48,9 @@ JPEG_FORMATS = ("JPEG", "MPO")
 HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 )
-# The smallest decoded long side a reduced JPEG decode may leave, in network inputs: 2 keeps the
-# reduced decode's agreement with the full-size one within 0.01 F1 (docs/decoding.md).
+# The smallest decoded long side a reduced JPEG decode may leave, in network inputs: 2 agreed best
+# with the 640-px originals on photos upscaled to 12 and 24 MP, better than 1 or 4 or a full-size
+# decode (docs/decoding.md).
 REDUCED_MIN_LONG_SIDE = 2
 REDUCTIONS = (8, 4, 2)
 _REDUCED_FLAGS = {
@@ -60,7 +60,7 @@ _REDUCED_FLAGS = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 ORIENTATION_TAG = 0x0112
-DEFAULT_INPUT_SIZE = 416  # the network input when a caller names none (the default setting)
+DEFAULT_INPUT_SIZE = Settings.input_size  # the network input when a caller names none
 _EOI = b"\xff\xd9"
 
 # Memory, measured as peak RSS growth (``iweblens bench-decode memory``, docs/decoding.md). The
@@ -98,9 +98,9 @@ class ImageLimits:
     ``input_size`` is the network input, which sets how far a JPEG may be reduced.
     """
 
-    max_pixels: int = 16_777_216
-    max_declared_pixels: int = 50_000_000
-    input_size: int = DEFAULT_INPUT_SIZE
+    max_pixels: int = Settings.max_pixels
+    max_declared_pixels: int = Settings.max_declared_pixels
+    input_size: int = Settings.input_size
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
@@ -263,7 +263,10 @@ def decode_image(
     header = read_header(data, input_size)
     if header.format == "TIFF" and header.orientation != 1:
         # Both libraries rotate TIFFs themselves (depending on their versions): make them not to.
-        data = _tiff_marked_upright(data)
+        try:
+            data = _tiff_marked_upright(data)
+        except (struct.error, IndexError):
+            raise ImageDecodeError("the TIFF's first directory is cut short") from None
     pixels = _decode_pixels(data, header.reduction, decoders)
     if pixels is None and header.format in JPEG_FORMATS:
         repaired = _end_marker_repair(data, header.reduction)
