@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from iweblens.agreement import differences
-from iweblens.detector import Detector, decode_image, letterbox
+from iweblens.detector import Detector, decode_image
 from iweblens.engines import ENGINES, create_engine
+from iweblens.letterbox import letterbox
 from iweblens.model_store import ModelPaths
 from iweblens.onnx_export import CONVERTER_VERSION, ensure_onnx, onnx_path, parse_cfg
 

@@ -73,7 +73,7 @@ def measure_floor(engine: str, images: Sequence[Path]) -> tuple[float, dict[str,
     quota's throttling pauses do not land on whichever stage they interrupt), from a second pass.
     """
     from .cpu import cpu_allotment, threads_for
-    from .detector import Detector, decode_image, letterbox
+    from .detector import Detector, decode_image
     from .engines import set_compute_threads
 
     settings = Settings.from_env()
@@ -93,7 +93,7 @@ def measure_floor(engine: str, images: Sequence[Path]) -> tuple[float, dict[str,
         laps.start()
         image = decode_image(data)
         laps.mark("decode")
-        blob, box = letterbox(image, settings.input_size)
+        blob, box = detector.letterboxer(image)
         laps.mark("letterbox")
         rows = detector.engine.forward(blob)
         laps.mark("forward")

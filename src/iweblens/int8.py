@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Settings
-from .detector import decode_image, letterbox
+from .detector import decode_image
 from .fast_engines import int8_path, int8_sidecar
+from .letterbox import letterbox
 from .model_store import ModelPaths, ModelStore, sha256_of
 
 CALIBRATION_COUNT = 64
