@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "iweblens.report",
     "iweblens.experiment",
     "iweblens.bench",
+    "iweblens.letterbox_bench",
     "iweblens.int8",
     "iweblens.soak",
 )
