@@ -186,6 +186,11 @@ def test_the_extension_refuses_buffers_it_cannot_fill(photo: np.ndarray) -> None
         _letterbox.letterbox_into(photo, blob, SIZE, 1, 0, SIZE, SIZE, 1.0)
     with pytest.raises(ValueError, match="contiguous"):
         _letterbox.letterbox_into(photo, blob[:, :, ::2], SIZE, 0, 0, SIZE, SIZE, 1.0)
+    # A side past 2**24 pixels: float32 rounding puts the last row's index past the edge, where
+    # NumPy raises IndexError; the C path raises it too, before reading a pixel.
+    tall = np.zeros((2**24 + 4, 1, 3), np.uint8)
+    with pytest.raises(IndexError):
+        Letterboxer(SIZE, native=True)(tall)
 
 
 @needs_native

@@ -31,6 +31,17 @@ static void axis_weights(Py_ssize_t source, Py_ssize_t target, Py_ssize_t *low, 
     }
 }
 
+/* Whether every index is a pixel of the source: float32 rounding can put a low index past the
+ * edge of a side longer than 2**24 pixels, where NumPy's indexing raises IndexError. */
+static int inside(const Py_ssize_t *index, Py_ssize_t count, Py_ssize_t source) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (index[i] > source - 1) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Everything one call needs besides the pixels, allocated in one block before the GIL is let go. */
 typedef struct {
     Py_ssize_t *x_low, *x_high; /* byte offsets of the left and right source pixels in a row */
@@ -66,24 +77,29 @@ static int plan_alloc(Plan *plan, Py_ssize_t width, Py_ssize_t height) {
     return 0;
 }
 
-static void plan_weights(Plan *plan, const Py_buffer *image, Py_ssize_t width, Py_ssize_t height) {
+/* Both axes' indices and weights; -1, before any pixel is read, if one falls outside the image. */
+static int plan_weights(Plan *plan, const Py_buffer *image, Py_ssize_t width, Py_ssize_t height) {
     const Py_ssize_t src_h = image->shape[0], src_w = image->shape[1];
     float *frac = plan->x_take;
     axis_weights(src_w, width, plan->x_low, plan->x_high, frac);
+    axis_weights(src_h, height, plan->y_low, plan->y_high, plan->y_below);
     /* darknet takes the last column straight from the source's last column. */
     plan->x_low[width - 1] = src_w - 1;
     frac[width - 1] = 0.0f;
+    if (!inside(plan->x_low, width, src_w) || !inside(plan->y_low, height, src_h)) {
+        return -1;
+    }
     for (Py_ssize_t x = 0; x < width; x++) {
         plan->x_keep[x] = 1.0f - frac[x];
         plan->x_low[x] *= image->strides[1];
         plan->x_high[x] *= image->strides[1];
     }
-    axis_weights(src_h, height, plan->y_low, plan->y_high, plan->y_below);
     for (Py_ssize_t y = 0; y < height; y++) {
         plan->y_keep[y] = 1.0f - plan->y_below[y];
     }
     /* ...and gives the last row no share of the row below it (its 1 - frac stays as computed). */
     plan->y_below[height - 1] = 0.0f;
+    return 0;
 }
 
 /* Source row `row` resized horizontally, planar RGB (3 x width), in a slot other than `keep`. */
@@ -125,7 +141,6 @@ static void letterbox(Plan *plan, const Py_buffer *image, float *blob, Py_ssize_
     for (int v = 0; v < 256; v++) {
         lut[v] = (float)v * scale;
     }
-    plan_weights(plan, image, width, height);
     for (int c = 0; c < 3; c++) {
         float *plane = blob + c * size * size;
         fill(plane, top * size);
@@ -156,7 +171,8 @@ PyDoc_STRVAR(letterbox_into_doc,
              "float32 buffer of 3 * size * size items (NCHW, RGB), overwritten entirely: the\n"
              "image resized to width x height at (left, top), pixels times float32(scale),\n"
              "0.5 elsewhere. Raises TypeError or ValueError for other buffers or a box that\n"
-             "does not fit, MemoryError if the small working buffers cannot be had.");
+             "does not fit, IndexError where float32 rounding would read past the image\n"
+             "(as NumPy's indexing does), MemoryError if the working buffers cannot be had.");
 
 static PyObject *letterbox_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -201,11 +217,16 @@ static PyObject *letterbox_into(PyObject *module, PyObject *const *args, Py_ssiz
     } else if (plan_alloc(&plan, width, height) < 0) {
         PyErr_NoMemory();
     } else {
-        Py_BEGIN_ALLOW_THREADS
-        letterbox(&plan, &image, (float *)blob.buf, size, left, top, width, height, (float)scale);
-        Py_END_ALLOW_THREADS
+        if (plan_weights(&plan, &image, width, height) < 0) {
+            PyErr_SetString(PyExc_IndexError, "float32 rounding indexes past the image's edge");
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            letterbox(&plan, &image, (float *)blob.buf, size, left, top, width, height,
+                      (float)scale);
+            Py_END_ALLOW_THREADS
+            result = Py_NewRef(Py_None);
+        }
         free(plan.block);
-        result = Py_NewRef(Py_None);
     }
     PyBuffer_Release(&blob);
     PyBuffer_Release(&image);
