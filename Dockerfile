@@ -38,7 +38,7 @@ COPY setup.py ./
 COPY src ./src
 RUN pip install --no-deps . \
     && pip check \
-    && python -c "import iweblens._letterbox" \
+    && python -c "import iweblens.inference._letterbox" \
     && pip uninstall --yes pip setuptools
 
 # `fetch-model` refuses any file whose sha256 is not the pinned one, so a bad download fails the

@@ -8,7 +8,7 @@ PORT   ?= 5000
 
 # Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package,
 # whose editable install compiles the C letterbox into src/ (again whenever its source changes).
-$(BIN)/iweblens: pyproject.toml requirements-dev.lock setup.py src/iweblens/_letterbox.c
+$(BIN)/iweblens: pyproject.toml requirements-dev.lock setup.py src/iweblens/inference/_letterbox.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock

@@ -33,7 +33,7 @@ from deploy_helpers import (
 )
 from support import wait_until_ready
 
-from iweblens.backends.manifest import parse_cpu_quantity
+from iweblens.study.replicas.manifest import parse_cpu_quantity
 
 pytestmark = pytest.mark.docker
 
@@ -183,7 +183,7 @@ def post_photo(url: str, photo: Path) -> requests.Response:
 
 def test_the_image_letterboxes_in_c_and_carries_no_compiler(docker: Docker, image: str) -> None:
     probe = (
-        "import shutil; from iweblens.letterbox import native_available; "
+        "import shutil; from iweblens.inference.letterbox import native_available; "
         "print(native_available(), shutil.which('gcc'), shutil.which('cc'))"
     )
     answer = docker(
