@@ -121,10 +121,12 @@ class Letterboxer:
         return NATIVE if self.native else NUMPY
 
     def __call__(self, image_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """The letterboxed blob of an HxWx3 BGR image (any dtype, any strides) and its geometry.
+        """The letterboxed blob of an HxWx3 BGR image (any dtype, any strides) and its geometry;
+        the blob is ``self.blob``, valid until the next call.
 
         Raises ZeroDivisionError for an empty image, IndexError or ValueError for an image that
-        does not have three channels.
+        does not have three channels, IndexError for a side beyond 2**24 pixels where float32
+        rounding indexes past the edge (darknet's arithmetic, on either path).
         """
         height, width = image_bgr.shape[:2]
         box = Letterbox.fit(width, height, self.size)
