@@ -67,9 +67,7 @@ def _run_soak(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
-def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from iweblens.bench.run import DEFAULT_ENGINES
-
+def _photo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images",
         type=Path,
@@ -77,6 +75,12 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
     )
     parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.bench.run import DEFAULT_ENGINES
+
+    _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
@@ -88,13 +92,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench_letterbox_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--images",
-        type=Path,
-        default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
-        help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
-    )
-    parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+    _photo_arguments(parser)
     parser.add_argument("--rounds", type=int, default=9, help="rounds of each (default 9)")
     parser.add_argument("--size", type=int, default=416, help="network input (default 416)")
     parser.set_defaults(run=_run_bench_letterbox)
