@@ -13,11 +13,13 @@ import importlib
 import sys
 from collections.abc import Collection, Sequence
 
+from iweblens.config import Settings, SettingsError, env_name
+
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # name -> (module defining its arguments, one-line help), in the order ``--help`` lists them. Each
-# module's ``configure(name, parser)`` adds the arguments and a ``run`` default that is called
-# with the parsed arguments and returns the exit status.
+# module's ``configure(name, parser)`` adds the arguments and a ``run`` default, called with the
+# parsed arguments and the settings, that returns the exit status.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("iweblens.cli.service", "run the detection service (gunicorn)"),
     "detect": ("iweblens.cli.service", "detect objects in images, without a server"),
@@ -44,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "quantize": (
         "iweblens.cli.bench",
-        "build the INT8 model for IWEBLENS_ENGINE=openvino-int8 from calibration photos",
+        f"build the INT8 model for {env_name('engine')}=openvino-int8 from calibration photos",
     ),
     "soak": (
         "iweblens.cli.bench",
@@ -74,7 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((word for word in arguments if not word.startswith("-")), None)
     args = build_parser({command} if command else set()).parse_args(arguments)
     try:
-        return int(args.run(args) or 0)
+        # The one place the environment is read; everything below is handed these settings.
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"iweblens: {error}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.run(args, settings) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from iweblens.config import Settings
 
-def _run_client(args: argparse.Namespace) -> int:
+
+def _run_client(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.load import client
 
     images = client.list_images(args.inputfolder)

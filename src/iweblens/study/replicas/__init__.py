@@ -2,7 +2,7 @@
 
 Every backend answers the same few questions for ``iweblens experiment``: scale to N ready
 replicas, which URL to load, which replicas exist and whether each is ready, the CPU limit each
-one has, and how to make one disappear (for replica-loss tests).
+one has, and how to make one disappear (for replica-loss tests). ``registry`` names them.
 """
 
 from __future__ import annotations
@@ -47,7 +47,4 @@ class Backend(Protocol):
         ...
 
 
-BACKEND_NAMES = ("local", "docker", "kubernetes")
-
-
-__all__ = ["BACKEND_NAMES", "Backend", "BackendError"]
+__all__ = ["Backend", "BackendError"]
