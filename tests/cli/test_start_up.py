@@ -31,3 +31,16 @@ def test_a_malformed_variable_stops_the_command_with_its_name() -> None:
     done = iweblens("fetch-model", env={"IWEBLENS_PORT": "five thousand"})
     assert done.returncode == 2
     assert done.stderr.strip() == "iweblens: IWEBLENS_PORT='five thousand' is not a whole number"
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra_to_install() -> None:
+    # As on an install without the `study` extra: matplotlib cannot be imported.
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from iweblens.cli import main; "
+        "sys.exit(main(['plot', 'results.csv']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2
+    assert "pip install 'iweblens[study]'" in done.stderr
