@@ -94,7 +94,9 @@ class F1Tally:
         return 2 * self.true_positives / denominator if denominator else 1.0
 
 
-def engine_detections(engine: str, images: Sequence[Path], settings: Settings) -> list[list]:
+def engine_detections(
+    engine: str, images: Sequence[Path], settings: Settings
+) -> list[list[Detection]]:
     """Every image's detections by ``engine`` (correctness only, so no quota)."""
     from iweblens.inference.detector import Detector
 

@@ -63,7 +63,8 @@ def darknet_resize(image: np.ndarray, width: int, height: int, scale: float = 1.
     below = frac.copy()
     # ...and gives the last row no share of the row below it (even if the float index fell short).
     below[-1] = 0.0
-    return part[low] * (1 - frac)[:, None, None] + part[high] * below[:, None, None]
+    resized: np.ndarray = part[low] * (1 - frac)[:, None, None] + part[high] * below[:, None, None]
+    return resized
 
 
 def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:

@@ -43,11 +43,13 @@ HTTP_ERROR_CODES = {
 
 
 def _settings() -> Settings:
-    return current_app.extensions["iweblens.settings"]
+    settings: Settings = current_app.extensions["iweblens.settings"]
+    return settings
 
 
 def _pool() -> InferencePool:
-    return current_app.extensions["iweblens.pool"]
+    pool: InferencePool = current_app.extensions["iweblens.pool"]
+    return pool
 
 
 @api.post("/api/object_detection")

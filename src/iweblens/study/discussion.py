@@ -55,7 +55,8 @@ def _pods_paragraph(lines: dict[int, list[Cell]]) -> str:
         f"Adding pods: relative to {_pods(baseline)}, the mean response time is divided by "
         f"{'; '.join(ratios)}. Perfect scaling would divide it by the ratio of pod counts."
     )
-    idle, contended = [], []
+    idle: list[str] = []
+    contended: list[str] = []
     for threads, line in lines.items():
         for before, after in pairwise(line):
             if before.mean_s / after.mean_s < WORTHWHILE_GAIN:

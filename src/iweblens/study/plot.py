@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -22,7 +23,7 @@ MARKERS = "osD^vP*X"
 TITLE = "Mean response time vs number of pods"
 
 
-def _distinct(rows: Sequence[ResultRow], column: str) -> str:
+def _distinct(rows: Sequence[ResultRow], column: Literal["backend", "engine", "cpu_limit"]) -> str:
     values = {row[column] for row in rows}
     shown = sorted(
         "no limit" if value is None else f"{value:g}" if isinstance(value, float) else str(value)

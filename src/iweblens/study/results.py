@@ -138,6 +138,7 @@ def append_result(path: Path, row: ResultRow) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         if not existing:
             writer.writerow(RESULT_COLUMNS)
-        writer.writerow([_cell(column, row[column]) for column in RESULT_COLUMNS])
+        cells = cast(Mapping[str, Any], row)
+        writer.writerow([_cell(column, cells[column]) for column in RESULT_COLUMNS])
         handle.flush()
         os.fsync(handle.fileno())

@@ -18,8 +18,11 @@ class Backend(Protocol):
     """What the experiment runner needs from wherever the replicas run."""
 
     name: str
-    # Cores each replica may use; None when no limit could be applied (recorded as unknown).
-    cpu_limit: float | None
+
+    @property
+    def cpu_limit(self) -> float | None:
+        """Cores each replica may use; None when no limit could be applied (recorded unknown)."""
+        ...
 
     @property
     def endpoint(self) -> str:
