@@ -20,12 +20,12 @@ __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
 
 class Command(NamedTuple):
-    module: str  # defines the arguments: ``configure(name, parser)``
+    module: str  # its ``ARGUMENTS[name](parser)`` defines the arguments
     help: str
     extra: str | None = None  # the optional dependencies (pyproject.toml) it needs
 
 
-# In the order ``--help`` lists them. Each module's ``configure(name, parser)`` adds the
+# In the order ``--help`` lists them. Each module's ``ARGUMENTS[name](parser)`` adds the
 # arguments and a ``run`` default, called with the parsed arguments and the settings, that
 # returns the exit status.
 COMMANDS: dict[str, Command] = {
@@ -88,7 +88,7 @@ def build_parser(configured: Collection[str] | None = None) -> argparse.Argument
     for name, command in COMMANDS.items():
         subparser = subparsers.add_parser(name, help=command.help)
         if configured is None or name in configured:
-            importlib.import_module(command.module).configure(name, subparser)
+            importlib.import_module(command.module).ARGUMENTS[name](subparser)
     return parser
 
 

@@ -105,8 +105,3 @@ ARGUMENTS = {
     "quantize": _quantize_arguments,
     "soak": _soak_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)

@@ -119,8 +119,3 @@ ARGUMENTS = {
     "detect": _detect_arguments,
     "fetch-model": _fetch_model_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)

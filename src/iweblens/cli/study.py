@@ -289,8 +289,3 @@ ARGUMENTS = {
     "report": _report_arguments,
     "experiment": _experiment_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)
