@@ -23,6 +23,7 @@ run: install
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 test: install lint
 	scripts/install-system-deps.sh

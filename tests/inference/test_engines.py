@@ -38,7 +38,7 @@ def test_cfg_parser_reads_sections_in_order(model_paths: ModelPaths) -> None:
     assert kinds[0] == "net"
     assert kinds.count("convolutional") == 13
     assert kinds.count("yolo") == 2
-    assert sections[0].int("width", 0) == 416
+    assert sections[0].integer("width", 0) == 416
 
 
 def test_conversion_is_cached_with_its_provenance(model_paths: ModelPaths, converted: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from iweblens.config import POD_CPUS, Settings, bench_images, env_name
 
-def _run_bench(args: argparse.Namespace) -> int:
+
+def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.run import DEFAULT_ENGINES, log, run_bench
 
     images = sorted(args.images.glob("*.jpg"))[: args.count]
@@ -17,7 +18,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         return 2
     engines = args.engines.split(",") if args.engines else list(DEFAULT_ENGINES)
     clients, replicas = (4, 2) if args.quick else (args.clients, args.replicas)
-    report = run_bench(images, engines, clients, replicas)
+    report = run_bench(images, engines, clients, replicas, settings)
     text = "\n".join(report)
     print(text)
     if args.output:
@@ -27,7 +28,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_bench_letterbox(args: argparse.Namespace) -> int:
+def _run_bench_letterbox(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.letterbox import letterbox_bench
 
     photos = sorted(args.images.glob("*.jpg"))[: args.count]
@@ -38,12 +39,10 @@ def _run_bench_letterbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_quantize(args: argparse.Namespace) -> int:
-    from iweblens.config import Settings
+def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.inference.quantize import calibration_set, quantize
     from iweblens.models.store import ModelStore
 
-    settings = Settings.from_env()
     paths = ModelStore(settings.model_dir).ensure()
     images = calibration_set(args.images, args.count)
     if not images:
@@ -54,7 +53,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_soak(args: argparse.Namespace) -> int:
+def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.soak import soak
     from iweblens.load.client import list_images
 
@@ -62,7 +61,9 @@ def _run_soak(args: argparse.Namespace) -> int:
     if not images:
         print(f"iweblens soak: no images in {args.images}", file=sys.stderr)
         return 2
-    report = soak(images, duration_s=args.duration, clients=args.clients, cpu_limit=args.cpus)
+    report = soak(
+        images, settings, duration_s=args.duration, clients=args.clients, cpu_limit=args.cpus
+    )
     print("\n".join(report.lines()))
     return 1 if report.failures else 0
 
@@ -71,8 +72,8 @@ def _photo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images",
         type=Path,
-        default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
-        help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
+        default=bench_images(),
+        help=f"folder of .jpg photographs (default: {env_name('bench_images')} or %(default)s)",
     )
     parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
 
@@ -115,7 +116,9 @@ def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, help="folder of images to post (cycled)")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--cpus", type=float, default=0.5, help="replica CPU limit (default 0.5)")
+    parser.add_argument(
+        "--cpus", type=float, default=POD_CPUS, help=f"replica CPU limit (default {POD_CPUS})"
+    )
     parser.set_defaults(run=_run_soak)
 
 
@@ -125,8 +128,3 @@ ARGUMENTS = {
     "quantize": _quantize_arguments,
     "soak": _soak_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)

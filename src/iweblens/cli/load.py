@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from iweblens.config import Settings
 
-def _run_client(args: argparse.Namespace) -> int:
+
+def _run_client(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.load import client
 
     images = client.list_images(args.inputfolder)
@@ -41,8 +43,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of ``iweblens client`` (the only subcommand here)."""
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.load.client import PROTOCOLS
 
     parser.description = (
@@ -72,3 +73,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per request as CSV")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(run=_run_client)
+
+
+ARGUMENTS = {"client": _client_arguments}

@@ -81,13 +81,24 @@ def image_id(image: Path) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_OID, str(image)))
 
 
-def _multipart_request(image: Path) -> tuple[dict, Callable[[requests.Response], str | None]]:
+@dataclass(frozen=True)
+class _Body:
+    """What one request sends: a multipart file part, or a JSON document (``requests``' names)."""
+
+    files: dict[str, tuple[str, bytes]] | None = None
+    json: str | None = None
+
+
+Check = Callable[[requests.Response], str | None]
+
+
+def _multipart_request(image: Path) -> tuple[_Body, Check]:
     # A (filename, bytes) pair puts the same part on the wire as the reference's open file:
     # name "image", filename = basename, no part Content-Type.
-    return {"files": {"image": (image.name, image.read_bytes())}}, lambda response: None
+    return _Body(files={"image": (image.name, image.read_bytes())}), lambda response: None
 
 
-def _json_request(image: Path) -> tuple[dict, Callable[[requests.Response], str | None]]:
+def _json_request(image: Path) -> tuple[_Body, Check]:
     sent_id = image_id(image)
     payload = {"id": sent_id, "image": base64.b64encode(image.read_bytes()).decode("ascii")}
 
@@ -99,7 +110,7 @@ def _json_request(image: Path) -> tuple[dict, Callable[[requests.Response], str 
         return None if echoed == sent_id else f"response id {echoed!r} is not {sent_id!r}"
 
     # json.dumps first: the later clients double-encode (the body is a JSON string of JSON).
-    return {"json": json.dumps(payload)}, check
+    return _Body(json=json.dumps(payload)), check
 
 
 _REQUEST_BUILDERS = {"multipart": _multipart_request, "json": _json_request}
@@ -117,12 +128,15 @@ class Poster:
         self._keep_alive = keep_alive
         self._local = threading.local()
 
-    def _post(self, **kwargs: object) -> requests.Response:
+    def _post(self, body: _Body) -> requests.Response:
         if not self._keep_alive:
-            return requests.post(self._endpoint, timeout=self._timeout, **kwargs)
+            return requests.post(
+                self._endpoint, timeout=self._timeout, files=body.files, json=body.json
+            )
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
-        return self._local.session.post(self._endpoint, timeout=self._timeout, **kwargs)
+        session: requests.Session = self._local.session
+        return session.post(self._endpoint, timeout=self._timeout, files=body.files, json=body.json)
 
     def __call__(self, image: Path) -> RequestOutcome:
         # Timed like the reference: reading the file and the whole exchange, failures included.
@@ -130,8 +144,8 @@ class Poster:
         status = served_by = error = None
         timed_out = False
         try:
-            kwargs, check = self._build(image)
-            response = self._post(**kwargs)
+            body, check = self._build(image)
+            response = self._post(body)
             status = response.status_code
             served_by = response.headers.get(SERVED_BY_HEADER)
             error = check(response) if response.ok else f"HTTP {status}: {response.text[:200]}"

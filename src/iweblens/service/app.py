@@ -43,11 +43,13 @@ HTTP_ERROR_CODES = {
 
 
 def _settings() -> Settings:
-    return current_app.extensions["iweblens.settings"]
+    settings: Settings = current_app.extensions["iweblens.settings"]
+    return settings
 
 
 def _pool() -> InferencePool:
-    return current_app.extensions["iweblens.pool"]
+    pool: InferencePool = current_app.extensions["iweblens.pool"]
+    return pool
 
 
 @api.post("/api/object_detection")
@@ -146,9 +148,8 @@ def stop_timer(_error: BaseException | None) -> None:
         current_app.extensions["iweblens.metrics"].in_flight.dec()
 
 
-def create_app(settings: Settings | None = None, pool: InferencePool | None = None) -> Flask:
+def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
     """Build the app; the model loads and warms up in the background (``/readyz`` says when)."""
-    settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -38,20 +38,30 @@ ENGINES: dict[str, EngineFactory] = {
 }
 
 
-def create_engine(name: str, paths: ModelPaths) -> Engine:
-    """Build a fresh engine instance by name (``IWEBLENS_ENGINE``)."""
+class UnknownEngineError(ValueError):
+    """No engine of that name is registered."""
+
+
+def check_engine(name: str) -> EngineFactory:
+    """The factory registered as ``name``; ``UnknownEngineError`` lists the known names."""
     try:
-        factory = ENGINES[name]
+        return ENGINES[name]
     except KeyError:
         known = ", ".join(sorted(ENGINES))
-        raise ValueError(f"unknown engine {name!r}; choose one of {known}") from None
-    return factory(paths)
+        raise UnknownEngineError(f"unknown engine {name!r}; choose one of {known}") from None
+
+
+def create_engine(name: str, paths: ModelPaths) -> Engine:
+    """Build a fresh engine instance by name (``Settings.engine``)."""
+    return check_engine(name)(paths)
 
 
 __all__ = [
     "ENGINES",
     "Engine",
     "EngineFactory",
+    "UnknownEngineError",
+    "check_engine",
     "create_engine",
     "set_compute_threads",
 ]
