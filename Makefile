@@ -7,7 +7,10 @@ PORT   ?= 5000
 .PHONY: run test lint install
 
 # Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package.
+# scripts/check-python.sh first: a Python without venv/ensurepip (Debian and Ubuntu without
+# python3.X-venv) gets the one command that fixes it instead of a half-made .venv.
 $(BIN)/iweblens: pyproject.toml requirements-dev.lock
+	scripts/check-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock

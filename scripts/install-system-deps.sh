@@ -8,8 +8,15 @@ PACKAGES=(
     chromium chromium-driver  # the headless browser the try-it page is tested in
     docker.io debootstrap  # the container tests' private engine and stand-in base image
 )
+# Ubuntu ships Chromium only as a snap (its apt package merely installs the snap): not from apt there.
+if grep -qx 'ID=ubuntu' /etc/os-release 2>/dev/null; then
+    PACKAGES=("${PACKAGES[@]/chromium*/}")
+    command -v chromium >/dev/null \
+        || echo "install-system-deps: on Ubuntu install Chromium yourself: sudo snap install chromium" >&2
+fi
 missing=()
 for package in "${PACKAGES[@]}"; do
+    [ -n "$package" ] || continue
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
         || missing+=("$package")
 done
