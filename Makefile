@@ -28,6 +28,7 @@ lint: install
 
 test: install lint
 	scripts/install-system-deps.sh
+	scripts/install-kubectl.sh $(VENV)
 	$(BIN)/iweblens fetch-model
 	$(BIN)/pytest
 
