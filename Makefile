@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# `make run` is a developer's server: loopback only, so it is not exposed to the network by
+# surprise (HOST=0.0.0.0 to serve the LAN). The image and the pods bind 0.0.0.0 (IWEBLENS_HOST).
+HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 .PHONY: run test lint install
@@ -20,7 +23,7 @@ $(BIN)/iweblens: pyproject.toml requirements-dev.lock
 install: $(BIN)/iweblens
 
 run: install
-	$(BIN)/iweblens serve --port $(PORT)
+	$(BIN)/iweblens serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests
