@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint install
+.PHONY: run test lint install clean
 
 # Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package.
 # scripts/check-python.sh first: a Python without venv/ensurepip (Debian and Ubuntu without
@@ -34,6 +34,11 @@ test: install lint
 	scripts/install-kubectl.sh $(VENV)
 	$(BIN)/iweblens fetch-model
 	$(BIN)/pytest
+
+# Removes the venv and what the project cached (model, Docker data-roots, debootstrap base, podman
+# storage, test artifacts); says how much that freed. See scripts/clean.sh for the exact list.
+clean:
+	scripts/clean.sh $(VENV)
 
 # Container image and the kind cluster (README: "Deploy on Kubernetes (kind)").
 DOCKER       ?= docker
