@@ -1,13 +1,30 @@
-"""Fixtures for the deployment checks: the manifests as data, and the tools that validate them."""
+"""Fixtures for the deployment checks: the manifests as data, the tools that validate them, and
+one private Docker engine with the service image, shared by every container test of the session
+(the image is built once; podman and Compose run that same image)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import FIGURES, K8S_DIR, load_one
+from deploy_helpers import (
+    FIGURES,
+    K8S_DIR,
+    REPO_DIR,
+    Docker,
+    engine_script,
+    load_one,
+    makefile_variable,
+)
+
+ENGINE_START_TIMEOUT_S = 120
+BASE_IMAGE_TIMEOUT_S = 900
+BUILD_TIMEOUT_S = 1800
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,3 +68,39 @@ def kubectl() -> str:
             "(`make test` does)"
         )
     return str(installed)
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[Docker]:
+    """A running private engine; stopped afterwards if this fixture started it."""
+    env = dict(os.environ)
+    already_running = engine_script("status", env, 30).returncode == 0
+    started = engine_script("start", env, ENGINE_START_TIMEOUT_S)
+    if started.returncode != 0:
+        pytest.skip(f"no Docker engine can run here: {started.stderr.strip()}")
+    docker_host = started.stdout.strip().removeprefix("DOCKER_HOST=")
+    # The legacy builder resolves FROM from local images only; BuildKit would ask a registry.
+    client = Docker({**env, "DOCKER_HOST": docker_host, "DOCKER_BUILDKIT": "0"})
+    try:
+        yield client
+    finally:
+        if not already_running:
+            engine_script("stop", env, 120)
+
+
+@pytest.fixture(scope="session")
+def image(docker: Docker) -> str:
+    """The service image, built from the repository's Dockerfile exactly as it is."""
+    tag = makefile_variable("IMAGE")
+    started = time.monotonic()
+    base = engine_script("base-image", docker.env, BASE_IMAGE_TIMEOUT_S)
+    assert base.returncode == 0, f"no python:3.11-slim base image: {base.stderr}"
+    FIGURES["base image"] = f"{time.monotonic() - started:.0f} s ({base.stderr.strip() or 'found'})"
+    started = time.monotonic()
+    docker("build", "--network", "host", "--tag", tag, str(REPO_DIR), timeout=BUILD_TIMEOUT_S)
+    FIGURES["build time"] = f"{time.monotonic() - started:.0f} s (layer cache as found)"
+    # Earlier builds' images are dangling now; the cached data-root would otherwise only grow.
+    docker("image", "prune", "--force")
+    size = int(docker("image", "inspect", "--format", "{{.Size}}", tag))
+    FIGURES["image size"] = f"{size / 10**6:.0f} MB (base python:3.11-slim included)"
+    return tag
