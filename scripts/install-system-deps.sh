@@ -7,6 +7,7 @@ PACKAGES=(
     haproxy  # the load balancer in front of the study's local and docker replicas
     chromium chromium-driver  # the headless browser the try-it page is tested in
     docker.io debootstrap  # the container tests' private engine and stand-in base image
+    docker-compose  # compose.yaml is run with Debian's Compose (v1)
     podman catatonit  # `podman kube play` runs deploy/k8s/deployment.yaml; catatonit is its pause binary
 )
 # Ubuntu ships Chromium only as a snap (its apt package merely installs the snap): not from apt there.
