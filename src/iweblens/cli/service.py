@@ -14,8 +14,9 @@ from iweblens.models.store import ModelIntegrityError, ModelPaths, ModelStore
 
 
 def _ensure_model(settings: Settings) -> ModelPaths:
+    # Reports on stderr: bars on a terminal, plain lines in logs (CI, docker build, a pod's log).
     try:
-        return ModelStore(settings.model_dir, progress=sys.stderr.isatty()).ensure()
+        return ModelStore(settings.model_dir).ensure()
     except ModelIntegrityError as error:
         raise SystemExit(f"iweblens: {error}") from None
 
