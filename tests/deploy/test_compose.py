@@ -149,9 +149,11 @@ class ComposeProject:
         program = shutil.which("docker-compose")
         assert program is not None
         files = [argument for path in self.files for argument in ("--file", str(path))]
+        # Compose v1 is a Python program of the system's: keep our PYTHONPATH out of it.
+        env = {name: value for name, value in self.docker.env.items() if name != "PYTHONPATH"}
         done = subprocess.run(
             [program, "--project-name", self.name, *files, *args],
-            env=self.docker.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
