@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ import pytest
 import requests
 import yaml
 from deploy_helpers import FIGURES, REPO_DIR, Docker, parse_memory_quantity
-from support import IMAGES_DIR, TESTS_DIR, free_port, wait_until_ready
+from support import IMAGES_DIR, free_port, run_reference_client, wait_until_ready
 
 from iweblens.config import default_model_dir
 from iweblens.study.replicas.manifest import parse_cpu_quantity
@@ -289,20 +288,7 @@ def test_pod_gets_the_deployments_cpu_quota_and_memory_limit(
 
 
 def test_reference_client_is_answered_by_the_pod_it_names(pod: Pod, photos: list[Path]) -> None:
-    client = subprocess.run(
-        [
-            sys.executable,
-            str(TESTS_DIR / "reference" / "iWebLens_client.py"),
-            str(IMAGES_DIR),
-            f"{pod.url}/api/object_detection",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    lines = [line for line in client.stdout.splitlines() if line.strip()]
+    lines = run_reference_client(IMAGES_DIR, f"{pod.url}/api/object_detection", 2)
     assert lines[-1].startswith("Total client script time: ")
     assert ["objects" in json.loads(line) for line in lines[:-1]] == [True] * len(photos)
     response = post_photo(pod.url, IMAGES_DIR / PERSON_PHOTO)
