@@ -9,10 +9,11 @@ PORT   ?= 5000
 
 .PHONY: run test lint install clean
 
-# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package.
+# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package,
+# whose editable install compiles the C letterbox into src/ (again whenever its source changes).
 # scripts/check-python.sh first: a Python without venv/ensurepip (Debian and Ubuntu without
 # python3.X-venv) gets the one command that fixes it instead of a half-made .venv.
-$(BIN)/iweblens: pyproject.toml requirements-dev.lock
+$(BIN)/iweblens: pyproject.toml requirements-dev.lock setup.py src/iweblens/inference/_letterbox.c
 	scripts/check-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
