@@ -3,8 +3,8 @@
 #
 #   scripts/clean.sh [VENV]      (default: .venv)
 #
-# In the checkout: the virtualenv, test-artifacts/ and the tools' caches (.pytest_cache,
-# .ruff_cache, __pycache__, *.egg-info). In the per-user cache (${XDG_CACHE_HOME:-~/.cache}/iweblens):
+# In the checkout: the virtualenv, test-artifacts/, the C letterbox compiled into src/ and build/,
+# and the tools' caches (.pytest_cache, .ruff_cache, __pycache__, *.egg-info). In the per-user cache (${XDG_CACHE_HOME:-~/.cache}/iweblens):
 # the model files (models/), the private Docker engines' data-roots and the debootstrap base image
 # (docker/, or the folders docker-engine.sh made in IWEBLENS_DOCKER_CACHE), podman's storage
 # (podman/) and kubectl/. Nothing else: a model folder named by IWEBLENS_MODEL_DIR is the user's and
@@ -18,13 +18,13 @@ DOCKER_CACHE="${IWEBLENS_DOCKER_CACHE:-$CACHE/docker}"
 
 say() { echo "make clean: $*" >&2; }
 
-targets=("$VENV" test-artifacts .pytest_cache .ruff_cache)
-while IFS= read -r -d '' found; do targets+=("$found"); done \
-    < <(find src tests -name __pycache__ -type d -prune -print0 -o -name '*.egg-info' -type d -prune -print0)
+targets=("$VENV" test-artifacts build .pytest_cache .ruff_cache)
+while IFS= read -r -d '' found; do targets+=("$found"); done < <(find src tests \
+    \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -print0 -o -path 'src/*.so' -print0)
 targets+=("$CACHE/models" "$CACHE/podman" "$CACHE/kubectl" "$CACHE/docker")
 if [ "$DOCKER_CACHE" != "$CACHE/docker" ]; then
     # A folder the user chose: only what scripts/docker-engine.sh put there.
-    for made in "$DOCKER_CACHE"/data-* "$DOCKER_CACHE"/debian-bookworm-python3.tar "$DOCKER_CACHE"/debootstrap.log; do
+    for made in "$DOCKER_CACHE"/data-* "$DOCKER_CACHE"/debian-bookworm-*.tar "$DOCKER_CACHE"/debootstrap.log; do
         targets+=("$made")
     done
 fi

@@ -10,12 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_helpers import REPO_DIR, Docker, makefile_variable
+from deploy_helpers import DOCKER_ENGINE_SCRIPT, REPO_DIR, Docker, makefile_variable
 
 CHECK_PYTHON = REPO_DIR / "scripts" / "check-python.sh"
 CLEAN = REPO_DIR / "scripts" / "clean.sh"
-# The Debian 12 root that scripts/docker-engine.sh debootstraps for its stand-in base image.
-DEBIAN_IMAGE = "local/debian-python3:bookworm"
+
+
+def debian_image() -> str:
+    """The Debian 12 root that scripts/docker-engine.sh debootstraps for its stand-in base image."""
+    match = re.search(r'^ROOTFS_IMAGE="([^"]+)"$', DOCKER_ENGINE_SCRIPT.read_text(), re.MULTILINE)
+    assert match, "scripts/docker-engine.sh names no ROOTFS_IMAGE"
+    return match.group(1)
 
 
 @pytest.mark.docker
@@ -23,11 +28,12 @@ def test_a_debian_python_without_venv_is_told_the_one_command_that_fixes_it(
     docker: Docker, image: str
 ) -> None:
     # `image` built the base image, and with it the Debian root (python3, python3-venv).
-    if not docker("image", "ls", "--quiet", DEBIAN_IMAGE):
-        pytest.skip(f"{DEBIAN_IMAGE} is absent: the base image was pulled, not debootstrapped")
+    debian = debian_image()
+    if not docker("image", "ls", "--quiet", debian):
+        pytest.skip(f"{debian} is absent: the base image was pulled, not debootstrapped")
     script = "/check-python.sh"
     output = docker(
-        "run", "--rm", "--network", "none", "--volume", f"{CHECK_PYTHON}:{script}:ro", DEBIAN_IMAGE,
+        "run", "--rm", "--network", "none", "--volume", f"{CHECK_PYTHON}:{script}:ro", debian,
         "sh", "-c",
         f"sh {script} python3 && echo READY"
         " && dpkg --remove python3-pip python3-venv python3.11-venv >/dev/null 2>&1"
@@ -58,6 +64,7 @@ def fake_checkout(root: Path) -> Path:
     shutil.copy(CLEAN, checkout / "scripts")
     for created in (".venv/bin", "test-artifacts", "src/iweblens/__pycache__", "tests/__pycache__"):
         (checkout / created).mkdir(parents=True)
+    (checkout / "src/iweblens/_letterbox.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\0")
     (checkout / ".venv/bin/python").write_bytes(b"\0" * 300_000)
     (checkout / "src/iweblens/store.py").write_text("kept")
     cache = root / "cache"
@@ -85,6 +92,7 @@ def test_make_clean_removes_what_the_project_made_and_says_how_much(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     for removed in (".venv", "test-artifacts", "src/iweblens/__pycache__", "tests/__pycache__"):
         assert not (checkout / removed).exists()
+    assert not list((checkout / "src").glob("**/*.so"))
     assert not (cache / "iweblens").exists()
     assert (checkout / "src/iweblens/store.py").read_text() == "kept"
     assert (cache / "someone-else").is_dir()
