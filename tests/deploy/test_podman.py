@@ -217,7 +217,10 @@ def pod(
         FIGURES["podman kube play until ready"] = f"{time.monotonic() - started:.0f} s"
         yield handle
     finally:
-        podman("kube", "down", str(manifest), check=False)
+        # Only while the pod exists: a `kube down` that fails (no such pod) leaves podman's
+        # overlay storage bind-mounted on itself.
+        if podman("pod", "exists", pod_report["Id"], check=False).returncode == 0:
+            podman("kube", "down", str(manifest), check=False)
         remove_cgroups(pod_report["Id"], parents_before)
 
 
