@@ -1,7 +1,10 @@
 """Static checks of the Kubernetes manifests and the kind cluster config.
 
 ``kubernetes-validate --strict`` checks the schema; the tests below check meaning, which no
-schema does (a CPU quantity of "5" or a Service selecting no pod both validate).
+schema does (a CPU quantity of "5" or a Service selecting no pod both validate). They are also the
+only check of the fields ``podman kube play`` cannot honour (test_podman.py lists them): the port
+mappings, the readiness probe, the liveness probe's named port, preStop and the grace period,
+runAsNonRoot and the emptyDir's sizeLimit.
 """
 
 from __future__ import annotations
@@ -212,7 +215,11 @@ def test_read_only_pod_gets_a_writable_tmp(
     volumes = {
         volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]
     }
-    assert "emptyDir" in volumes[mounts["/tmp"]]
+    empty_dir = volumes[mounts["/tmp"]]["emptyDir"]
+    # Bounded, so a runaway writer is evicted rather than filling the node, and well inside the
+    # memory limit, so even a memory-backed emptyDir could not crowd out the service.
+    size_limit = parse_memory_quantity(empty_dir["sizeLimit"])
+    assert 0 < size_limit < parse_memory_quantity(container["resources"]["limits"]["memory"]) / 4
 
 
 def test_hpa_scales_the_deployment_one_to_three_on_cpu(deployment: dict[str, Any]) -> None:

@@ -17,11 +17,14 @@ if TYPE_CHECKING:
 
 
 def _ensure_model(settings: Settings) -> ModelPaths:
-    """The verified model files, fetched if missing; exits with the reason if they are bad."""
+    """The verified model files, fetched if missing; exits with the reason if they are bad.
+
+    Reports on stderr: bars on a terminal, plain lines in logs (CI, docker build, a pod's log).
+    """
     from iweblens.models.store import ModelIntegrityError, ModelStore
 
     try:
-        return ModelStore(settings.model_dir, progress=sys.stderr.isatty()).ensure()
+        return ModelStore(settings.model_dir).ensure()
     except ModelIntegrityError as error:
         raise SystemExit(f"iweblens: {error}") from None
 
