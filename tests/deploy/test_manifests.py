@@ -25,6 +25,7 @@ from deploy_helpers import (
 )
 
 from iweblens.config import Settings
+from iweblens.detection import ModelCard
 from iweblens.inference.pool import InferencePool
 from iweblens.service.app import create_app
 from iweblens.study.replicas.manifest import parse_cpu_quantity
@@ -48,7 +49,8 @@ def kubernetes_validate(*arguments: str, stdin: str | None = None) -> subprocess
 
 def app_routes() -> set[str]:
     """The app's URL rules, from a real app whose inference pool is never started."""
-    app = create_app(Settings(), pool=InferencePool(lambda: None, workers=0))
+    card = ModelCard("opencv", "", 416, (), 0.2)
+    app = create_app(Settings(), pool=InferencePool(lambda: None, workers=0, model=card))
     return {rule.rule for rule in app.url_map.iter_rules()}
 
 
