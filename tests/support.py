@@ -20,6 +20,7 @@ IMAGES_DIR = TESTS_DIR / "images"
 # CI clones the repo with shared/ beside it; the lead's checkout lives at /work/main.
 COCO128_DIR = REPO_DIR.parent / "shared" / "images" / "coco128"
 SERVER_START_TIMEOUT_S = 180
+API_KEYS = ("first-key-7f3a", "second-key-91c2")  # what ``keyed_server`` requires
 
 
 def free_port() -> int:

@@ -18,6 +18,28 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"IWEBLENS_{name}", default)
 
 
+def _words(text: str) -> tuple[str, ...]:
+    """Comma- or newline-separated words, stripped, empty ones dropped."""
+    return tuple(word.strip() for word in text.replace("\n", ",").split(",") if word.strip())
+
+
+def _yes(name: str, default: bool) -> bool:
+    return _env(name, "1" if default else "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def read_api_keys(path: Path) -> tuple[str, ...]:
+    """The keys in a key file (a mounted Secret): one per line or comma-separated.
+
+    Raises ``OSError`` when the file cannot be read.
+    """
+    return _words(path.read_text(encoding="utf-8"))
+
+
+def client_api_key() -> str | None:
+    """The key ``iweblens client``, ``experiment`` and ``bench`` send (``IWEBLENS_API_KEY``)."""
+    return os.environ.get("IWEBLENS_API_KEY") or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service can be tuned with; see the README's configuration table."""
@@ -32,6 +54,10 @@ class Settings:
     max_pixels: int = 16_777_216
     inference_workers: int = 0  # 0 = one per core of the CPU allotment
     served_by: str = field(default_factory=socket.gethostname)
+    # Keys a detection request must present; none (and no file) means no key is needed.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys_file: Path | None = None  # a file of keys, re-read when it changes (a Secret)
+    metrics_require_key: bool = True  # with keys configured, /metrics needs one too
     host: str = "0.0.0.0"
     port: int = 5000
     threads: int = 64
@@ -54,6 +80,9 @@ class Settings:
             max_pixels=int(_env("MAX_PIXELS", str(base.max_pixels))),
             inference_workers=int(_env("INFERENCE_WORKERS", str(base.inference_workers))),
             served_by=_env("SERVED_BY", base.served_by),
+            api_keys=_words(_env("API_KEYS", "")),
+            api_keys_file=Path(keys_file) if (keys_file := _env("API_KEYS_FILE", "")) else None,
+            metrics_require_key=_yes("METRICS_REQUIRE_KEY", base.metrics_require_key),
             host=_env("HOST", base.host),
             port=int(_env("PORT", str(base.port))),
             threads=int(_env("THREADS", str(base.threads))),

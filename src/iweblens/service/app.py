@@ -19,6 +19,8 @@ from iweblens.config import Settings
 from iweblens.detection import DetectionParams, ImageDecodeError, Inference
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
 from iweblens.service.answers import answer
+from iweblens.service.auth import ApiKeys, auth_blueprint
+from iweblens.service.deepstack import deepstack_blueprint
 from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.options import parse_options, query_lists
 from iweblens.service.page import page_blueprint
@@ -173,4 +175,7 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     app.extensions["iweblens.pool"] = pool
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
+    app.register_blueprint(deepstack_blueprint(run_detection))
+    keys = ApiKeys.from_settings(settings)
+    app.register_blueprint(auth_blueprint(keys, settings.metrics_require_key))
     return app
