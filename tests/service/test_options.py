@@ -13,7 +13,7 @@ import jsonschema
 import numpy as np
 import pytest
 import requests
-from api_contract import schema
+from api_contract import OPENAPI, schema
 from werkzeug.test import EnvironBuilder
 
 from iweblens.detection import ModelCard
@@ -21,6 +21,7 @@ from iweblens.inference.engines import SCORE_FLOOR
 from iweblens.models.store import ModelPaths, pinned_sha256
 from iweblens.service.options import (
     DetectionOptions,
+    coco_name,
     parse_options,
     query_lists,
     resolve_classes,
@@ -266,3 +267,11 @@ def test_classes_resolve_to_the_models_spelling() -> None:
     with pytest.raises(ApiError) as raised:
         resolve_classes(["plane"], card)
     assert raised.value.code == "unknown_class"
+
+
+def test_the_documented_labels_are_the_models(model_paths: ModelPaths) -> None:
+    schemas = OPENAPI["components"]["schemas"]
+    labels = model_paths.labels()
+    assert schemas["Label"]["enum"] == labels
+    assert schemas["CocoLabel"]["enum"] == [coco_name(label) for label in labels]
+    assert set(schemas["ClassName"]["enum"]) == set(labels) | set(schemas["CocoLabel"]["enum"])
