@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.datastructures import MultiDict
+
 from iweblens.detection import DetectionParams, ModelCard
 from iweblens.service.protocol import ApiError, DetectionRequest, Flavour
 
@@ -120,8 +122,8 @@ def parse_options(request: DetectionRequest, query: Mapping[str, list[str]]) -> 
     return options
 
 
-def query_lists(args: Any) -> dict[str, list[str]]:
-    """A werkzeug ``MultiDict`` of query parameters as name -> every value given."""
+def query_lists(args: MultiDict[str, str]) -> dict[str, list[str]]:
+    """Query parameters (``request.args``) as name -> every value given."""
     return {name: args.getlist(name) for name in args}
 
 
