@@ -21,6 +21,7 @@ IMAGES_DIR = TESTS_DIR / "images"
 COCO128_DIR = REPO_DIR.parent / "shared" / "images" / "coco128"
 SERVER_START_TIMEOUT_S = 180
 REFERENCE_CLIENT = TESTS_DIR / "reference" / "iWebLens_client.py"
+API_KEYS = ("first-key-7f3a", "second-key-91c2")  # what ``keyed_server`` requires
 
 
 def free_port() -> int:

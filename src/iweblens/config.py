@@ -63,6 +63,10 @@ class Settings:
     max_pixels: int = 16_777_216
     inference_workers: int = 0  # 0 = one per core of the CPU allotment
     served_by: str = field(default_factory=socket.gethostname)
+    # Keys a detection request must present; none (and no file) means no key is needed.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys_file: Path | None = None  # a file of keys, re-read when it changes (a Secret)
+    metrics_require_key: bool = True  # with keys configured, /metrics needs one too
     host: str = "0.0.0.0"
     port: int = 5000
     threads: int = 64
@@ -123,12 +127,52 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise TypeError(f"not settings: {', '.join(unknown)}")
-        return {env_name(name): str(value) for name, value in values.items() if value is not None}
+        return {
+            env_name(name): _format(value) for name, value in values.items() if value is not None
+        }
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Comma- or newline-separated words, stripped, empty ones dropped."""
+    return tuple(word.strip() for word in text.replace("\n", ",").split(",") if word.strip())
+
+
+def _yes(text: str) -> bool:
+    word = text.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(text)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def read_api_keys(path: Path) -> tuple[str, ...]:
+    """The keys in a key file (a mounted Secret): one per line or comma-separated.
+
+    Raises ``OSError`` when the file cannot be read.
+    """
+    return _words(path.read_text(encoding="utf-8"))
+
+
+def client_api_key() -> str | None:
+    """The key ``iweblens client``, ``experiment`` and ``bench`` send (``IWEBLENS_API_KEY``)."""
+    return os.environ.get(env_name("api_key")) or None
 
 
 # Settings' annotations (strings, under ``from __future__ import annotations``) -> how to read one.
 _PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
     "Path": (Path, "a path"),
+    "Path | None": (lambda text: Path(text) if text else None, "a path"),
+    "tuple[str, ...]": (_words, "comma-separated words"),
+    "bool": (_yes, "1/0, true/false, yes/no or on/off"),
     "str": (str, "text"),
     "int": (int, "a whole number"),
     "float": (float, "a number"),

@@ -74,7 +74,12 @@ def _importable(module: str) -> bool:
 
 
 def run_bench(
-    images: Sequence[Path], engines: Sequence[str], clients: int, replicas: int, settings: Settings
+    images: Sequence[Path],
+    engines: Sequence[str],
+    clients: int,
+    replicas: int,
+    settings: Settings,
+    api_key: str | None = None,
 ) -> list[str]:
     """Measure everything and return the report as Markdown lines."""
     engines, notes = available_engines(engines)
@@ -88,7 +93,7 @@ def run_bench(
         log(f"{engine}: floor under a {POD_CPUS}-CPU quota")
         fig = EngineFigures(engine, *floor_under_quota(engine, images))
         log(f"{engine}: service at 1 and {clients} clients, 1 and {replicas} replicas")
-        fig.served = measure_service(engine, images, clients, replicas)
+        fig.served = measure_service(engine, images, clients, replicas, api_key)
         figures.append(fig)
     log(f"naive baseline at 1 and {clients} clients")
     naive = measure_naive(images, clients, settings.model_dir)

@@ -72,17 +72,31 @@ class ServedRun:
     rss_bytes: int = 0
 
 
-def _load(images: Sequence[Path], endpoint: str, clients: int, timeout: float = 60.0) -> LoadResult:
-    result = run_load(images, endpoint, clients, timeout=timeout, progress=False)
+def _load(
+    images: Sequence[Path],
+    endpoint: str,
+    clients: int,
+    timeout: float = 60.0,
+    api_key: str | None = None,
+) -> LoadResult:
+    result = run_load(images, endpoint, clients, timeout=timeout, progress=False, api_key=api_key)
     if result.errors or result.timeouts:
         raise RuntimeError(f"{result.errors} errors, {result.timeouts} timeouts at {endpoint}")
     return result
 
 
 def measure_service(
-    engine: str, images: Sequence[Path], clients: int, replicas: int
+    engine: str,
+    images: Sequence[Path],
+    clients: int,
+    replicas: int,
+    api_key: str | None = None,
 ) -> list[ServedRun]:
-    """The service with ``engine``: 1 replica at 1 and ``clients`` threads, then ``replicas``."""
+    """The service with ``engine``: 1 replica at 1 and ``clients`` threads, then ``replicas``.
+
+    The replicas inherit this process's environment, IWEBLENS_API_KEYS included; ``api_key`` is
+    the key the load client sends.
+    """
     backend = LocalBackend(cpu_limit=POD_CPUS, engine=engine)
     runs = []
     try:
@@ -93,10 +107,11 @@ def measure_service(
             raise RuntimeError("the replica runs without a CPU quota; the figures would lie")
         for threads in (1, clients):
             with RssSampler(cgroup.pids) as rss:
-                load = _load(images, backend.endpoint, threads)
+                load = _load(images, backend.endpoint, threads, api_key=api_key)
             runs.append(ServedRun(threads, 1, load, rss.peak_bytes))
         backend.scale(replicas)
-        runs.append(ServedRun(clients, replicas, _load(images, backend.endpoint, clients)))
+        scaled = _load(images, backend.endpoint, clients, api_key=api_key)
+        runs.append(ServedRun(clients, replicas, scaled))
     finally:
         backend.close()
     return runs

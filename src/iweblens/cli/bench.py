@@ -18,7 +18,7 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     engines = args.engines.split(",") if args.engines else list(DEFAULT_ENGINES)
     clients, replicas = (4, 2) if args.quick else (args.clients, args.replicas)
-    report = run_bench(images, engines, clients, replicas, settings)
+    report = run_bench(images, engines, clients, replicas, settings, api_key=args.api_key)
     text = "\n".join(report)
     print(text)
     if args.output:
@@ -80,12 +80,14 @@ def _photo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.bench.run import DEFAULT_ENGINES
+    from iweblens.cli.load import add_api_key_argument
 
     _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
+    add_api_key_argument(parser)
     parser.add_argument(
         "--quick", action="store_true", help="a short proof that it works: 4 clients, 2 replicas"
     )

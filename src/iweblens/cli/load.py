@@ -18,7 +18,7 @@ def _run_client(args: argparse.Namespace, settings: Settings) -> int:
     if not images:
         print(f"no .jpg, .jpeg or .png files in {args.inputfolder}", file=sys.stderr)
         return 2
-    post = client.Poster(args.endpoint, args.protocol, args.timeout, args.keep_alive)
+    post = client.Poster(args.endpoint, args.protocol, args.timeout, args.keep_alive, args.api_key)
     outcomes, wall_s = client.send_all(
         images, post, args.num_threads, progress=not args.no_progress
     )
@@ -41,6 +41,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def add_api_key_argument(parser: argparse.ArgumentParser) -> None:
+    """``--api-key``, defaulting to IWEBLENS_API_KEY (client, experiment and bench share it)."""
+    from iweblens.config import client_api_key
+
+    parser.add_argument(
+        "--api-key",
+        default=client_api_key(),
+        metavar="KEY",
+        help="send Authorization: Bearer KEY, for a service started with IWEBLENS_API_KEYS "
+        "(default: IWEBLENS_API_KEY; none is sent without it)",
+    )
 
 
 def _client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +82,7 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="reuse one connection per thread (the reference opens a new one per request)",
     )
+    add_api_key_argument(parser)
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the run summary as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per request as CSV")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

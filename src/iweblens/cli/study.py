@@ -111,7 +111,7 @@ def _sweep(
         return run_experiment(
             backend, todo, images, args.output,
             engine=args.engine, protocol=args.protocol, timeout=args.timeout,
-            ready_timeout=args.ready_timeout,
+            ready_timeout=args.ready_timeout, api_key=args.api_key,
         )  # fmt: skip
     finally:
         backend.close()
@@ -186,6 +186,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.cli.load import add_api_key_argument
     from iweblens.load.client import PROTOCOLS
     from iweblens.study.experiment import (
         DEFAULT_IMAGES,
@@ -239,6 +240,7 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
         "for kubernetes, name the one the Deployment runs, it is only recorded",
     )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="multipart")
+    add_api_key_argument(parser)
     parser.add_argument(
         "--timeout", type=_positive_float, default=60.0, help="per-request seconds (default 60)"
     )

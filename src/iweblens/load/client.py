@@ -117,26 +117,48 @@ _REQUEST_BUILDERS = {"multipart": _multipart_request, "json": _json_request}
 
 
 class Poster:
-    """POSTs one image; a new connection per request unless ``keep_alive`` (one per thread)."""
+    """POSTs one image; a new connection per request unless ``keep_alive`` (one per thread).
 
-    def __init__(self, endpoint: str, protocol: str, timeout: float, keep_alive: bool) -> None:
+    With ``api_key``, every request carries ``Authorization: Bearer <key>``; without, the wire
+    traffic is the reference client's exactly.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        protocol: str,
+        timeout: float,
+        keep_alive: bool,
+        api_key: str | None = None,
+    ) -> None:
         if protocol not in _REQUEST_BUILDERS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         self._endpoint = endpoint
         self._build = _REQUEST_BUILDERS[protocol]
         self._timeout = timeout
         self._keep_alive = keep_alive
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self._local = threading.local()
 
     def _post(self, body: _Body) -> requests.Response:
         if not self._keep_alive:
             return requests.post(
-                self._endpoint, timeout=self._timeout, files=body.files, json=body.json
+                self._endpoint,
+                timeout=self._timeout,
+                headers=self._headers,
+                files=body.files,
+                json=body.json,
             )
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
         session: requests.Session = self._local.session
-        return session.post(self._endpoint, timeout=self._timeout, files=body.files, json=body.json)
+        return session.post(
+            self._endpoint,
+            timeout=self._timeout,
+            headers=self._headers,
+            files=body.files,
+            json=body.json,
+        )
 
     def __call__(self, image: Path) -> RequestOutcome:
         # Timed like the reference: reading the file and the whole exchange, failures included.
@@ -217,9 +239,10 @@ def run_load(
     timeout: float = 60.0,
     keep_alive: bool = False,
     progress: bool = True,
+    api_key: str | None = None,
 ) -> LoadResult:
     """One closed-loop run: every image posted once by ``threads`` workers."""
-    post = Poster(endpoint, protocol, timeout, keep_alive)
+    post = Poster(endpoint, protocol, timeout, keep_alive, api_key)
     return summarize_load(*send_all(images, post, threads, progress=progress))
 
 

@@ -86,6 +86,11 @@ class ModelPaths:
         return [line.strip() for line in self.names.read_text().splitlines() if line.strip()]
 
 
+def pinned_sha256(name: str) -> str:
+    """The sha256 every copy of the model file ``name`` (e.g. ``yolov3-tiny.weights``) has."""
+    return next(spec.sha256 for spec in MODEL_FILES if spec.name == name)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -16,16 +16,19 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from iweblens.config import Settings
-from iweblens.detection import ImageDecodeError
+from iweblens.detection import DetectionParams, ImageDecodeError, Inference
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
+from iweblens.service.answers import answer
+from iweblens.service.auth import ApiKeys, auth_blueprint
+from iweblens.service.deepstack import deepstack_blueprint
 from iweblens.service.metrics import ServiceMetrics
+from iweblens.service.options import parse_options, query_lists
 from iweblens.service.page import page_blueprint
 from iweblens.service.protocol import (
     ApiError,
     check_image,
     error_body,
     parse_request,
-    render_detections,
 )
 
 access_log = logging.getLogger("iweblens.access")
@@ -55,17 +58,28 @@ def _pool() -> InferencePool:
 @api.post("/api/object_detection")
 def object_detection() -> Response:
     detection_request = parse_request(request)
-    check_image(detection_request.image, _settings().max_pixels)
+    options = parse_options(detection_request, query_lists(request.args))
+    params = options.params(_pool().model)
+    return answer(
+        detection_request, options, params, run_detection(detection_request.image, params)
+    )
+
+
+def run_detection(image: bytes, params: DetectionParams) -> Inference:
+    """Check the image, wait for the model and detect: every detection endpoint's one path.
+
+    Raises ``ApiError``: 400 or 413 for the image, 503 while the model is unavailable.
+    """
+    check_image(image, _settings().max_pixels)
     pool = _pool()
     if not pool.wait_ready(timeout=_settings().timeout):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     try:
-        detections = pool.submit(detection_request.image).result()
+        return pool.submit(image, params).result()
     except ImageDecodeError:
         raise ApiError(400, "invalid_image", "the data is not a decodable image") from None
     except ModelUnavailableError as error:
         raise ApiError(503, "model_unavailable", str(error)) from None
-    return jsonify(render_detections(detection_request, detections))
 
 
 @api.get("/healthz")
@@ -162,4 +176,7 @@ def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
     app.extensions["iweblens.pool"] = pool
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
+    app.register_blueprint(deepstack_blueprint(run_detection))
+    keys = ApiKeys.from_settings(settings)
+    app.register_blueprint(auth_blueprint(keys, settings.metrics_require_key))
     return app

@@ -125,6 +125,7 @@ def run_experiment(
     timeout: float = 60.0,
     ready_timeout: float = 180.0,
     progress: bool = True,
+    api_key: str | None = None,
 ) -> list[ResultRow]:
     """Make the runs in ``points`` (pod counts kept together) and append each to ``output``."""
     written = []
@@ -138,7 +139,7 @@ def run_experiment(
                 replicas = backend.replica_names()
                 result = run_load(
                     images, backend.endpoint, point.threads,
-                    protocol=protocol, timeout=timeout, progress=False,
+                    protocol=protocol, timeout=timeout, progress=False, api_key=api_key,
                 )  # fmt: skip
                 per_replica = served_counts(result, replicas)
                 silent = sorted(name for name, count in per_replica.items() if count == 0)

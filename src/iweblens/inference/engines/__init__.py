@@ -19,6 +19,12 @@ from iweblens.inference.engines.opencv import OpenCVEngine, set_compute_threads
 from iweblens.inference.engines.openvino import OpenVinoEngine, OpenVinoInt8Engine
 from iweblens.models.store import ModelPaths
 
+# Every engine zeroes class scores at or below this, so no threshold below it can be honoured.
+# OpenCV's darknet importer gives each [yolo] layer a `thresh` of 0.2 when the cfg names none (the
+# official cfg names none): adding `thresh=0.05` to the cfg lets scores down to 0.05 through, seen
+# on 000000012807.jpg with OpenCV 4.14. The ONNX graph imitates it (models/onnx_export.SCORE_FLOOR).
+SCORE_FLOOR = 0.2
+
 
 class Engine(Protocol):
     """One network instance, owned by one thread."""
@@ -58,6 +64,7 @@ def create_engine(name: str, paths: ModelPaths) -> Engine:
 
 __all__ = [
     "ENGINES",
+    "SCORE_FLOOR",
     "Engine",
     "EngineFactory",
     "UnknownEngineError",
