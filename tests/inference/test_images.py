@@ -123,7 +123,7 @@ def test_every_orientation_gives_the_upright_photos_objects(
         assert read_header(data).orientation == orientation
         image = decode_image(data, 416, decoders=PATHS[path])
         assert (image.width, image.height) == (upright.shape[1], upright.shape[0])
-        found = detector.detect(image.pixels, image.width, image.height)
+        found = detector.detect(image.pixels, size=(image.width, image.height))
         if lossless:
             assert np.array_equal(image.pixels, upright), orientation
             assert_same_objects(expected, found)
@@ -146,7 +146,7 @@ def test_reduced_jpeg_decode_keeps_every_orientation(
         image = decode_image(data, 416, decoders=PATHS[path])
         assert image.pixels.shape[:2] == (720, 960)
         assert (image.width, image.height) == (1920, 1440)
-        found = detector.detect(image.pixels, image.width, image.height)
+        found = detector.detect(image.pixels, size=(image.width, image.height))
         assert f1(expected, found) >= 0.9, (orientation, expected, found)
 
 

@@ -3,8 +3,6 @@
 import base64
 import http.client
 import json
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-from support import TESTS_DIR, ServerProcess, heic_header, png_declaring
+from support import TESTS_DIR, ServerProcess, heic_header, png_declaring, run_reference_client
 
 OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/service/openapi.json").read_text())
 
@@ -27,20 +25,7 @@ def detect(url: str, photo: Path) -> requests.Response:
 
 
 def test_reference_client_runs_unchanged(live_server: str, photos: list[Path]) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(TESTS_DIR / "reference" / "iWebLens_client.py"),
-            str(photos[0].parent),
-            f"{live_server}/api/object_detection",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    lines = run_reference_client(photos[0].parent, f"{live_server}/api/object_detection", 4)
     assert not [line for line in lines if line.startswith(("Error", "Exception"))]
     assert lines[-1].startswith("Total client script time: ")
     assert ", average thread time: " in lines[-1]

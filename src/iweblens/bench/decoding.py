@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,6 +31,9 @@ from iweblens.bench.agreement import F1Tally
 from iweblens.config import Settings
 from iweblens.detection import Detection
 from iweblens.inference.images import REDUCTIONS, decode_image, decode_with_opencv, read_header
+
+if TYPE_CHECKING:
+    from iweblens.inference.detector import Detector
 
 NOISE_SIGMA = 6.0  # grey levels; 12 MP at quality 90 then weighs ~3 MB, like a phone photo
 JPEG_QUALITY = 90
@@ -53,8 +57,16 @@ def upscale(image: np.ndarray, megapixels: float, seed: int) -> tuple[np.ndarray
     factor = (megapixels * 1e6 / (width * height)) ** 0.5
     size = (round(width * factor), round(height * factor))
     large = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    large += np.random.default_rng(seed).normal(0.0, NOISE_SIGMA, large.shape).astype(np.float32)
+    large += np.random.default_rng(seed).normal(0.0, NOISE_SIGMA, size=large.shape)
     return np.clip(large, 0, 255).astype(np.uint8), size[0] / width
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """A photograph's BGR pixels (``OSError`` if OpenCV cannot read it)."""
+    image = cv2.imread(str(path))
+    if image is None:
+        raise OSError(f"cannot read {path}")
+    return image
 
 
 def scaled(detections: Sequence[Detection], factor: float) -> list[Detection]:
@@ -72,26 +84,28 @@ def scaled(detections: Sequence[Detection], factor: float) -> list[Detection]:
 
 
 def make_upscaled(
-    images: Sequence[Path], megapixels: float, folder: Path, detector: object
+    images: Sequence[Path], megapixels: float, folder: Path, detector: Detector
 ) -> Iterator[Upscaled]:
     """Write each photograph upscaled to ``folder``, with its original's detections."""
     for index, path in enumerate(images):
-        original = cv2.imread(str(path))
+        original = read_photo(path)
         large, factor = upscale(original, megapixels, seed=index)
         target = folder / f"{path.stem}-{megapixels:g}mp.jpg"
         cv2.imwrite(str(target), large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        yield Upscaled(target, factor, scaled(detector.detect(original), factor))  # type: ignore[attr-defined]
+        yield Upscaled(target, factor, scaled(detector.detect(original), factor))
 
 
 def agreement(
-    images: Sequence[Path], log: object = print, sizes_mp: Sequence[float] = SIZES_MP
+    images: Sequence[Path],
+    settings: Settings,
+    log: object = print,
+    sizes_mp: Sequence[float] = SIZES_MP,
 ) -> list[str]:
     """F1 against the 640-px originals at full size, at every reduction and by the service's rule
     (which picks 1/4 or 1/8 per photo by its long side), per size in MP."""
     from iweblens.inference.detector import Detector
     from iweblens.models.store import ModelStore
 
-    settings = Settings.from_env()
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
     detector = Detector.from_settings(settings, paths, "opencv")
     lines = [
@@ -108,12 +122,14 @@ def agreement(
                 header = read_header(data, settings.input_size)
                 for reduction in tallies:
                     if reduction == RULE:
-                        decoded = decode_image(data, settings.input_size)
-                        pixels = decoded.pixels
+                        pixels = decode_image(data, settings.input_size).pixels
                     else:
-                        pixels = decode_with_opencv(data, reduction)
+                        reduced = decode_with_opencv(data, reduction)
+                        if reduced is None:
+                            raise OSError(f"OpenCV cannot decode {item.path}")
+                        pixels = reduced
                     sides[reduction].append(max(pixels.shape[:2]))
-                    found = detector.detect(pixels, header.width, header.height)
+                    found = detector.detect(pixels, size=(header.width, header.height))
                     tallies[reduction].add(item.reference, found)
                     counts[reduction] += len(found)
                 item.path.unlink()
@@ -131,15 +147,18 @@ def agreement(
     return lines
 
 
-def cpu(images: Sequence[Path], megapixels: float = 12, rounds: int = CPU_ROUNDS) -> list[str]:
+def cpu(
+    images: Sequence[Path], settings: Settings, megapixels: float = 12, rounds: int = CPU_ROUNDS
+) -> list[str]:
     """Thread CPU ms per image of decode + letterbox: full size (A) against the rule (B)."""
-    from iweblens.inference.detector import letterbox
     from iweblens.inference.images import decode_image
+    from iweblens.inference.letterbox import Letterboxer
 
-    input_size = Settings.from_env().input_size
+    input_size = settings.input_size
+    letterboxer = Letterboxer(input_size)
     payloads = []
     for index, path in enumerate(images):
-        large, _ = upscale(cv2.imread(str(path)), megapixels, seed=index)
+        large, _ = upscale(read_photo(path), megapixels, seed=index)
         encoded = cv2.imencode(".jpg", large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
         payloads.append(encoded.tobytes())
     variants = {"full size": None, "size-aware": input_size}
@@ -149,7 +168,7 @@ def cpu(images: Sequence[Path], megapixels: float = 12, rounds: int = CPU_ROUNDS
             laps = []
             for data in payloads:
                 started = time.thread_time()
-                letterbox(decode_image(data, size).pixels, input_size)
+                letterboxer(decode_image(data, size).pixels)
                 laps.append((time.thread_time() - started) * 1000)
             medians[name].append(statistics.median(laps))
     lines = [
@@ -183,23 +202,24 @@ MEMORY_CASES = (
 )
 
 
-def _measure_peak(path: str, input_size: int | None, queue: multiprocessing.Queue) -> None:
+def _measure_peak(path: str, input_size: int | None, queue: multiprocessing.Queue[int]) -> None:
     """In a fresh process: peak RSS growth (bytes) of decode + letterbox of one file.
 
     ``ru_maxrss`` would carry the peak of the process this one was forked from (Linux keeps it
     across exec), so the kernel's high-water mark is reset (``clear_refs`` 5) and read from
     ``/proc/self/status`` (VmHWM) instead.
     """
-    from iweblens.inference.detector import letterbox
-    from iweblens.inference.images import decode_image, limit_decoded_pixels
+    from iweblens.inference.images import DEFAULT_INPUT_SIZE, decode_image, limit_decoded_pixels
+    from iweblens.inference.letterbox import Letterboxer
 
     limit_decoded_pixels(10**9)
+    letterboxer = Letterboxer(input_size or DEFAULT_INPUT_SIZE)
     data = Path(path).read_bytes()
     warm = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
-    letterbox(decode_image(warm, input_size).pixels, input_size or 416)
+    letterboxer(decode_image(warm, input_size).pixels)
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
-    letterbox(decode_image(data, input_size).pixels, input_size or 416)
+    letterboxer(decode_image(data, input_size).pixels)
     queue.put((_status_kib("VmHWM") - before) * 1024)
 
 
@@ -212,7 +232,7 @@ def _status_kib(field: str) -> int:
 
 def peak_bytes(path: Path, input_size: int | None) -> int:
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
+    queue: multiprocessing.Queue[int] = context.Queue()
     process = context.Process(target=_measure_peak, args=(str(path), input_size, queue))
     process.start()
     peak = queue.get(timeout=600)
@@ -220,12 +240,12 @@ def peak_bytes(path: Path, input_size: int | None) -> int:
     return int(peak)
 
 
-def memory(source: Path) -> list[str]:
+def memory(source: Path, settings: Settings) -> list[str]:
     """Peak RSS of decode + letterbox against ``decode_cost``, full size and size-aware."""
     from iweblens.inference.images import decode_cost
 
-    input_size = Settings.from_env().input_size
-    photo = cv2.imread(str(source))
+    input_size = settings.input_size
+    photo = read_photo(source)
     lines = [
         "| file | MiB full size | MiB size-aware | decode_cost MiB (size-aware) |",
         "| --- | --- | --- | --- |",

@@ -4,7 +4,7 @@ Never imports Flask or the service; the web layer calls in through ``InferencePo
 """
 
 from iweblens.inference.cpu import cpu_allotment, threads_for
-from iweblens.inference.detector import Detector, letterbox
+from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
 from iweblens.inference.images import (
     DecodedImage,
@@ -17,8 +17,10 @@ from iweblens.inference.images import (
     inspect_image,
     limit_decoded_pixels,
 )
+from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
 
+# Not letterbox() itself: that name would hide the module iweblens.inference.letterbox.
 __all__ = [
     "ENGINES",
     "DecodedImage",
@@ -28,6 +30,8 @@ __all__ = [
     "ImageLimits",
     "ImageTooLargeError",
     "InferencePool",
+    "Letterbox",
+    "Letterboxer",
     "ModelUnavailableError",
     "UnsupportedImageFormatError",
     "build_pool",
@@ -36,7 +40,6 @@ __all__ = [
     "decode_cost",
     "decode_image",
     "inspect_image",
-    "letterbox",
     "limit_decoded_pixels",
     "set_compute_threads",
     "threads_for",

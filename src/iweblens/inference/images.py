@@ -405,7 +405,7 @@ def _samples_per_pixel(image: Image.Image) -> float:
         return 3.0
     h_max = max(layer[1] for layer in layers)
     v_max = max(layer[2] for layer in layers)
-    return sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max)
+    return float(sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max))
 
 
 def _is_heif(data: bytes) -> bool:

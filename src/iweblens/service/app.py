@@ -16,10 +16,14 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from iweblens.config import Settings
-from iweblens.detection import ImageDecodeError
+from iweblens.detection import DetectionParams, ImageDecodeError, Inference
 from iweblens.inference.images import ImageLimits
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
+from iweblens.service.answers import answer
+from iweblens.service.auth import ApiKeys, auth_blueprint
+from iweblens.service.deepstack import deepstack_blueprint
 from iweblens.service.metrics import ServiceMetrics
+from iweblens.service.options import parse_options, query_lists
 from iweblens.service.page import page_blueprint
 from iweblens.service.protocol import (
     ApiError,
@@ -28,7 +32,6 @@ from iweblens.service.protocol import (
     error_body,
     image_error,
     parse_request,
-    render_detections,
 )
 
 access_log = logging.getLogger("iweblens.access")
@@ -47,27 +50,40 @@ HTTP_ERROR_CODES = {
 
 
 def _settings() -> Settings:
-    return current_app.extensions["iweblens.settings"]
+    settings: Settings = current_app.extensions["iweblens.settings"]
+    return settings
 
 
 def _pool() -> InferencePool:
-    return current_app.extensions["iweblens.pool"]
+    pool: InferencePool = current_app.extensions["iweblens.pool"]
+    return pool
 
 
 @api.post("/api/object_detection")
 def object_detection() -> Response:
     detection_request = parse_request(request)
-    check_image(detection_request.image, ImageLimits.from_settings(_settings()))
+    options = parse_options(detection_request, query_lists(request.args))
+    params = options.params(_pool().model)
+    return answer(
+        detection_request, options, params, run_detection(detection_request.image, params)
+    )
+
+
+def run_detection(image: bytes, params: DetectionParams) -> Inference:
+    """Check the image, wait for the model and detect: every detection endpoint's one path.
+
+    Raises ``ApiError``: 400, 413 or 415 for the image, 503 while the model is unavailable.
+    """
+    check_image(image, ImageLimits.from_settings(_settings()))
     pool = _pool()
     if not pool.wait_ready(timeout=_settings().timeout):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     try:
-        detections = pool.submit(detection_request.image).result()
+        return pool.submit(image, params).result()
     except ImageDecodeError as error:
         raise image_error(error) from None
     except ModelUnavailableError as error:
         raise ApiError(503, "model_unavailable", str(error)) from None
-    return jsonify(render_detections(detection_request, detections))
 
 
 @api.get("/healthz")
@@ -167,9 +183,8 @@ def stop_timer(_error: BaseException | None) -> None:
         current_app.extensions["iweblens.metrics"].in_flight.dec()
 
 
-def create_app(settings: Settings | None = None, pool: InferencePool | None = None) -> Flask:
+def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
     """Build the app; the model loads and warms up in the background (``/readyz`` says when)."""
-    settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = StrictJSONProvider(app)
@@ -182,4 +197,7 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     app.extensions["iweblens.pool"] = pool
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
+    app.register_blueprint(deepstack_blueprint(run_detection))
+    keys = ApiKeys.from_settings(settings)
+    app.register_blueprint(auth_blueprint(keys, settings.metrics_require_key))
     return app
