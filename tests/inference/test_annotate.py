@@ -64,7 +64,7 @@ def test_boxes_are_drawn_where_the_detections_are(detector: Detector, photos: li
         result = detector.run(data, DetectionParams(annotate=True))
         assert result.annotated_jpeg is not None
         drawn = cv2.imdecode(np.frombuffer(result.annotated_jpeg, np.uint8), cv2.IMREAD_COLOR)
-        original = decode_image(data)
+        original = decode_image(data).pixels
         assert drawn.shape == original.shape, "photos under MAX_SIDE are drawn at their own size"
         assert_boxes_drawn(original, drawn, result.detections, 1.0)
         # Away from every box and its tag, the photo is as it was (JPEG's noise aside).
@@ -83,7 +83,7 @@ def test_boxes_are_drawn_where_the_detections_are(detector: Detector, photos: li
 
 
 def test_a_large_image_is_drawn_on_a_bounded_copy(photos: list[Path]) -> None:
-    original = cv2.resize(decode_image(photos[0].read_bytes()), (4096, 3072))
+    original = cv2.resize(decode_image(photos[0].read_bytes()).pixels, (4096, 3072))
     box = Detection("dog", 0.9, 1000, 800, 2000, 1500, class_id=16)
     encoded = annotate(original, [box], MAX_SIDE)
     drawn = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)

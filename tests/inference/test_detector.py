@@ -102,7 +102,7 @@ def test_per_request_thresholds_equal_a_detector_configured_with_them(
     detector: Detector, photos: list[Path]
 ) -> None:
     for photo in photos:
-        image = decode_image(photo.read_bytes())
+        image = decode_image(photo.read_bytes()).pixels
         for confidence, nms in ((0.3, 0.45), (0.7, 0.45), (0.5, 0.2), (0.5, 0.9)):
             configured = Detector(detector.engine, detector.labels, confidence=confidence, nms=nms)
             asked = detector.detect(image, DetectionParams(confidence=confidence, nms=nms))
@@ -112,7 +112,7 @@ def test_per_request_thresholds_equal_a_detector_configured_with_them(
 def test_thresholds_below_the_engines_floor_behave_as_the_floor(
     detector: Detector, photos: list[Path]
 ) -> None:
-    image = decode_image(photos[-1].read_bytes())
+    image = decode_image(photos[-1].read_bytes()).pixels
     at_floor = detector.detect(image, DetectionParams(confidence=SCORE_FLOOR))
     assert min(d.confidence for d in at_floor) < 0.3, "the photo must have low-score objects"
     for below in (0.0, 0.05, 0.19999):
@@ -122,7 +122,8 @@ def test_thresholds_below_the_engines_floor_behave_as_the_floor(
 def test_classes_and_max_detections_filter_the_full_answer(
     detector: Detector, photos: list[Path]
 ) -> None:
-    image = decode_image(next(p for p in photos if p.name == "000000473528.jpg").read_bytes())
+    photo = next(p for p in photos if p.name == "000000473528.jpg")
+    image = decode_image(photo.read_bytes()).pixels
     full = detector.detect(image, DetectionParams(confidence=0.25))
     labels = {d.label for d in full}
     assert {"dog", "person"} <= labels and len(labels) >= 3
@@ -142,7 +143,7 @@ def test_run_reports_the_decoded_size_and_draws_only_when_asked(
     detector: Detector, photos: list[Path]
 ) -> None:
     data = photos[0].read_bytes()
-    height, width = decode_image(data).shape[:2]
+    height, width = decode_image(data).pixels.shape[:2]
     plain = detector.run(data)
     assert (plain.width, plain.height, plain.annotated_jpeg) == (width, height, None)
     assert plain.detections == detector.detect_bytes(data)

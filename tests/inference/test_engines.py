@@ -116,7 +116,10 @@ def test_every_engine_zeroes_class_scores_at_or_below_the_floor(
 ) -> None:
     network = create_engine(engine, model_paths)
     scores = np.concatenate(
-        [network.forward(letterbox(decode_image(p.read_bytes()), 416)[0])[:, 5:] for p in photos]
+        [
+            network.forward(letterbox(decode_image(p.read_bytes()).pixels, 416)[0])[:, 5:]
+            for p in photos
+        ]
     )
     reported = scores[scores > 0]
     assert reported.min() > SCORE_FLOOR
@@ -131,6 +134,6 @@ def test_opencv_takes_its_floor_from_the_yolo_layers_thresh(
     network = cv2.dnn.readNetFromDarknet(
         np.frombuffer(cfg.encode(), np.uint8), np.fromfile(model_paths.weights, np.uint8)
     )
-    network.setInput(letterbox(decode_image(photos[1].read_bytes()), 416)[0])
+    network.setInput(letterbox(decode_image(photos[1].read_bytes()).pixels, 416)[0])
     scores = np.vstack(network.forward(network.getUnconnectedOutLayersNames()))[:, 5:]
     assert 0.05 < scores[scores > 0].min() < SCORE_FLOOR
