@@ -176,6 +176,15 @@ def test_min_confidence_errors_in_deepstacks_shape(
         client(live_server, float(value) if value != "high" else 2.0).detect(photos[0].read_bytes())
 
 
+def test_min_confidence_given_twice_is_refused(live_server: str, photos: list[Path]) -> None:
+    response = detection(
+        live_server,
+        files={"image": photos[0].read_bytes()},
+        data={"min_confidence": ["0.3", "0.9"]},
+    )
+    deepstack_error(response, 400, "min_confidence was given more than once")
+
+
 def test_any_key_is_ignored_when_none_is_configured(live_server: str, photos: list[Path]) -> None:
     predictions = client(live_server, 0.5, api_key="whatever").detect(photos[0].read_bytes())
     assert predictions == native(live_server, photos[0], 0.5)

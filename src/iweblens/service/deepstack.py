@@ -63,7 +63,10 @@ def deepstack_blueprint(detect: Detect) -> Blueprint:
         image = upload.read() if upload is not None else b""
         if not image:
             raise ApiError(400, "missing_image", NO_IMAGE)
-        confidence = min_confidence(request.form.get("min_confidence"))
+        given = request.form.getlist("min_confidence")
+        if len(given) > 1:
+            raise ApiError(400, "invalid_option", "min_confidence was given more than once")
+        confidence = min_confidence(given[0] if given else None)
         inference = detect(image, DetectionParams(confidence=confidence))
         return jsonify(render(inference, elapsed_s()))
 
