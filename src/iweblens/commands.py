@@ -14,7 +14,7 @@ from .model_store import ModelIntegrityError, ModelPaths, ModelStore
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
-    serve = subparsers.add_parser("serve", help="run the detection service (gunicorn)")
+    serve = subparsers.add_parser("serve", help="run the detection service (uvicorn)")
     serve.add_argument("--host", help="address to bind (IWEBLENS_HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port to bind (IWEBLENS_PORT, default 5000)")
     serve.add_argument("--threads", type=int, help="request threads (IWEBLENS_THREADS, default 64)")
@@ -37,6 +37,7 @@ def _ensure_model(settings: Settings) -> ModelPaths:
 
 def run_serve(args: argparse.Namespace) -> int:
     from .server import serve
+    from .sizing import InsufficientMemoryError
 
     overrides = {
         name: value
@@ -45,7 +46,11 @@ def run_serve(args: argparse.Namespace) -> int:
     }
     settings = dataclasses.replace(Settings.from_env(), **overrides)
     _ensure_model(settings)
-    serve(settings)
+    try:
+        serve(settings)
+    except InsufficientMemoryError as error:
+        # Exits non-zero with the reason, rather than being OOM-killed while loading, in a loop.
+        raise SystemExit(f"iweblens: {error}") from None
     return 0
 
 

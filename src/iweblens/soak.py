@@ -141,18 +141,6 @@ def read_vitals(pid: int) -> Vitals:
     )
 
 
-def gunicorn_worker(master_pid: int, timeout: float = 30.0) -> int:
-    """The pid of the (single) worker forked by the gunicorn master ``master_pid``."""
-    deadline = time.monotonic() + timeout
-    children_file = Path(f"/proc/{master_pid}/task/{master_pid}/children")
-    while time.monotonic() < deadline:
-        children = children_file.read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise RuntimeError(f"gunicorn master {master_pid} has no worker")
-
-
 class VitalsSampler:
     """Reads a process's vitals every ``interval`` seconds on a background thread."""
 
@@ -296,7 +284,7 @@ def judge(
         report.failures.append(f"RSS drift {report.rss_drift:+.1%} (limit {RSS_DRIFT_LIMIT:.0%})")
     if idle_after.fds > idle_before.fds:
         report.failures.append(f"{idle_after.fds - idle_before.fds} file descriptors leaked")
-    # gunicorn's request threads are pooled and started on demand, up to ``thread_cap``: the count
+    # The request threads (a2wsgi's pool) are started on demand, up to ``thread_cap``: the count
     # creeps towards the cap under load, and only going past it would be a leak.
     if max(report.threads_end, idle_after.threads) > idle_before.threads + thread_cap:
         report.failures.append(f"more threads than the {thread_cap} pooled request threads")
@@ -319,7 +307,7 @@ def soak(
     try:
         backend.scale(1)
         (name,) = backend.replica_names()
-        worker = gunicorn_worker(backend.pid_of(name))
+        worker = backend.pid_of(name)  # one process: uvicorn's loop and every thread
         idle_before = settled_vitals(worker)
         sampler = VitalsSampler(worker, sample_every_s).start()
         started = time.monotonic()

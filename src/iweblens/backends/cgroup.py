@@ -2,7 +2,7 @@
 
 cgroup v1 (``cpu.cfs_quota_us``) and v2 (``cpu.max``) are both handled, whichever this machine
 lets us write. A replica is put into its cgroup before it executes, so every process and thread it
-ever starts (gunicorn forks its worker) is held to the quota.
+ever starts (the server, and any child it might start) is held to the quota.
 """
 
 from __future__ import annotations
