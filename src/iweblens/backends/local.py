@@ -104,7 +104,7 @@ class LocalBackend(BalancedBackend[LocalReplica]):
             return None
 
     def _stop(self, replica: LocalReplica) -> None:
-        # The server answers what it accepted on SIGTERM (served, or 503 past the grace), then exits.
+        # On SIGTERM the server answers what it accepted (served, or 503 past the grace), exits.
         replica.process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             replica.process.wait(timeout=STOP_TIMEOUT_S)
