@@ -15,9 +15,11 @@ with ``Connection: close`` at once, the rest are served, and the process exits 0
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -151,6 +153,17 @@ class FrontServer(uvicorn.Server):
         super().__init__(config)
         self.admission = admission
         self.grace = grace
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the signal once it has shut down, so the process dies of SIGTERM. A
+        # SIGTERM is how Kubernetes stops a pod: once everything accepted was answered, that is
+        # a clean stop, exit code 0.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
     async def shutdown(self, sockets: Any = None) -> None:
         cancelled = self.admission.drain(self.grace)
