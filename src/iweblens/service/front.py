@@ -97,7 +97,7 @@ class Front:
             ticket.close()
 
     async def _read_body(self, scope: Scope, receive: Receive, ticket: Ticket) -> bytes | None:
-        """The whole body, with its memory reserved; None if the client left or was too slow."""
+        """The whole body, with its memory reserved; None if the client left."""
         headers = _header_map(scope)
         content_type = headers.get("content-type", "")
         limit = self.settings.max_body_bytes
@@ -121,7 +121,7 @@ class Front:
         more = True
         while more:
             message = await self._receive_before(receive, deadline)
-            if message is None or message["type"] == "http.disconnect":
+            if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
             more = message.get("more_body", False)
@@ -133,16 +133,21 @@ class Front:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _receive_before(self, receive: Receive, deadline: float) -> Message | None:
-        """The next message, or None once the request's read deadline or the grace has passed."""
+    async def _receive_before(self, receive: Receive, deadline: float) -> Message:
+        """The next message; ``ApiError`` 408 past the read deadline, 503 past the grace."""
         while True:
-            limit = deadline
-            if self.admission.drain_deadline is not None:
-                limit = min(limit, self.admission.drain_deadline)
-            remaining = limit - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            drain_deadline = self.admission.drain_deadline
+            if drain_deadline is not None and now >= drain_deadline:
+                raise Shed("shutdown", "the server is shutting down", 1, close=True)
+            if now >= deadline:
                 self.metrics.slow_requests.inc()
-                return None
+                raise ApiError(
+                    408,
+                    "request_timeout",
+                    f"the request did not arrive in full within {self.settings.read_timeout} s",
+                )
+            remaining = min(deadline, drain_deadline or deadline) - now
             try:
                 return await asyncio.wait_for(receive(), min(remaining, BODY_POLL_S))
             except TimeoutError:
@@ -207,7 +212,7 @@ class Exchange:
             extra.append(("Retry-After", str(error.retry_after)))
             if error.close:
                 extra.append(("Connection", "close"))
-        elif error.status in (400, 413):
+        elif error.status in (400, 408, 413):
             extra.append(("Connection", "close"))
         body = json.dumps(error_body(error.code, error.message)).encode()
         await self.answer(error.status, body, "application/json", extra)
