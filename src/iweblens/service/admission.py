@@ -31,7 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import ApiError
+from iweblens.service.protocol import ApiError
 
 # A first guess of seconds of inference per work unit (one 640x480 photograph on half a core),
 # replaced by measurements from the first finished jobs.

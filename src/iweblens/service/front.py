@@ -29,13 +29,19 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 
-from ..config import Settings
-from ..inference import InferencePool
-from ..metrics import ServiceMetrics
-from ..protocol import ApiError, error_body
-from .admission import Admission, Shed, Ticket
-from .conventions import REQUEST_ID_HEADER, common_headers, log_access, method_label, request_id
-from .probes import probe
+from iweblens.config import Settings
+from iweblens.inference.pool import InferencePool
+from iweblens.service.admission import Admission, Shed, Ticket
+from iweblens.service.conventions import (
+    REQUEST_ID_HEADER,
+    common_headers,
+    log_access,
+    method_label,
+    request_id,
+)
+from iweblens.service.metrics import ServiceMetrics
+from iweblens.service.probes import probe
+from iweblens.service.protocol import ApiError, error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from ..inference import InferencePool
-from ..metrics import ServiceMetrics
-from .admission import Admission
+from iweblens.inference.pool import InferencePool
+from iweblens.service.admission import Admission
+from iweblens.service.metrics import ServiceMetrics
 
 JSON = "application/json"
 

@@ -1,0 +1,206 @@
+"""A small, fixed pool of inference threads between many request threads and the CPU.
+
+Request threads are cheap and many (one per in-flight request); networks are expensive and must
+not be shared between threads. So each inference thread owns one detector, and requests queue for
+the next free one: 32 concurrent requests on a 0.5-CPU pod mean 32 waiting threads and one
+network, not 32 networks thrashing over half a core. Images wait in the queue still encoded, so
+memory does not grow with concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from iweblens.config import Settings
+from iweblens.detection import Detection
+from iweblens.inference.cpu import cpu_allotment, threads_for
+from iweblens.inference.detector import Detector
+from iweblens.inference.engines import set_compute_threads
+from iweblens.inference.images import limit_decoded_pixels
+from iweblens.inference.sizing import plan_workers
+from iweblens.models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+# Called with (seconds waited in the queue, seconds of inference) for every finished job.
+TimingObserver = Callable[[float, float], None]
+
+
+class JobGate(Protocol):
+    """The request's say on its queued job (the service's admission ticket implements it)."""
+
+    def begin(self) -> str | None:
+        """Just before inference: a reason to drop the job (client gone, deadline), or None."""
+
+    def finished(self, seconds: float) -> None:
+        """After inference, with its duration in seconds."""
+
+
+class JobDropped(RuntimeError):
+    """The job was dropped before inference; ``reason`` is the gate's."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"dropped before inference: {reason}")
+        self.reason = reason
+
+
+@dataclass
+class _Job:
+    image: bytes
+    future: Future[list[Detection]]
+    enqueued: float
+    gate: JobGate | None
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model could not be loaded, or did not become ready in time."""
+
+
+class InferencePool:
+    """Run detections on ``workers`` threads, each with its own detector."""
+
+    def __init__(
+        self,
+        make_detector: Callable[[], Detector],
+        workers: int,
+        observe: TimingObserver | None = None,
+    ) -> None:
+        self._make_detector = make_detector
+        self._workers = workers
+        self._observe = observe
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._warm_count = 0
+        # Set once every thread is warm, or once one failed: nobody waits longer than that.
+        self._settled = threading.Event()
+        self._on_ready: list[Callable[[], None]] = []
+        self.failure: str | None = None
+
+    @property
+    def workers(self) -> int:
+        """Inference threads, one network each."""
+        return self._workers
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every network is warm (now, if they already are)."""
+        with self._lock:
+            if not self.ready:
+                self._on_ready.append(callback)
+                return
+        callback()
+
+    def start(self) -> None:
+        """Start the threads; each loads its network and warms it up in the background."""
+        for index in range(self._workers):
+            thread = threading.Thread(target=self._run, name=f"inference-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def ready(self) -> bool:
+        """True once every network is loaded and has run one warm-up forward pass."""
+        return self._settled.is_set() and self.failure is None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the pool is ready or has failed; True only when it is ready."""
+        self._settled.wait(timeout)
+        return self.ready
+
+    def submit(self, image: bytes, gate: JobGate | None = None) -> Future[list[Detection]]:
+        """Queue an encoded image; the future resolves to its detections.
+
+        With a ``gate``, the job is asked right before inference whether it should still run;
+        if not, the future fails with ``JobDropped`` and no inference is spent on it.
+        """
+        if self.failure:
+            raise ModelUnavailableError(self.failure)
+        future: Future[list[Detection]] = Future()
+        self._jobs.put(_Job(image, future, time.perf_counter(), gate))
+        return future
+
+    def close(self) -> None:
+        """Let queued jobs finish, then stop the threads."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        try:
+            detector = self._make_detector()
+            # The first forward pass allocates and tunes (~250 ms); pay it before going ready.
+            detector.detect(np.full((detector.input_size, detector.input_size, 3), 128, np.uint8))
+        except Exception as error:
+            log.exception("inference thread could not load the model")
+            self.failure = f"model failed to load: {error}"
+            self._drain_with_failure()
+            return
+        self._mark_warm()
+        while (job := self._jobs.get()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            if job.gate is not None and (reason := job.gate.begin()) is not None:
+                job.future.set_exception(JobDropped(reason))
+                continue
+            started = time.perf_counter()
+            try:
+                detections, failure = detector.detect_bytes(job.image), None
+            except Exception as error:
+                detections, failure = [], error
+            if job.gate is not None:
+                # Before the answer: the rate and the freed memory count for the next admission.
+                job.gate.finished(time.perf_counter() - started)
+            if failure is None:
+                job.future.set_result(detections)
+            else:
+                job.future.set_exception(failure)
+            if self._observe is not None:
+                self._observe(started - job.enqueued, time.perf_counter() - started)
+
+    def _mark_warm(self) -> None:
+        with self._lock:
+            self._warm_count += 1
+            if self._warm_count < self._workers:
+                return
+            self._settled.set()
+            callbacks, self._on_ready = self._on_ready, []
+        for callback in callbacks:
+            callback()
+
+    def _drain_with_failure(self) -> None:
+        self._settled.set()
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.future.set_exception(ModelUnavailableError(self.failure))
+
+
+def build_pool(settings: Settings, observe: TimingObserver | None = None) -> InferencePool:
+    """Verify the model files and size a pool to this process's CPU and memory (not started).
+
+    Raises ``sizing.InsufficientMemoryError`` when the memory limit cannot hold one network.
+    """
+    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    limit_decoded_pixels(settings.max_pixels)
+    allotment_threads = threads_for(cpu_allotment())
+    workers = plan_workers(settings, settings.inference_workers or allotment_threads).workers
+    # OpenCV's thread count is process-wide: split the allotment between the networks.
+    set_compute_threads(max(1, allotment_threads // workers))
+
+    def make_detector() -> Detector:
+        return Detector.from_settings(settings, paths)
+
+    return InferencePool(make_detector, workers, observe)
