@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from iweblens.models.store import ModelPaths
 from support import ServerProcess
+
+from iweblens.models.store import ModelPaths
 
 DETECT = "/api/object_detection"
 
