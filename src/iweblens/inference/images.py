@@ -54,11 +54,13 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageHeader:
     return header
 
 
-# Bytes per pixel while an image is decoded and letterboxed: 3 for the 8-bit BGR image, the rest for
-# the resize's float temporaries (measured on 640x480 to 4096x4096 JPEGs, docs/reliability.md).
-DECODE_BYTES_PER_PIXEL = 8
-# The network input, its output and OpenCV's per-call buffers, whatever the image size.
-DECODE_FIXED_BYTES = 4 * 1024 * 1024
+# Bytes per pixel while an image is decoded and letterboxed: OpenCV's JPEG decoder peaks at twice
+# the 3-byte BGR image; the letterbox adds little (it converts only the pixels it reads). Measured
+# as peak RSS on a live server, 1024x768 to 4096x4096 JPEGs: 5.3 bytes a pixel above ~13 MiB
+# (docs/reliability.md); rounded up.
+DECODE_BYTES_PER_PIXEL = 6
+# The network input, its output and the per-call buffers, whatever the image size.
+DECODE_FIXED_BYTES = 8 * 1024 * 1024
 # One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
 # decoding and resizing a large image adds about one unit per 12 million pixels.
 PIXELS_PER_WORK_UNIT = 12_000_000
