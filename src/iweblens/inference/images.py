@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.letterbox import native_available
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -54,11 +55,11 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageHeader:
     return header
 
 
-# Bytes per pixel while an image is decoded and letterboxed: OpenCV's JPEG decoder peaks at twice
-# the 3-byte BGR image; the letterbox adds little (it converts only the pixels it reads). Measured
-# as peak RSS on a live server, 1024x768 to 4096x4096 JPEGs: 5.3 bytes a pixel above ~13 MiB
-# (docs/reliability.md); rounded up.
-DECODE_BYTES_PER_PIXEL = 6
+# Peak bytes per declared pixel while an image is decoded and letterboxed: OpenCV's JPEG decoder
+# holds two copies of the 3-byte BGR image at its peak; the C letterbox adds nothing, the NumPy
+# one its float rows. Measured as peak RSS on a live server over 1024x768 to 4096x4096 JPEGs,
+# less the body: 5.5-5.7 bytes a pixel with the C letterbox, 7.5 with NumPy (docs/reliability.md).
+DECODE_BYTES_PER_PIXEL = {True: 6, False: 8}  # keyed by "the C letterbox is built"
 # The network input, its output and the per-call buffers, whatever the image size.
 DECODE_FIXED_BYTES = 8 * 1024 * 1024
 # One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
@@ -67,12 +68,13 @@ PIXELS_PER_WORK_UNIT = 12_000_000
 
 
 def decode_cost(header: ImageHeader) -> int:
-    """Bytes the process needs, beyond the encoded image, to decode and letterbox this image.
+    """Peak bytes the process needs, beyond the request body, to decode and letterbox this image.
 
-    An estimate from the header alone (used to admit the request before decoding it): linear in
-    the declared pixels. Decoding at reduced size would change it; it is the one place to do so.
+    An estimate from the header alone (the request is admitted before it is decoded): linear in
+    the declared pixels. Decoding at a reduced size would change it; this is the one place to.
     """
-    return header.width * header.height * DECODE_BYTES_PER_PIXEL + DECODE_FIXED_BYTES
+    per_pixel = DECODE_BYTES_PER_PIXEL[native_available()]
+    return header.width * header.height * per_pixel + DECODE_FIXED_BYTES
 
 
 def work_units(header: ImageHeader) -> float:
