@@ -75,6 +75,7 @@ class Ticket:
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
         self.reserved = 0  # bytes held by this request (body, then decoding)
+        self.peak_reserved = 0  # the most it held at once
         self.decode_reserved = 0  # the part of ``reserved`` that is released after inference
         self.units = 0.0  # work units of the admitted job; 0 until admitted
         self.deadline = math.inf  # monotonic time after which the job is not run
@@ -122,6 +123,9 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.budget_bytes = budget_bytes
+        # The budget as set at start (or once the networks are loaded): what a request can ever
+        # have. Re-measured budgets may be lower for a while (memory the allocator keeps).
+        self.capacity_bytes = budget_bytes
         self.max_wait = max_wait
         self.workers = max(1, workers)
         self.events = events or AdmissionEvents()
@@ -138,7 +142,20 @@ class Admission:
     def set_budget(self, budget_bytes: int) -> None:
         """Replace the memory budget (measured once the networks are loaded)."""
         with self._lock:
-            self.budget_bytes = budget_bytes
+            self.budget_bytes = self.capacity_bytes = budget_bytes
+
+    def remeasure(self, measure: Callable[[], int]) -> None:
+        """Set the budget to ``measure()`` if nothing is reserved right now.
+
+        With no request in flight, what the process holds is its baseline; measured again at such
+        moments, memory the allocator kept after earlier requests counts against the budget
+        instead of being promised twice.
+        """
+        if self.reserved_bytes == 0:
+            budget = measure()
+            with self._lock:
+                if self.reserved_bytes == 0:
+                    self.budget_bytes = budget
 
     @property
     def queue_depth(self) -> int:
@@ -191,6 +208,7 @@ class Admission:
                 )
             self.reserved_bytes += nbytes
             ticket.reserved += nbytes
+            ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
 
     def admit_job(self, ticket: Ticket, decode_bytes: int, units: float) -> None:
         with self._lock:
@@ -215,6 +233,7 @@ class Admission:
                 )
             self.reserved_bytes += decode_bytes
             ticket.reserved += decode_bytes
+            ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
             ticket.decode_reserved = decode_bytes
             ticket.units = units
             ticket.deadline = now + self.max_wait

@@ -88,7 +88,7 @@ def object_detection() -> Response:
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     ticket = _ticket()
     cost = decode_cost(header)
-    if cost > _admission().budget_bytes:
+    if cost > _admission().capacity_bytes:
         raise ApiError(
             413, "image_too_large", "decoding this image needs more memory than this server has"
         )
@@ -240,6 +240,7 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     service_metrics.watch_admission(admission)
     # Once the networks are loaded, the budget is measured rather than estimated.
     pool.when_ready(lambda: admission.set_budget(request_budget(settings)))
+    app.extensions["iweblens.measure_budget"] = lambda: request_budget(settings)
     app.extensions["iweblens.settings"] = settings
     app.extensions["iweblens.metrics"] = service_metrics
     app.extensions["iweblens.pool"] = pool
