@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "iweblens.bench",
     "iweblens.int8",
     "iweblens.soak",
+    "iweblens.stress",
 )
 
 
