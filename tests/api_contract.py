@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 from support import TESTS_DIR
 
-OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/openapi.json").read_text())
+OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/service/openapi.json").read_text())
 
 
 def schema(name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from support import COCO128_DIR, IMAGES_DIR, ServerProcess
 
 from iweblens.config import Settings
-from iweblens.model_store import ModelPaths, ModelStore
+from iweblens.models.store import ModelPaths, ModelStore
 
 
 @pytest.fixture(scope="session")

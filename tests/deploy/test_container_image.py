@@ -33,7 +33,7 @@ from deploy_helpers import (
 )
 from support import wait_until_ready
 
-from iweblens.backends.manifest import parse_cpu_quantity
+from iweblens.study.replicas.manifest import parse_cpu_quantity
 
 pytestmark = pytest.mark.docker
 

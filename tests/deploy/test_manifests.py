@@ -24,10 +24,10 @@ from deploy_helpers import (
     venv_tool,
 )
 
-from iweblens.app import create_app
-from iweblens.backends.manifest import parse_cpu_quantity
 from iweblens.config import Settings
-from iweblens.inference import InferencePool
+from iweblens.inference.pool import InferencePool
+from iweblens.service.app import create_app
+from iweblens.study.replicas.manifest import parse_cpu_quantity
 
 MANIFESTS = sorted(path for path in K8S_DIR.glob("*.yaml") if path.name != "kustomization.yaml")
 NODE_PORT_RANGE = range(30000, 32768)

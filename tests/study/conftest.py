@@ -1,16 +1,18 @@
-"""Fixtures for the study tools: result rows shaped like a real pods x threads sweep."""
+"""Fixtures for the study: result rows shaped like a real sweep, HAProxy, stand-in replicas."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_replica import FakeReplica
 
-from iweblens.results import append_result
+from iweblens.study.replicas.balancer import BalancerError, find_haproxy
+from iweblens.study.results import append_result
 
 PODS = (1, 2, 3)
 THREADS = (1, 2, 4, 8, 16, 32)
@@ -92,3 +94,26 @@ def study_csv(tmp_path: Path, study_rows: list[dict[str, Any]]) -> Path:
     for row in study_rows:
         append_result(path, row)
     return path
+
+
+@pytest.fixture(scope="session")
+def haproxy() -> str:
+    """HAProxy's path; tests that need the real balancer skip, saying why, where it is missing."""
+    try:
+        return find_haproxy()
+    except BalancerError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture
+def fake_replica() -> Iterator[Callable[[str], FakeReplica]]:
+    """Start stand-in replicas by name; all are stopped after the test."""
+    started: list[FakeReplica] = []
+
+    def start(name: str) -> FakeReplica:
+        started.append(FakeReplica(name))
+        return started[-1]
+
+    yield start
+    for replica in started:
+        replica.close()

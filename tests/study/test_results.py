@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from iweblens.results import (
+from iweblens.study.results import (
     RESULT_COLUMNS,
     append_result,
     format_per_replica,

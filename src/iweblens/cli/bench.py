@@ -1,0 +1,156 @@
+"""The bench and reliability subcommands: ``bench``, ``quantize``, ``soak`` and ``stress``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from iweblens.bench.run import DEFAULT_ENGINES, log, run_bench
+
+    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    if len(images) < 2:
+        print(f"iweblens bench: need at least 2 .jpg images in {args.images}", file=sys.stderr)
+        return 2
+    engines = args.engines.split(",") if args.engines else list(DEFAULT_ENGINES)
+    clients, replicas = (4, 2) if args.quick else (args.clients, args.replicas)
+    report = run_bench(images, engines, clients, replicas)
+    text = "\n".join(report)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        log(f"written to {args.output}")
+    return 0
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from iweblens.config import Settings
+    from iweblens.inference.quantize import calibration_set, quantize
+    from iweblens.models.store import ModelStore
+
+    settings = Settings.from_env()
+    paths = ModelStore(settings.model_dir).ensure()
+    images = calibration_set(args.images, args.count)
+    if not images:
+        print(f"no .jpg files in {args.images}")
+        return 2
+    target = quantize(paths, images, settings.input_size)
+    print(f"quantized on {len(images)} images of {args.images}: {target}")
+    return 0
+
+
+def _run_soak(args: argparse.Namespace) -> int:
+    from iweblens.bench.soak import soak
+    from iweblens.load.client import list_images
+
+    images = list_images(args.images)
+    if not images:
+        print(f"iweblens soak: no images in {args.images}", file=sys.stderr)
+        return 2
+    report = soak(images, duration_s=args.duration, clients=args.clients, cpu_limit=args.cpus)
+    print("\n".join(report.lines()))
+    return 1 if report.failures else 0
+
+
+def _run_stress(args: argparse.Namespace) -> int:
+    import json
+
+    from iweblens.bench.stress import ATTACKS, all_passed, run_stress, table
+    from iweblens.load.client import list_images
+    from iweblens.study.replicas.manifest import manifest_pod_spec
+
+    images = list_images(args.images)
+    if not images:
+        print(f"iweblens stress: no images in {args.images}", file=sys.stderr)
+        return 2
+    results = run_stress(manifest_pod_spec(args.manifest), images, args.attack or ATTACKS)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    columns = {path.stem: json.loads(path.read_text()) for path in args.compare}
+    print("\n".join(table({**columns, args.label: results})))
+    return 0 if all_passed(results) else 1
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.bench.run import DEFAULT_ENGINES
+
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
+        help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
+    )
+    parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+    parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
+    parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
+    parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
+    parser.add_argument("--output", type=Path, help="also write the Markdown report here")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short proof that it works: 4 clients, 2 replicas"
+    )
+    parser.set_defaults(run=_run_bench)
+
+
+def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.inference.quantize import CALIBRATION_COUNT
+
+    parser.add_argument("--images", type=Path, required=True, help="folder of .jpg photographs")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=CALIBRATION_COUNT,
+        help="use the first COUNT images by file name (default %(default)s)",
+    )
+    parser.set_defaults(run=_run_quantize)
+
+
+def _soak_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", type=Path, help="folder of images to post (cycled)")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--cpus", type=float, default=0.5, help="replica CPU limit (default 0.5)")
+    parser.set_defaults(run=_run_soak)
+
+
+def _stress_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.bench.stress import ATTACKS
+    from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
+
+    parser.add_argument("images", type=Path, help="folder of photographs")
+    parser.add_argument(
+        "--attack", action="append", choices=ATTACKS, help="run only this one (repeatable)"
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=DEFAULT_MANIFEST,
+        help="the Deployment whose limits and probes the pod gets (default %(default)s)",
+    )
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--label", default="this run", help="column heading of this run")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        help="the --json of an earlier run, shown beside this one (repeatable)",
+    )
+    parser.set_defaults(run=_run_stress)
+
+
+ARGUMENTS = {
+    "bench": _bench_arguments,
+    "quantize": _quantize_arguments,
+    "soak": _soak_arguments,
+    "stress": _stress_arguments,
+}
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
+    ARGUMENTS[name](parser)

@@ -1,0 +1,101 @@
+"""The service's own subcommands: ``serve``, ``detect`` and ``fetch-model``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+from iweblens.config import Settings
+from iweblens.models.store import ModelIntegrityError, ModelPaths, ModelStore
+
+
+def _ensure_model(settings: Settings) -> ModelPaths:
+    try:
+        return ModelStore(settings.model_dir, progress=sys.stderr.isatty()).ensure()
+    except ModelIntegrityError as error:
+        raise SystemExit(f"iweblens: {error}") from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from iweblens.service.server import serve
+
+    overrides = {
+        name: value
+        for name in ("host", "port", "threads")
+        if (value := getattr(args, name)) is not None
+    }
+    settings = dataclasses.replace(Settings.from_env(), **overrides)
+    _ensure_model(settings)
+    serve(settings)
+    return 0
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from iweblens.detection import ImageDecodeError
+    from iweblens.inference.detector import Detector
+    from iweblens.service.protocol import DetectionRequest, Flavour, render_detections
+
+    settings = Settings.from_env()
+    paths = _ensure_model(settings)
+    detector = Detector.from_settings(settings, paths)
+    results = {}
+    for image in args.images:
+        data = image.read_bytes()
+        try:
+            detections = detector.detect_bytes(data)
+        except ImageDecodeError as error:
+            print(f"iweblens: {image}: {error}", file=sys.stderr)
+            return 1
+        results[str(image)] = render_detections(
+            DetectionRequest(data, Flavour.MULTIPART), detections
+        )
+    output = next(iter(results.values())) if len(results) == 1 else results
+    print(json.dumps(output, indent=2))
+    return 0
+
+
+def run_fetch_model(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    paths = _ensure_model(settings)
+    for path in (paths.cfg, paths.weights, paths.names):
+        print(path)
+    if find_spec("onnx"):
+        # With the engines extra, convert now so the onnxruntime/openvino engines start offline.
+        from iweblens.models.onnx_export import ensure_onnx
+
+        print(ensure_onnx(paths))
+    return 0
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (IWEBLENS_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to bind (IWEBLENS_PORT, default 5000)")
+    parser.add_argument(
+        "--threads", type=int, help="request threads (IWEBLENS_THREADS, default 64)"
+    )
+    parser.set_defaults(run=run_serve)
+
+
+def _detect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.set_defaults(run=run_detect)
+
+
+def _fetch_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(run=run_fetch_model)
+
+
+ARGUMENTS = {
+    "serve": _serve_arguments,
+    "detect": _detect_arguments,
+    "fetch-model": _fetch_model_arguments,
+}
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
+    ARGUMENTS[name](parser)

@@ -1,0 +1,35 @@
+"""Detections from image bytes: decoding, the darknet-exact letterbox, the engines, the pool.
+
+Never imports Flask or the service; the web layer calls in through ``InferencePool``.
+"""
+
+from iweblens.inference.cpu import cpu_allotment, threads_for
+from iweblens.inference.detector import Detector, letterbox
+from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
+from iweblens.inference.images import (
+    ImageHeader,
+    ImageTooLargeError,
+    decode_image,
+    inspect_image,
+    limit_decoded_pixels,
+)
+from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
+
+__all__ = [
+    "ENGINES",
+    "Detector",
+    "Engine",
+    "ImageHeader",
+    "ImageTooLargeError",
+    "InferencePool",
+    "ModelUnavailableError",
+    "build_pool",
+    "cpu_allotment",
+    "create_engine",
+    "decode_image",
+    "inspect_image",
+    "letterbox",
+    "limit_decoded_pixels",
+    "set_compute_threads",
+    "threads_for",
+]

@@ -1,0 +1,77 @@
+"""Image bytes in: the header check before decoding, the decode itself, and the decoders' limit.
+
+The header check reads sizes with Pillow and never the pixels; the decode uses OpenCV and falls
+back to Pillow for formats OpenCV cannot read (GIF...).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from iweblens.detection import ImageDecodeError
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image declares more pixels than the configured limit."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str
+    width: int
+    height: int
+
+
+def inspect_image(data: bytes, max_pixels: int) -> ImageHeader:
+    """Read the image header (never the pixels) and refuse non-images and oversized images.
+
+    Checking the declared size before decoding is what stops a decompression bomb: a few
+    kilobytes of PNG can declare 50000x50000 pixels, 7.5 GB once decoded.
+
+    Raises ``ImageTooLargeError`` above ``max_pixels``, ``ImageDecodeError`` for bytes that are
+    not an image or an image without pixels.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                header = ImageHeader(image.format or "unknown", *image.size)
+    except Image.DecompressionBombError:
+        header = None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageDecodeError("the data is not a decodable image") from None
+    if header is None or header.width * header.height > max_pixels:
+        raise ImageTooLargeError(f"the image declares more than the limit of {max_pixels} pixels")
+    if header.width < 1 or header.height < 1:
+        raise ImageDecodeError("the image has no pixels")
+    return header
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode bytes into an 8-bit BGR image; Pillow covers formats OpenCV cannot read (GIF...)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is not None:
+        return image
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            rgb = np.asarray(pil.convert("RGB"))
+    except Exception as error:  # Pillow raises many types for corrupt data
+        raise ImageDecodeError("the data is not a decodable image") from error
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def limit_decoded_pixels(max_pixels: int) -> None:
+    """Make both decoders refuse images larger than ``max_pixels`` (process-wide settings).
+
+    The request's header check reads sizes with Pillow; a file crafted so that OpenCV sees
+    another size would otherwise slip past it. OpenCV reads its limit on first use.
+    """
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_pixels)
+    Image.MAX_IMAGE_PIXELS = max_pixels

@@ -1,0 +1,344 @@
+"""Convert the verified darknet YOLOv3-tiny files to ONNX, in pure Python.
+
+ONNX Runtime and OpenVINO (and their INT8 tooling) need an ONNX graph of this network. Taking
+one from a model hub would mean trusting weights nobody pinned, so the graph is built here from
+the sha256-pinned cfg and weights: batch norm is folded into the convolutions and the YOLO decode
+is part of the graph, so the model's single output holds exactly the rows OpenCV's darknet
+importer emits and every engine shares one postprocess.
+
+The converted file is cached next to the model files with a sidecar recording the hashes of its
+sources and the converter version; any change to either triggers a fresh conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from iweblens.models.store import ModelPaths, sha256_of
+
+# Bump whenever the graph this module builds changes, so cached conversions are rebuilt.
+CONVERTER_VERSION = 1
+ONNX_FILENAME = "yolov3-tiny.onnx"
+SIDECAR_SUFFIX = ".json"
+INPUT_NAME = "images"
+OUTPUT_NAME = "rows"
+# OpenCV's darknet importer folds batch norm with this epsilon (darknet adds 1e-6 to the std).
+BATCH_NORM_EPS = 1e-6
+LEAKY_SLOPE = 0.1
+# OpenCV's region layer zeroes class scores at or below this; the graph does the same so its rows
+# are interchangeable with OpenCV's.
+SCORE_FLOOR = 0.2
+OPSET = 13
+
+
+@dataclass
+class Section:
+    """One ``[kind]`` block of a darknet cfg file."""
+
+    kind: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    def int(self, key: str, default: int) -> int:
+        return int(self.options.get(key, default))
+
+    def ints(self, key: str) -> list[int]:
+        return [int(part) for part in self.options[key].split(",") if part.strip()]
+
+
+def parse_cfg(text: str) -> list[Section]:
+    """Parse darknet's ini-like cfg into sections, in file order."""
+    sections: list[Section] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            sections.append(Section(line.strip("[]").strip()))
+        else:
+            key, _, value = line.partition("=")
+            sections[-1].options[key.strip()] = value.strip()
+    return sections
+
+
+class _WeightReader:
+    """Reads float32 arrays from a darknet weights file in the order the layers consume them."""
+
+    def __init__(self, path: Path) -> None:
+        data = path.read_bytes()
+        major, minor, _revision = np.frombuffer(data, np.int32, 3)
+        # The "images seen" counter grew from int32 to int64 in format 0.2.
+        header = 12 + (8 if major * 10 + minor >= 2 else 4)
+        self.values = np.frombuffer(data, np.float32, offset=header)
+        self.position = 0
+
+    def take(self, count: int) -> np.ndarray:
+        if self.position + count > self.values.size:
+            raise ValueError("the weights file is shorter than the cfg requires")
+        chunk = self.values[self.position : self.position + count]
+        self.position += count
+        return chunk.copy()
+
+    def finish(self) -> None:
+        if self.position != self.values.size:
+            raise ValueError(
+                f"{self.values.size - self.position} weights left over: cfg and weights disagree"
+            )
+
+
+class _GraphBuilder:
+    """Accumulates ONNX nodes and initializers with unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.counter = 0
+
+    def name(self, hint: str) -> str:
+        self.counter += 1
+        return f"{hint}_{self.counter}"
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs: object) -> str:
+        output = self.name(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
+        return output
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """A feature map in the graph being built: its name, channel count and (square) side."""
+
+    name: str
+    channels: int
+    side: int
+
+
+def _convolution(
+    graph: _GraphBuilder, section: Section, source: _Tensor, weights: _WeightReader
+) -> _Tensor:
+    filters, size = section.int("filters", 1), section.int("size", 1)
+    stride = section.int("stride", 1)
+    padding = size // 2 if section.int("pad", 0) else section.int("padding", 0)
+    bias = weights.take(filters)
+    kernel_count = filters * source.channels * size * size
+    if section.int("batch_normalize", 0):
+        scale, mean, variance = weights.take(filters), weights.take(filters), weights.take(filters)
+        factor = scale / np.sqrt(variance + np.float32(BATCH_NORM_EPS))
+        kernel = weights.take(kernel_count).reshape(filters, -1) * factor[:, None]
+        bias = bias - mean * factor
+    else:
+        kernel = weights.take(kernel_count)
+    kernel = kernel.reshape(filters, source.channels, size, size).astype(np.float32)
+    out = graph.op(
+        "Conv",
+        [source.name, graph.const("w", kernel), graph.const("b", bias.astype(np.float32))],
+        kernel_shape=[size, size],
+        strides=[stride, stride],
+        pads=[padding] * 4,
+    )
+    activation = section.options.get("activation", "linear")
+    if activation == "leaky":
+        out = graph.op("LeakyRelu", [out], alpha=LEAKY_SLOPE)
+    elif activation != "linear":
+        raise ValueError(f"unsupported activation {activation!r}")
+    return _Tensor(out, filters, (source.side + 2 * padding - size) // stride + 1)
+
+
+def _maxpool(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tensor:
+    stride = section.int("stride", 1)
+    size = section.int("size", stride)
+    # darknet pads (size - 1) in total, size // 2 of it before: with size 2 all of it lands after,
+    # which is how a 13x13 map stays 13x13 under a stride-1 pool.
+    total = section.int("padding", size - 1)
+    before = total // 2
+    out = graph.op(
+        "MaxPool",
+        [source.name],
+        kernel_shape=[size, size],
+        strides=[stride, stride],
+        pads=[before, before, total - before, total - before],
+    )
+    return _Tensor(out, source.channels, (source.side + total - size) // stride + 1)
+
+
+def _upsample(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tensor:
+    stride = section.int("stride", 2)
+    scales = graph.const("scales", np.array([1, 1, stride, stride], np.float32))
+    out = graph.op("Resize", [source.name, "", scales], mode="nearest")
+    return _Tensor(out, source.channels, source.side * stride)
+
+
+def _route(graph: _GraphBuilder, picked: list[_Tensor]) -> _Tensor:
+    if len(picked) == 1:
+        return picked[0]
+    out = graph.op("Concat", [tensor.name for tensor in picked], axis=1)
+    return _Tensor(out, sum(tensor.channels for tensor in picked), picked[0].side)
+
+
+def _yolo_decode(
+    graph: _GraphBuilder,
+    section: Section,
+    source: str,
+    grid: int,
+    input_size: int,
+) -> str:
+    """Turn one head's raw map into OpenCV's rows: boxes relative to the input, scores x obj."""
+    mask = section.ints("mask")
+    anchors = np.array(section.ints("anchors"), np.float32).reshape(-1, 2)[mask]
+    classes = section.int("classes", 80)
+    per_anchor = 5 + classes
+    count = grid * grid * len(mask)
+    # NCHW (1, A*85, H, W) -> rows ordered (y, x, anchor) as OpenCV orders them.
+    shaped = graph.op(
+        "Reshape",
+        [source, graph.const("shape", np.array([len(mask), per_anchor, grid * grid], np.int64))],
+    )
+    rows = graph.op(
+        "Reshape",
+        [
+            graph.op("Transpose", [shaped], perm=[2, 0, 1]),
+            graph.const("shape", np.array([count, per_anchor], np.int64)),
+        ],
+    )
+    ys, xs, _ = np.meshgrid(np.arange(grid), np.arange(grid), np.arange(len(mask)), indexing="ij")
+    offsets = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) / np.float32(grid)
+    sizes = np.tile(anchors, (grid * grid, 1)) / np.float32(input_size)
+
+    def columns(start: int, end: int) -> str:
+        return graph.op(
+            "Slice",
+            [
+                rows,
+                graph.const("start", np.array([start], np.int64)),
+                graph.const("end", np.array([end], np.int64)),
+                graph.const("axis", np.array([1], np.int64)),
+            ],
+        )
+
+    centres = graph.op(
+        "Add",
+        [
+            graph.op(
+                "Mul",
+                [
+                    graph.op("Sigmoid", [columns(0, 2)]),
+                    graph.const("cell", np.array([1 / grid], np.float32)),
+                ],
+            ),
+            graph.const("offsets", offsets),
+        ],
+    )
+    extents = graph.op("Mul", [graph.op("Exp", [columns(2, 4)]), graph.const("anchors", sizes)])
+    objectness = graph.op("Sigmoid", [columns(4, 5)])
+    scores = graph.op("Mul", [graph.op("Sigmoid", [columns(5, per_anchor)]), objectness])
+    floor = graph.const("floor", np.array([SCORE_FLOOR], np.float32))
+    zero = graph.const("zero", np.array([0.0], np.float32))
+    scores = graph.op("Where", [graph.op("Greater", [scores, floor]), scores, zero])
+    return graph.op("Concat", [centres, extents, objectness, scores], axis=1)
+
+
+def build_model(cfg_path: Path, weights_path: Path) -> onnx.ModelProto:
+    """Build the ONNX graph (input ``images`` 1x3xSxS RGB in [0,1], output ``rows`` (N, 85))."""
+    sections = parse_cfg(cfg_path.read_text())
+    net, layers = sections[0], sections[1:]
+    input_size = net.int("width", 416)
+    if net.int("height", input_size) != input_size:
+        raise ValueError("only square network inputs are supported")
+    weights = _WeightReader(weights_path)
+    graph = _GraphBuilder()
+    source = _Tensor(INPUT_NAME, net.int("channels", 3), input_size)
+    outputs: list[_Tensor] = []
+    heads: list[str] = []
+    for index, layer in enumerate(layers):
+        if layer.kind == "convolutional":
+            source = _convolution(graph, layer, source, weights)
+        elif layer.kind == "maxpool":
+            source = _maxpool(graph, layer, source)
+        elif layer.kind == "upsample":
+            source = _upsample(graph, layer, source)
+        elif layer.kind == "route":
+            source = _route(
+                graph, [outputs[i if i >= 0 else index + i] for i in layer.ints("layers")]
+            )
+        elif layer.kind == "yolo":
+            heads.append(_yolo_decode(graph, layer, source.name, source.side, input_size))
+        else:
+            raise ValueError(f"unsupported darknet layer [{layer.kind}]")
+        outputs.append(source)
+    weights.finish()
+    rows = graph.op("Concat", heads, axis=0) if len(heads) > 1 else heads[0]
+    graph.nodes.append(helper.make_node("Identity", [rows], [OUTPUT_NAME]))
+    classes = layers[[layer.kind for layer in layers].index("yolo")].int("classes", 80)
+    model = helper.make_model(
+        helper.make_graph(
+            graph.nodes,
+            "yolov3-tiny",
+            [
+                helper.make_tensor_value_info(
+                    INPUT_NAME, TensorProto.FLOAT, [1, 3, input_size, input_size]
+                )
+            ],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["rows", 5 + classes])],
+            graph.initializers,
+        ),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="iweblens",
+        producer_version=str(CONVERTER_VERSION),
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _provenance(paths: ModelPaths) -> dict[str, object]:
+    return {
+        "converter_version": CONVERTER_VERSION,
+        "cfg_sha256": sha256_of(paths.cfg),
+        "weights_sha256": sha256_of(paths.weights),
+    }
+
+
+def onnx_path(paths: ModelPaths) -> Path:
+    """Where the converted model of these model files lives."""
+    return paths.weights.parent / ONNX_FILENAME
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def ensure_onnx(paths: ModelPaths) -> Path:
+    """Return the cached ONNX model, converting it first if it is missing or stale.
+
+    Stale means the sidecar's source hashes or converter version differ from the current ones.
+    The model is written before its sidecar, so an interrupted conversion is redone next time.
+    """
+    target = onnx_path(paths)
+    sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
+    wanted = _provenance(paths)
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == wanted and target.is_file():
+        return target
+    model = build_model(paths.cfg, paths.weights)
+    _write_atomically(target, model.SerializeToString())
+    _write_atomically(sidecar, json.dumps(wanted, indent=2).encode() + b"\n")
+    return target

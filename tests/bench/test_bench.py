@@ -1,0 +1,67 @@
+"""``iweblens bench --quick`` runs end to end: floor, served runs, naive baseline, agreement.
+
+No figure is asserted (timings belong to the benchmark, not to tests); the report must simply
+hold every ratio of the issue next to its goal.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iweblens.models.store import ModelPaths
+from iweblens.study.replicas.cgroup import CgroupUnavailable, CpuCgroup
+
+
+def _cgroups_writable() -> str | None:
+    try:
+        CpuCgroup.create(f"iweblens-bench-probe-{os.getpid()}", 0.5).remove()
+    except (CgroupUnavailable, OSError) as error:
+        return str(error)
+    return None
+
+
+def test_quick_bench_reports_every_ratio(
+    tmp_path: Path, photos: list[Path], model_paths: ModelPaths
+) -> None:
+    problem = _cgroups_writable()
+    if problem:
+        pytest.skip(f"the bench needs a writable CPU cgroup (run as root): {problem}")
+    engines = ["opencv", "onnxruntime"]
+    if importlib.util.find_spec("nncf"):
+        engines.append("openvino-int8")
+    report = tmp_path / "bench.md"
+    command = [sys.executable, "-m", "iweblens.cli", "bench", "--quick", "--count", "4"]
+    command += ["--images", str(photos[0].parent), "--engines", ",".join(engines)]
+    bench = subprocess.Popen([*command, "--output", str(report)])
+    assert bench.wait(timeout=600) == 0
+    text = report.read_text()
+    for heading in (
+        "## Ratios and goals",
+        "## Measurements",
+        "## Where the floor",
+        "## Detections",
+    ):
+        assert heading in text
+    for engine in engines:
+        for ratio in (
+            "latency@1 / floor time",
+            "throughput@4 / F",
+            "2 / 1 replica throughput @4",
+            "mean@4x2 / ideal 4/(2F)",
+            "RSS@4 / RSS@1",
+            "throughput@4 vs naive",
+            "latency@1 naive / ours",
+        ):
+            assert f"| {ratio} [{engine}] |" in text
+    assert "| F / F[opencv] [onnxruntime] |" in text
+    assert "onnxruntime: identical on 4/4 images" in text
+    assert "naive baseline" in text
+    if "openvino-int8" in engines:
+        assert "openvino-int8: F1 " in text
+    assert not list(Path("/sys/fs/cgroup/cpu").glob(f"iweblens-bench-{bench.pid}-*"))

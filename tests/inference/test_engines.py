@@ -1,0 +1,108 @@
+"""The ONNX conversion and the faster engines: same rows and same detections as OpenCV's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iweblens.bench.agreement import differences
+from iweblens.inference.detector import Detector, letterbox
+from iweblens.inference.engines import ENGINES, create_engine
+from iweblens.inference.images import decode_image
+from iweblens.models.onnx_export import CONVERTER_VERSION, ensure_onnx, onnx_path, parse_cfg
+from iweblens.models.store import ModelPaths
+
+FLOAT_ENGINES = ("onnxruntime", "openvino")
+
+
+@pytest.fixture(scope="module")
+def converted(model_paths: ModelPaths) -> Path:
+    return ensure_onnx(model_paths)
+
+
+@pytest.fixture(scope="module")
+def opencv_detections(model_paths: ModelPaths, photos: list[Path]) -> list[list]:
+    detector = Detector(create_engine("opencv", model_paths), model_paths.labels())
+    return [detector.detect_bytes(photo.read_bytes()) for photo in photos]
+
+
+def test_cfg_parser_reads_sections_in_order(model_paths: ModelPaths) -> None:
+    sections = parse_cfg(model_paths.cfg.read_text())
+    kinds = [section.kind for section in sections]
+    assert kinds[0] == "net"
+    assert kinds.count("convolutional") == 13
+    assert kinds.count("yolo") == 2
+    assert sections[0].int("width", 0) == 416
+
+
+def test_conversion_is_cached_with_its_provenance(model_paths: ModelPaths, converted: Path) -> None:
+    assert converted == onnx_path(model_paths)
+    sidecar = json.loads(converted.with_name(converted.name + ".json").read_text())
+    assert sidecar["converter_version"] == CONVERTER_VERSION
+    assert sidecar["weights_sha256"] == (
+        "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"
+    )
+    before = converted.stat().st_mtime_ns
+    assert ensure_onnx(model_paths).stat().st_mtime_ns == before
+
+
+def test_stale_conversion_is_rebuilt(tmp_path: Path, model_paths: ModelPaths) -> None:
+    for source in (model_paths.cfg, model_paths.weights, model_paths.names):
+        (tmp_path / source.name).symlink_to(source)
+    copy = ModelPaths(
+        cfg=tmp_path / model_paths.cfg.name,
+        weights=tmp_path / model_paths.weights.name,
+        names=tmp_path / model_paths.names.name,
+    )
+    target = ensure_onnx(copy)
+    sidecar = target.with_name(target.name + ".json")
+    record = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**record, "converter_version": CONVERTER_VERSION - 1}))
+    target.write_bytes(b"stale")
+    assert ensure_onnx(copy).stat().st_size > 30_000_000
+    assert json.loads(sidecar.read_text()) == record
+
+
+@pytest.mark.parametrize("engine", FLOAT_ENGINES)
+def test_engine_rows_match_opencv(
+    engine: str, model_paths: ModelPaths, photos: list[Path], converted: Path
+) -> None:
+    blob, _ = letterbox(decode_image(photos[0].read_bytes()), 416)
+    expected = create_engine("opencv", model_paths).forward(blob)
+    actual = create_engine(engine, model_paths).forward(blob)
+    assert actual.shape == expected.shape == (2535, 85)
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("engine", FLOAT_ENGINES)
+def test_engine_detections_are_identical_to_opencv(
+    engine: str,
+    model_paths: ModelPaths,
+    photos: list[Path],
+    opencv_detections: list[list],
+    converted: Path,
+) -> None:
+    detector = Detector(create_engine(engine, model_paths), model_paths.labels())
+    assert sum(map(len, opencv_detections)) > len(photos)  # the photos do contain objects
+    for photo, expected in zip(photos, opencv_detections, strict=True):
+        assert differences(expected, detector.detect_bytes(photo.read_bytes())) == [], photo.name
+
+
+def test_every_engine_is_registered() -> None:
+    assert {"opencv", *FLOAT_ENGINES, "openvino-int8"} <= set(ENGINES)
+
+
+def test_opencv_engine_needs_none_of_the_engines_extra() -> None:
+    # The runtime image installs only the base dependencies: importing the engine registry must
+    # not pull in onnx, onnxruntime or openvino.
+    blocked = "import sys; sys.modules.update(onnx=None, onnxruntime=None, openvino=None); "
+    code = blocked + "import iweblens.inference.engines as e; print(sorted(e.ENGINES))"
+    output = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert "opencv" in output

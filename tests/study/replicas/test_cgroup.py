@@ -1,0 +1,72 @@
+"""Per-replica CPU-quota cgroups: v1 and v2 layouts, and the real kernel files on this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from iweblens.study.replicas.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
+
+
+def test_v1_quota_files(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
+    cgroup = CpuCgroup.create("replica-1", 0.5, root=tmp_path)
+    assert cgroup.version == 1
+    assert (cgroup.path / "cpu.cfs_period_us").read_text() == "100000"
+    assert (cgroup.path / "cpu.cfs_quota_us").read_text() == "50000"
+    assert cgroup.quota_cores() == 0.5
+
+
+def test_v2_cpu_max_and_controller_enabled(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("memory\n")
+    cgroup = CpuCgroup.create("replica-1", 1.5, root=tmp_path)
+    assert cgroup.version == 2
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu"
+    assert (cgroup.path / "cpu.max").read_text() == "150000 100000"
+    assert cgroup.quota_cores() == 1.5
+
+
+def test_no_cpu_controller_anywhere_says_so(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+    with pytest.raises(CgroupUnavailable, match="no cgroup hierarchy with a cpu controller"):
+        CpuCgroup.create("replica-1", 0.5, root=tmp_path)
+
+
+def test_real_cgroup_holds_a_process_and_its_children_to_the_quota() -> None:
+    """A process put in by the replicas' entry wrapper, and a child it forks, are inside."""
+    try:
+        cgroup = CpuCgroup.create(f"iweblens-test-{os.getpid()}", 0.5, CGROUP_ROOT)
+    except CgroupUnavailable as error:
+        pytest.skip(f"no writable cgroup on this machine: {error}")
+    try:
+        forks_a_child = ["sh", "-c", "sleep 30 & exec sleep 30"]
+        shell = subprocess.Popen(
+            cgroup.command(forks_a_child),
+            start_new_session=True,
+        )
+        try:
+            assert cgroup.quota_cores() == 0.5
+            assert shell.pid in _wait_for_pids(cgroup, 2)
+            own = Path(f"/proc/{shell.pid}/cgroup").read_text()
+            assert f"/{cgroup.path.name}\n" in own
+        finally:
+            os.killpg(shell.pid, 9)
+            shell.wait()
+    finally:
+        cgroup.remove()
+    assert not cgroup.path.exists()
+
+
+def _wait_for_pids(cgroup: CpuCgroup, count: int) -> list[int]:
+    for _ in range(100):
+        pids = cgroup.pids()
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.05)
+    return cgroup.pids()

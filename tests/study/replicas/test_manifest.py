@@ -1,0 +1,78 @@
+"""The per-pod CPU limit read from the Deployment manifest, as the docker backend uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iweblens.study.replicas.manifest import ManifestError, manifest_cpu_limit, parse_cpu_quantity
+
+REPO_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "deployment.yaml"
+
+DEPLOYMENT = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: iweblens}}
+spec: {{type: NodePort}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: iweblens}}
+spec:
+  template:
+    spec:
+      containers:
+        - name: iweblens
+          image: iweblens:latest
+          resources:
+            requests: {{cpu: 250m}}
+            limits: {{cpu: {cpu}, memory: 512Mi}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("quantity", "cores"),
+    [("500m", 0.5), ("0.5", 0.5), (0.5, 0.5), (1, 1.0), ("2", 2.0), ("1500m", 1.5), ("250m", 0.25)],
+)
+def test_cpu_quantities(quantity: str | float, cores: float) -> None:
+    assert parse_cpu_quantity(quantity) == cores
+
+
+@pytest.mark.parametrize("quantity", ["half", "", "0", "-1", "m", "0.5 cores"])
+def test_meaningless_cpu_quantities_are_refused(quantity: str) -> None:
+    with pytest.raises(ManifestError):
+        parse_cpu_quantity(quantity)
+
+
+@pytest.mark.parametrize(("cpu", "cores"), [('"500m"', 0.5), ("0.5", 0.5), ('"1"', 1.0)])
+def test_limit_of_the_deployment_in_a_multi_document_file(
+    tmp_path: Path, cpu: str, cores: float
+) -> None:
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(DEPLOYMENT.format(cpu=cpu))
+    assert manifest_cpu_limit(manifest) == cores
+
+
+def test_a_deployment_without_a_limit_is_an_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(DEPLOYMENT.format(cpu="1").replace("limits: {cpu: 1, ", "limits: {"))
+    with pytest.raises(ManifestError, match=r"no resources\.limits\.cpu"):
+        manifest_cpu_limit(manifest)
+
+
+def test_a_file_without_a_deployment_is_an_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "service.yaml"
+    manifest.write_text(DEPLOYMENT.format(cpu="1").split("---")[0])
+    with pytest.raises(ManifestError, match="no Deployment"):
+        manifest_cpu_limit(manifest)
+
+
+@pytest.mark.skipif(not REPO_MANIFEST.exists(), reason="deploy/k8s/deployment.yaml not written yet")
+def test_the_repository_manifest_limits_each_pod_to_half_a_core() -> None:
+    assert manifest_cpu_limit(REPO_MANIFEST) == 0.5
+
+
+def test_a_missing_manifest_is_a_manifest_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read a Deployment"):
+        manifest_cpu_limit(tmp_path / "absent.yaml")
