@@ -555,7 +555,8 @@ def overload(
         shed_metrics = {
             name: value
             for name, value in read_metrics(pod.url).items()
-            if any(word in name for word in SERVER_FIGURES) and not name.endswith("_bucket")
+            if any(word in name for word in SERVER_FIGURES)
+            and not name.endswith(("_bucket", "_created"))
         }
         figures = _overload_figures(outcomes, recovery, after - before, burst_end)
         figures.update(
