@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -46,12 +47,16 @@ def _run_quantize(args: argparse.Namespace) -> int:
 def _run_soak(args: argparse.Namespace) -> int:
     from iweblens.bench.soak import soak
     from iweblens.load.client import list_images
+    from iweblens.study.replicas.manifest import manifest_pod_spec
 
     images = list_images(args.images)
     if not images:
         print(f"iweblens soak: no images in {args.images}", file=sys.stderr)
         return 2
-    report = soak(images, duration_s=args.duration, clients=args.clients, cpu_limit=args.cpus)
+    spec = manifest_pod_spec(args.manifest)
+    if args.cpus is not None:
+        spec = dataclasses.replace(spec, cpu_cores=args.cpus)
+    report = soak(images, spec, duration_s=args.duration, clients=args.clients)
     print("\n".join(report.lines()))
     return 1 if report.failures else 0
 
@@ -113,24 +118,30 @@ def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, help="folder of images to post (cycled)")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--cpus", type=float, default=0.5, help="replica CPU limit (default 0.5)")
+    parser.add_argument("--cpus", type=float, help="the pod's CPU limit (default: the manifest's)")
+    _manifest_argument(parser)
     parser.set_defaults(run=_run_soak)
+
+
+def _manifest_argument(parser: argparse.ArgumentParser) -> None:
+    from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
+
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=DEFAULT_MANIFEST,
+        help="the Deployment whose limits (and probes) the pod gets (default %(default)s)",
+    )
 
 
 def _stress_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.bench.stress import ATTACKS
-    from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
 
     parser.add_argument("images", type=Path, help="folder of photographs")
     parser.add_argument(
         "--attack", action="append", choices=ATTACKS, help="run only this one (repeatable)"
     )
-    parser.add_argument(
-        "--manifest",
-        type=Path,
-        default=DEFAULT_MANIFEST,
-        help="the Deployment whose limits and probes the pod gets (default %(default)s)",
-    )
+    _manifest_argument(parser)
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--label", default="this run", help="column heading of this run")
     parser.add_argument(
