@@ -639,31 +639,34 @@ def sigterm(
     accepted: int = 200,
     env: Mapping[str, str] | None = None,
     accept_wait_s: float = 60.0,
-    prompt_s: float = 2.0,
 ) -> AttackResult:
-    """SIGTERM once ``accepted`` requests are held by the server; count those never answered.
+    """SIGTERM once the server has accepted all ``accepted`` requests; count those unanswered.
 
-    The pod is stopped as the kubelet stops it (SIGKILL when the grace after preStop is over).
+    Accepted: held by the server's processes (``Pod.held_connections``, from the kernel's tables)
+    or already answered; connections still in the backlog are not counted, since closing the
+    listener refuses them cleanly. The pod is stopped as the kubelet stops it (SIGKILL once the
+    grace after preStop is over). How promptly the shutdown 503s come is reported, not judged.
     """
     bodies = [photo_body(images, index) for index in range(len(images))]
     with running_pod(spec, "sigterm", env) as pod:
-        sent = threading.Semaphore(0)
+        sent: list[float] = []  # list.append is atomic: one entry per request sent in full
         outcomes: list[Outcome] = []
         timeout = spec.stop_grace_s + 60
 
         def client(index: int) -> None:
-            outcomes.append(exchange(pod.port, bodies[index % len(bodies)], timeout, sent.release))
+            body = bodies[index % len(bodies)]
+            outcomes.append(exchange(pod.port, body, timeout, lambda: sent.append(0.0)))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(accepted)]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + accept_wait_s
-        for _ in range(accepted):
-            sent.acquire(timeout=max(0.0, deadline - time.monotonic()))
         held = pod.held_connections()
-        while held < accepted and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while held + len(outcomes) < accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
             held = pod.held_connections()
+        answered_before = len(outcomes)
+        sent_in_full = len(sent)
         signalled = time.monotonic()
         termination = pod.terminate()
         for thread in threads:
@@ -671,13 +674,15 @@ def sigterm(
         figures_pod = _pod_figures(pod)
     statuses = statuses_of(outcomes)
     unanswered = sum(o.status is None and o.failure != REFUSED for o in outcomes)
-    late_503 = [o for o in outcomes if o.status == 503 and o.ended - signalled > prompt_s]
+    shed_after = [o.ended - signalled for o in outcomes if o.status == 503]
     figures = {
         "requests": accepted,
         "held_at_signal": held,
+        "sent_in_full_at_signal": sent_in_full,
+        "answered_before_signal": answered_before,
         "statuses": dict(statuses),
         "unanswered": unanswered,
-        "late_503": len(late_503),
+        "last_503_after_signal_s": round(max(shed_after), 2) if shed_after else None,
         "exit_code": termination.exit_code,
         "exit_after_s": round(termination.seconds, 1),
         "killed_at_grace": termination.killed,
@@ -685,14 +690,15 @@ def sigterm(
         **figures_pod,
     }
     cell = (
-        f"{held} held at the signal; {_counts(statuses)}; without an answer {unanswered}; exit "
-        f"{termination.exit_code} after {termination.seconds:.1f} s"
+        f"{held} held at the signal ({answered_before} answered before); {_counts(statuses)}; "
+        f"without an answer {unanswered}"
+        + (f"; last 503 {max(shed_after):.1f} s after the signal" if shed_after else "")
+        + f"; exit {termination.exit_code} after {termination.seconds:.1f} s"
         + (" (SIGKILL at the grace)" if termination.killed else "")
     )
     checks = [
-        Check(f"{accepted} requests held at the signal", held >= accepted),
+        Check(f"{accepted} requests accepted at the signal", held + answered_before >= accepted),
         Check("0 requests without an answer", unanswered == 0),
-        Check(f"every 503 within {prompt_s:g} s of the signal", not late_503),
     ]
     return AttackResult("sigterm", figures, checks, cell)
 
