@@ -59,7 +59,9 @@ def test_overload_runs_little_work_for_departed_clients_and_recovers(
 ) -> None:
     """15 images/s with 5 s client timeouts: < 10 % of inferences for departed clients, and a
     fresh request answered in < 2 s sent within 5 s of the burst's end."""
-    result = overload(pod_spec, coco128, duration_s=OVERLOAD_S)
+    result = overload(
+        pod_spec, coco128, duration_s=OVERLOAD_S, recovery_limit_s=30, drain_limit_s=60
+    )
     assert passed(result), result.figures
 
 
