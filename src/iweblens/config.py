@@ -39,6 +39,15 @@ class Settings:
     read_timeout: int = 30  # seconds a request may take to arrive in full (headers and body)
     timeout: int = 120
     graceful_timeout: int = 30
+    # Longest expected wait in the inference queue before a request is refused (503). 1 pod x 32
+    # reference-client threads waits ~4.6 s (p99 ~5.6 s) on the study's machine, and 2-3x that on
+    # a busy shared one (16 s seen): 30 s leaves the study error-free with margin.
+    max_wait: float = 30.0
+    # Bytes of requests in flight (bodies, decoding); 0 = the memory limit less what the loaded
+    # networks and the process take, less a margin (see service/admission.py and sizing).
+    memory_budget: int = 0
+    # Open connections; past it the oldest idle one is closed to make room.
+    max_connections: int = 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -61,4 +70,7 @@ class Settings:
             read_timeout=int(_env("READ_TIMEOUT", str(base.read_timeout))),
             timeout=int(_env("TIMEOUT", str(base.timeout))),
             graceful_timeout=int(_env("GRACEFUL_TIMEOUT", str(base.graceful_timeout))),
+            max_wait=float(_env("MAX_WAIT", str(base.max_wait))),
+            memory_budget=int(_env("MEMORY_BUDGET", str(base.memory_budget))),
+            max_connections=int(_env("MAX_CONNECTIONS", str(base.max_connections))),
         )

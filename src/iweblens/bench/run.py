@@ -59,7 +59,7 @@ VERSIONED_PACKAGES = (
     "nncf",
     "numpy",
     "flask",
-    "gunicorn",
+    "uvicorn",
 )
 
 

@@ -319,7 +319,7 @@ def judge(
         report.failures.append(f"RSS drift {report.rss_drift:+.1%} (limit {RSS_DRIFT_LIMIT:.0%})")
     if idle_after.fds > idle_before.fds:
         report.failures.append(f"{idle_after.fds - idle_before.fds} file descriptors leaked")
-    # gunicorn's request threads are pooled and started on demand, up to ``thread_cap``: the count
+    # The request threads (a2wsgi's pool) are started on demand, up to ``thread_cap``: the count
     # creeps towards the cap under load, and only going past it would be a leak.
     if max(report.threads_end, idle_after.threads) > idle_before.threads + thread_cap:
         report.failures.append(f"more threads than the {thread_cap} pooled request threads")

@@ -19,7 +19,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 # module's ``configure(name, parser)`` adds the arguments and a ``run`` default that is called
 # with the parsed arguments and returns the exit status.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("iweblens.cli.service", "run the detection service (gunicorn)"),
+    "serve": ("iweblens.cli.service", "run the detection service (uvicorn)"),
     "detect": ("iweblens.cli.service", "detect objects in images, without a server"),
     "fetch-model": ("iweblens.cli.service", "fetch and verify the model files"),
     "client": (

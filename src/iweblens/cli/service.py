@@ -21,6 +21,7 @@ def _ensure_model(settings: Settings) -> ModelPaths:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from iweblens.inference.sizing import InsufficientMemoryError
     from iweblens.service.server import serve
 
     overrides = {
@@ -30,7 +31,11 @@ def run_serve(args: argparse.Namespace) -> int:
     }
     settings = dataclasses.replace(Settings.from_env(), **overrides)
     _ensure_model(settings)
-    serve(settings)
+    try:
+        serve(settings)
+    except InsufficientMemoryError as error:
+        # Exits non-zero with the reason, rather than being OOM-killed while loading, in a loop.
+        raise SystemExit(f"iweblens: {error}") from None
     return 0
 
 

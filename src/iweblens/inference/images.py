@@ -54,6 +54,30 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageHeader:
     return header
 
 
+# Bytes per pixel while an image is decoded and letterboxed: 3 for the 8-bit BGR image, the rest for
+# the resize's float temporaries (measured on 640x480 to 4096x4096 JPEGs, docs/reliability.md).
+DECODE_BYTES_PER_PIXEL = 8
+# The network input, its output and OpenCV's per-call buffers, whatever the image size.
+DECODE_FIXED_BYTES = 4 * 1024 * 1024
+# One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
+# decoding and resizing a large image adds about one unit per 12 million pixels.
+PIXELS_PER_WORK_UNIT = 12_000_000
+
+
+def decode_cost(header: ImageHeader) -> int:
+    """Bytes the process needs, beyond the encoded image, to decode and letterbox this image.
+
+    An estimate from the header alone (used to admit the request before decoding it): linear in
+    the declared pixels. Decoding at reduced size would change it; it is the one place to do so.
+    """
+    return header.width * header.height * DECODE_BYTES_PER_PIXEL + DECODE_FIXED_BYTES
+
+
+def work_units(header: ImageHeader) -> float:
+    """Inference time of this image, in units of one 640x480 photograph's (for queue waits)."""
+    return 1.0 + header.width * header.height / PIXELS_PER_WORK_UNIT
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Decode bytes into an 8-bit BGR image; Pillow covers formats OpenCV cannot read (GIF...)."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -8,18 +8,32 @@ error shape; an unexpected exception becomes a 500 with that shape, never a stac
 
 from __future__ import annotations
 
+import io
 import logging
 import time
+from concurrent.futures import CancelledError
 from importlib import resources
+from typing import IO
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
-from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
+from iweblens.inference.images import decode_cost, work_units
+from iweblens.inference.pool import InferencePool, JobDropped, ModelUnavailableError, build_pool
+from iweblens.inference.sizing import request_budget
+from iweblens.service.admission import Admission, AdmissionEvents, Shed, Ticket
+from iweblens.service.conventions import (
+    REQUEST_ID_HEADER,
+    common_headers,
+    log_access,
+    method_label,
+    request_id,
+)
 from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.page import page_blueprint
+from iweblens.service.probes import probe
 from iweblens.service.protocol import (
     ApiError,
     check_image,
@@ -28,8 +42,8 @@ from iweblens.service.protocol import (
     render_detections,
 )
 
-access_log = logging.getLogger("iweblens.access")
 log = logging.getLogger(__name__)
+TICKET_KEY = "iweblens.ticket"  # where the front leaves the request's admission ticket
 
 api = Blueprint("api", __name__)
 
@@ -50,15 +64,41 @@ def _pool() -> InferencePool:
     return current_app.extensions["iweblens.pool"]
 
 
+def _admission() -> Admission:
+    return current_app.extensions["iweblens.admission"]
+
+
+def _ticket() -> Ticket:
+    """The front's ticket for this request; a ticket of its own when the app runs alone."""
+    ticket = request.environ.get("asgi.scope", {}).get(TICKET_KEY)
+    if ticket is None:
+        ticket = _admission().ticket()
+        g.own_ticket = ticket
+    return ticket
+
+
 @api.post("/api/object_detection")
 def object_detection() -> Response:
     detection_request = parse_request(request)
-    check_image(detection_request.image, _settings().max_pixels)
+    header = check_image(detection_request.image, _settings().max_pixels)
     pool = _pool()
     if not pool.wait_ready(timeout=_settings().timeout):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
+    ticket = _ticket()
+    cost = decode_cost(header)
+    if cost > _admission().budget_bytes:
+        raise ApiError(
+            413, "image_too_large", "decoding this image needs more memory than this server has"
+        )
+    ticket.admit_job(cost, work_units(header))
     try:
-        detections = pool.submit(detection_request.image).result()
+        future = pool.submit(detection_request.image, ticket)
+        ticket.attach(future)
+        detections = future.result()
+    except CancelledError:
+        raise ticket.refusal or Shed("shutdown", "the server is shutting down", 1) from None
+    except JobDropped as dropped:
+        raise Shed(dropped.reason, f"the request was dropped ({dropped.reason})", 1) from None
     except ImageDecodeError:
         raise ApiError(400, "invalid_image", "the data is not a decodable image") from None
     except ModelUnavailableError as error:
@@ -66,25 +106,26 @@ def object_detection() -> Response:
     return jsonify(render_detections(detection_request, detections))
 
 
+def _probe(path: str) -> Response:
+    status, body, content_type = probe(
+        path, _pool(), _admission(), current_app.extensions["iweblens.metrics"]
+    )
+    return Response(body, status=status, content_type=content_type)
+
+
 @api.get("/healthz")
 def healthz() -> Response:
-    return jsonify({"status": "ok"})
+    return _probe("/healthz")
 
 
 @api.get("/readyz")
-def readyz() -> tuple[Response, int]:
-    pool = _pool()
-    if pool.ready:
-        return jsonify({"status": "ready"}), 200
-    if pool.failure:
-        return jsonify({"status": "failed", "reason": pool.failure}), 503
-    return jsonify({"status": "loading"}), 503
+def readyz() -> Response:
+    return _probe("/readyz")
 
 
 @api.get("/metrics")
 def metrics() -> Response:
-    service_metrics: ServiceMetrics = current_app.extensions["iweblens.metrics"]
-    return Response(service_metrics.render(), content_type=service_metrics.content_type)
+    return _probe("/metrics")
 
 
 @api.get("/openapi.json")
@@ -95,7 +136,12 @@ def openapi() -> Response:
 
 @api.app_errorhandler(ApiError)
 def handle_api_error(error: ApiError) -> tuple[Response, int]:
-    return jsonify(error.body()), error.status
+    response = jsonify(error.body())
+    if isinstance(error, Shed):
+        response.headers["Retry-After"] = str(error.retry_after)
+        if error.close:
+            response.headers["Connection"] = "close"
+    return response, error.status
 
 
 @api.app_errorhandler(HTTPException)
@@ -117,6 +163,7 @@ def handle_unexpected(error: Exception) -> tuple[Response, int]:
 @api.before_app_request
 def start_timer() -> None:
     g.started = time.perf_counter()
+    g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
     current_app.extensions["iweblens.metrics"].in_flight.inc()
 
 
@@ -126,17 +173,12 @@ def stamp_and_log(response: Response) -> Response:
     settings = _settings()
     route = request.url_rule.rule if request.url_rule else "unmatched"
     service_metrics: ServiceMetrics = current_app.extensions["iweblens.metrics"]
-    service_metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+    method = method_label(request.method)
+    service_metrics.requests.labels(method, route, str(response.status_code)).inc()
     service_metrics.latency.labels(route).observe(elapsed)
-    response.headers["X-Served-By"] = settings.served_by
-    access_log.info(
-        "%s %s %d %.1fms %s",
-        request.method,
-        request.path,
-        response.status_code,
-        elapsed * 1000,
-        settings.served_by,
-    )
+    rid = g.get("request_id") or request_id(None)
+    response.headers.update(common_headers(settings.served_by, rid))
+    log_access(request.method, request.path, response.status_code, elapsed, settings.served_by, rid)
     return response
 
 
@@ -144,21 +186,53 @@ def stamp_and_log(response: Response) -> Response:
 def stop_timer(_error: BaseException | None) -> None:
     if "started" in g:
         current_app.extensions["iweblens.metrics"].in_flight.dec()
+    if "own_ticket" in g:
+        g.own_ticket.close()
+
+
+class BufferedRequest(Request):
+    """Uploads stay in memory (bounded by the body limit and admission), never on disk.
+
+    Werkzeug spools a multipart file part over 500 KB to a temporary file; uploads are never
+    stored, and the container's ``/tmp`` is small.
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        return io.BytesIO()
 
 
 def create_app(settings: Settings | None = None, pool: InferencePool | None = None) -> Flask:
     """Build the app; the model loads and warms up in the background (``/readyz`` says when)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.request_class = BufferedRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Every part of a multipart body counts against the body limit, not a separate 500 KB one.
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     service_metrics = ServiceMetrics()
     if pool is None:
         pool = build_pool(settings, service_metrics.observe_inference)
         pool.start()
+    admission = Admission(
+        request_budget(settings, pending_networks=0 if pool.ready else pool.workers),
+        settings.max_wait,
+        pool.workers,
+        AdmissionEvents(shed=service_metrics.count_shed, dropped=service_metrics.count_dropped),
+    )
+    service_metrics.watch_admission(admission)
+    # Once the networks are loaded, the budget is measured rather than estimated.
+    pool.when_ready(lambda: admission.set_budget(request_budget(settings)))
     app.extensions["iweblens.settings"] = settings
     app.extensions["iweblens.metrics"] = service_metrics
     app.extensions["iweblens.pool"] = pool
+    app.extensions["iweblens.admission"] = admission
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
     return app

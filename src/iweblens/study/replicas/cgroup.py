@@ -3,7 +3,7 @@
 A CPU quota (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``) and a memory limit (v1
 ``memory.limit_in_bytes``, v2 ``memory.max``), in whichever hierarchy this machine lets us write. A
 replica is put into its cgroups before it executes (:func:`enter_command`), so every process and
-thread it ever starts (gunicorn forks its worker) is held to the limits.
+thread it ever starts (the server, and any child it might start) is held to the limits.
 """
 
 from __future__ import annotations

@@ -1,0 +1,302 @@
+"""Admission control: take on only the work this process can hold in memory and finish in time.
+
+Two budgets, both checked before a request costs anything it cannot afford:
+
+* **Memory.** Every request reserves bytes from a budget (the memory the process may use, less what
+  the loaded networks take; see ``sizing``) for as long as it lives: its body as soon as the headers
+  say how long it is (a chunked body grows its reservation as it arrives), then the expected cost of
+  decoding its image once the image header has been read. A reservation that does not fit is a fast
+  ``503`` with ``Retry-After``, never an OOM kill.
+* **Time.** Admitted images wait in one queue for the inference threads. The expected wait of a
+  new job is the work queued ahead of it (in work units: a 12 MP photograph costs several 640-pixel
+  ones) divided by the measured service rate (seconds of inference per unit, a moving average of the
+  jobs finished). A job whose expected wait exceeds ``max_wait`` is refused at once, and a job still
+  queued past its deadline, or whose client has gone, is dropped before inference.
+
+After SIGTERM (``drain``) the queue is answered, not abandoned: jobs that can finish within the
+grace period are served, the others get a prompt ``503`` (with ``Connection: close``) so a balancer
+can retry them on another replica.
+
+All methods are thread-safe: the event loop, the request threads and the inference threads share
+one ``Admission``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from iweblens.service.protocol import ApiError
+
+# A first guess of seconds of inference per work unit (one 640x480 photograph on half a core),
+# replaced by measurements from the first finished jobs.
+PRIOR_SECONDS_PER_UNIT = 0.2
+# Weight of each new measurement in the moving average of the service rate.
+RATE_SMOOTHING = 0.2
+# Retry-After is at least a second and at most a minute: past that, a client should look elsewhere.
+RETRY_AFTER_BOUNDS = (1, 60)
+
+
+class Shed(ApiError):
+    """A request refused to protect the service; the client may retry after ``retry_after`` s.
+
+    ``reason`` labels the metric (``memory``, ``wait``, ``shutdown``); ``close`` asks that the
+    connection be closed after the answer (the body may be unread, or the server is stopping).
+    """
+
+    def __init__(self, reason: str, message: str, retry_after: float, close: bool = False) -> None:
+        super().__init__(503, "overloaded" if reason != "shutdown" else "shutting_down", message)
+        self.reason = reason
+        low, high = RETRY_AFTER_BOUNDS
+        self.retry_after = int(min(high, max(low, math.ceil(retry_after))))
+        self.close = close
+
+
+@dataclass
+class AdmissionEvents:
+    """Where admission reports what it refused and dropped (the Prometheus counters)."""
+
+    shed: Callable[[str], None] = lambda _reason: None
+    dropped: Callable[[str], None] = lambda _reason: None
+
+
+class Ticket:
+    """One request's claim on the service: its memory reservation and, once admitted, its job.
+
+    Created by the front when the headers are complete (or by the app when it runs without the
+    front, as under Flask's test client), closed when the answer has been sent.
+    """
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.reserved = 0  # bytes held by this request (body, then decoding)
+        self.decode_reserved = 0  # the part of ``reserved`` that is released after inference
+        self.units = 0.0  # work units of the admitted job; 0 until admitted
+        self.deadline = math.inf  # monotonic time after which the job is not run
+        self.disconnected = False
+        self.refusal: Shed | None = None  # why a queued job was cancelled (shutdown)
+        self.future: Future[Any] | None = None
+        self.closed = False
+
+    def reserve(self, nbytes: int) -> None:
+        """Add ``nbytes`` to this request's reservation, or raise ``Shed`` (body not yet read)."""
+        self._admission.reserve(self, nbytes)
+
+    def admit_job(self, decode_bytes: int, units: float) -> None:
+        """Reserve the decoding memory and a place in the queue, or raise ``Shed``."""
+        self._admission.admit_job(self, decode_bytes, units)
+
+    def attach(self, future: Future[Any]) -> None:
+        """Remember the queued job's future, so a shutdown can answer it before it runs."""
+        self.future = future
+        if self.refusal is not None:
+            future.cancel()
+
+    def begin(self) -> str | None:
+        """Called by an inference thread just before this job runs: a reason to drop it, or None."""
+        return self._admission.begin(self)
+
+    def finished(self, seconds: float) -> None:
+        """Called by the inference thread after the job: measure the rate, release decode memory."""
+        self._admission.finished(self, seconds)
+
+    def close(self) -> None:
+        """Release everything this request holds (idempotent)."""
+        self._admission.close(self)
+
+
+class Admission:
+    """The shared budgets of one service process (see the module docstring)."""
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        max_wait: float,
+        workers: int,
+        events: AdmissionEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.budget_bytes = budget_bytes
+        self.max_wait = max_wait
+        self.workers = max(1, workers)
+        self.events = events or AdmissionEvents()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.reserved_bytes = 0
+        self.seconds_per_unit = PRIOR_SECONDS_PER_UNIT
+        self._queued: dict[Ticket, None] = {}  # admitted, not finished; insertion = queue order
+        self._running: set[Ticket] = set()
+        self.drain_deadline: float | None = None
+
+    # -- figures (read by /metrics and by the front) ------------------------------------------
+
+    def set_budget(self, budget_bytes: int) -> None:
+        """Replace the memory budget (measured once the networks are loaded)."""
+        with self._lock:
+            self.budget_bytes = budget_bytes
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs admitted and not finished (waiting or running)."""
+        return len(self._queued)
+
+    def expected_wait(self) -> float:
+        """Seconds a job admitted now would wait before its inference starts."""
+        with self._lock:
+            return self._wait_locked()
+
+    def _wait_locked(self) -> float:
+        units = sum(ticket.units for ticket in self._queued)
+        return units * self.seconds_per_unit / self.workers
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_deadline is not None
+
+    # -- the request's path ------------------------------------------------------------------
+
+    def ticket(self) -> Ticket:
+        return Ticket(self)
+
+    def check_open(self) -> None:
+        """At the headers: refuse at once when the queue alone is already too long, or stopping."""
+        with self._lock:
+            if self.drain_deadline is not None and self._clock() >= self.drain_deadline:
+                raise self._shed("shutdown", "the server is shutting down", 1, close=True)
+            wait = self._wait_locked()
+            if wait > self.max_wait:
+                raise self._shed(
+                    "wait",
+                    f"the queue holds {wait:.1f} s of work, over the limit of {self.max_wait:g} s",
+                    wait - self.max_wait,
+                    close=True,
+                )
+
+    def reserve(self, ticket: Ticket, nbytes: int) -> None:
+        with self._lock:
+            if self.reserved_bytes + nbytes > self.budget_bytes:
+                # Freed as the queue ahead finishes: the wait is the best guess of when.
+                retry = max(self._wait_locked(), self.seconds_per_unit)
+                raise self._shed(
+                    "memory",
+                    f"the server holds {self.reserved_bytes} of its {self.budget_bytes} bytes "
+                    f"for requests in flight; this one needs {nbytes} more",
+                    retry,
+                    close=True,
+                )
+            self.reserved_bytes += nbytes
+            ticket.reserved += nbytes
+
+    def admit_job(self, ticket: Ticket, decode_bytes: int, units: float) -> None:
+        with self._lock:
+            now = self._clock()
+            wait = self._wait_locked()
+            if self.drain_deadline is not None:
+                finish = now + wait + units * self.seconds_per_unit / self.workers
+                if finish > self.drain_deadline:
+                    raise self._shed("shutdown", "the server is shutting down", 1, close=True)
+            elif wait > self.max_wait:
+                raise self._shed(
+                    "wait",
+                    f"the queue holds {wait:.1f} s of work, over the limit of {self.max_wait:g} s",
+                    wait - self.max_wait,
+                )
+            if self.reserved_bytes + decode_bytes > self.budget_bytes:
+                raise self._shed(
+                    "memory",
+                    f"decoding this image needs {decode_bytes} bytes; the server holds "
+                    f"{self.reserved_bytes} of its {self.budget_bytes} for requests in flight",
+                    max(wait, self.seconds_per_unit),
+                )
+            self.reserved_bytes += decode_bytes
+            ticket.reserved += decode_bytes
+            ticket.decode_reserved = decode_bytes
+            ticket.units = units
+            ticket.deadline = now + self.max_wait
+            self._queued[ticket] = None
+
+    def begin(self, ticket: Ticket) -> str | None:
+        with self._lock:
+            reason = None
+            if ticket.disconnected:
+                reason = "disconnected"
+            elif self._clock() > ticket.deadline:
+                reason = "deadline"
+            if reason is None:
+                self._running.add(ticket)
+                return None
+            self._forget_job(ticket)
+        self.events.dropped(reason)
+        return reason
+
+    def finished(self, ticket: Ticket, seconds: float) -> None:
+        with self._lock:
+            if ticket.units > 0:
+                sample = seconds / ticket.units
+                self.seconds_per_unit += RATE_SMOOTHING * (sample - self.seconds_per_unit)
+            self._forget_job(ticket)
+
+    def close(self, ticket: Ticket) -> None:
+        with self._lock:
+            if ticket.closed:
+                return
+            ticket.closed = True
+            self._forget_job(ticket)
+            self.reserved_bytes -= ticket.reserved
+            ticket.reserved = 0
+
+    def _forget_job(self, ticket: Ticket) -> None:
+        self._queued.pop(ticket, None)
+        self._running.discard(ticket)
+        self.reserved_bytes -= ticket.decode_reserved
+        ticket.reserved -= ticket.decode_reserved
+        ticket.decode_reserved = 0
+
+    def _shed(self, reason: str, message: str, retry_after: float, close: bool = False) -> Shed:
+        self.events.shed(reason)
+        return Shed(reason, message, retry_after, close)
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def drain(self, grace: float) -> list[Ticket]:
+        """Stop taking work that cannot finish within ``grace`` seconds; answer what cannot.
+
+        Walks the queue in order, adding up the expected time of each job; every job that would
+        end past the deadline is cancelled with a ``Shed("shutdown")`` (its request thread answers
+        503 at once). Returns the cancelled tickets.
+        """
+        with self._lock:
+            now = self._clock()
+            self.drain_deadline = now + grace
+            cancelled = self._cancel_late_locked(now)
+        for _ in cancelled:
+            self.events.dropped("shutdown")
+        return cancelled
+
+    def cancel_all(self) -> list[Ticket]:
+        """At the end of the grace period: cancel every job that has not started."""
+        with self._lock:
+            self.drain_deadline = self._clock()
+            cancelled = self._cancel_late_locked(math.inf)
+        for _ in cancelled:
+            self.events.dropped("shutdown")
+        return cancelled
+
+    def _cancel_late_locked(self, now: float) -> list[Ticket]:
+        assert self.drain_deadline is not None
+        cancelled: list[Ticket] = []
+        finish = now
+        for ticket in list(self._queued):
+            finish += ticket.units * self.seconds_per_unit / self.workers
+            if ticket in self._running or finish <= self.drain_deadline:
+                continue
+            ticket.refusal = Shed("shutdown", "the server is shutting down", 1, close=True)
+            if ticket.future is None or ticket.future.cancel():
+                self._forget_job(ticket)
+                cancelled.append(ticket)
+        return cancelled
