@@ -6,6 +6,7 @@ Each test prints the attack's figures (``pytest -s``).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from iweblens.bench.stress import (
@@ -15,6 +16,7 @@ from iweblens.bench.stress import (
     one_max_image,
     overload,
     sigterm,
+    study_load,
 )
 from iweblens.config import Settings
 from iweblens.study.replicas.manifest import PodSpec
@@ -27,6 +29,12 @@ SHORT_GRACE_S = "5"  # the full run: the Deployment's own graceful timeout
 def passed(result: AttackResult) -> bool:
     print("\n" + "\n".join(result.lines()))
     return result.passed
+
+
+def test_the_study_on_one_pod_gets_no_error(pod_spec: PodSpec, coco128: list[Path]) -> None:
+    """32 reference-client threads over the photographs: shedding must leave this error-free."""
+    result = study_load(pod_spec, coco128, clients=32)
+    assert passed(result), result.figures
 
 
 def test_one_image_at_the_pixel_limit_fits_the_pod(pod_spec: PodSpec, coco128: list[Path]) -> None:
@@ -69,5 +77,6 @@ def test_sigterm_with_200_accepted_answers_every_one(
     pod_spec: PodSpec, coco128: list[Path]
 ) -> None:
     """Served if it can finish within the (shortened) grace, otherwise a 503: none unanswered."""
-    result = sigterm(pod_spec, coco128, env={"IWEBLENS_GRACEFUL_TIMEOUT": SHORT_GRACE_S})
+    short_grace = {**pod_spec.env, "IWEBLENS_GRACEFUL_TIMEOUT": SHORT_GRACE_S}
+    result = sigterm(dataclasses.replace(pod_spec, env=short_grace), coco128)
     assert passed(result), result.figures

@@ -51,8 +51,9 @@ class Termination:
 class Pod:
     """``iweblens serve`` held to a pod's limits; use as a context manager (always cleaned up).
 
-    Raises ``CgroupUnavailable`` from :meth:`start` when the machine lets us write no CPU and
-    memory cgroup (the tests skip then).
+    The server gets this process's environment, then the manifest's ``env`` (``spec.env``). Raises
+    ``CgroupUnavailable`` from :meth:`start` when the machine lets us write no CPU and memory
+    cgroup (the tests skip then).
     """
 
     def __init__(
@@ -60,14 +61,13 @@ class Pod:
         spec: PodSpec,
         *,
         name: str = "pod",
-        env: Mapping[str, str] | None = None,
         cgroup_root: Path = CGROUP_ROOT,
     ) -> None:
         self.spec = spec
         self.name = name
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        self._env = {**os.environ, "IWEBLENS_SERVED_BY": name, **(env or {})}
+        self._env = {**os.environ, "IWEBLENS_SERVED_BY": name, **spec.env}
         self._cgroup_root = cgroup_root
         self.cgroup: PodCgroup | None = None
         self.process: subprocess.Popen[bytes] | None = None

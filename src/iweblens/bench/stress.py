@@ -6,7 +6,9 @@ itself. Each returns an :class:`AttackResult`: its figures, and a check per outc
 states. The suite runs short versions (``tests/test_pod_attacks.py``); ``make stress`` runs the full
 ones and prints the before/after table of ``docs/reliability.md``.
 
-- ``one-max-image``: one image at the pixel limit, alone: the pod's peak memory;
+- ``study-load``: not an attack but the assignment's study on one pod (32 reference clients over
+  the photographs, no retry): 0 errors, which shedding must not break;
+- ``one-max-image``: one image at the pixel limit, alone: served, and the pod's peak memory;
 - ``max-bodies``: 64 concurrent requests at the body limit in every flavour (multipart, raw, base64
   JSON, double-encoded JSON): 0 OOM kills, every request answered 200/413/429/503, the next good
   request 200;
@@ -48,6 +50,10 @@ from iweblens.study.replicas.manifest import PodSpec
 GAVE_UP = "gave up"  # the client's own deadline passed first (it closed the connection)
 DETECTION_PATH = "/api/object_detection"
 SHED_STATUSES = (413, 429, 503)
+# Admission limits that let the server take 200 photographs into its queue (SIGTERM attack): 10
+# minutes of expected wait, and 8 MiB of memory reserved per queued photograph (they are decoded one
+# at a time, so little of it is really used).
+DEEP_QUEUE_ENV = {"IWEBLENS_MAX_WAIT": "600", "IWEBLENS_MEMORY_BUDGET": str(200 * 8 * 2**20)}
 SEND_CHUNK = 256 * 1024
 # /metrics samples worth keeping from an overload run (what the server shed, dropped, queued).
 SERVER_FIGURES = ("shed", "dropped", "disconnect", "queue", "inference_seconds_count")
@@ -241,9 +247,9 @@ def _pod_figures(pod: Pod) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_pod(spec: PodSpec, name: str, env: Mapping[str, str] | None = None) -> Iterator[Pod]:
+def running_pod(spec: PodSpec, name: str) -> Iterator[Pod]:
     """A fresh pod, ready; stopped and its cgroups removed afterwards."""
-    with Pod(spec, name=name, env=env) as pod:
+    with Pod(spec, name=name) as pod:
         pod.wait_ready()
         yield pod
 
@@ -289,7 +295,7 @@ def one_max_image(spec: PodSpec, images: Sequence[Path], settings: Settings) -> 
         f"{figures['memory_limit_mib']:.0f} MiB; OOM kills {figures['oom_kills']}"
     )
     checks = [
-        Check("answered 200", outcome.status == 200),
+        Check("an image at the pixel limit is served (200)", outcome.status == 200),
         Check("0 OOM kills", figures["oom_kills"] == 0),
     ]
     return AttackResult("one-max-image", figures, checks, cell)
@@ -477,18 +483,19 @@ def connection_flood(
 
 
 def read_metrics(url: str, timeout: float = 5.0) -> dict[str, float]:
-    """The pod's ``/metrics``, each sample name summed over its labels ({} without an answer)."""
+    """The pod's ``/metrics`` as ``{'name{label="value"}': value}`` ({} without an answer)."""
     import requests
 
     try:
         text = requests.get(f"{url}/metrics", timeout=timeout).text
     except requests.RequestException:
         return {}
-    totals: Counter[str] = Counter()
+    samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            totals[sample.name] += sample.value
-    return dict(totals)
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
 
 
 INFERENCES = "iweblens_inference_seconds_count"
@@ -556,7 +563,7 @@ def overload(
             name: value
             for name, value in read_metrics(pod.url).items()
             if any(word in name for word in SERVER_FIGURES)
-            and not name.endswith(("_bucket", "_created"))
+            and not any(part in name for part in ("_bucket", "_created"))
         }
         figures = _overload_figures(outcomes, recovery, after - before, burst_end)
         figures.update(
@@ -629,6 +636,43 @@ def _overload_figures(
     }
 
 
+# ----------------------------------------------------------------------------- the study
+
+
+def study_load(spec: PodSpec, images: Sequence[Path], *, clients: int = 32) -> AttackResult:
+    """The assignment's study on one pod: ``clients`` reference-client threads, each image once.
+
+    Not an attack: the load the service exists for, which shedding must leave error-free (the
+    reference client never retries).
+    """
+    from iweblens.load.client import run_load
+
+    with running_pod(spec, "study-load") as pod:
+        result = run_load(
+            images, f"{pod.url}{DETECTION_PATH}", clients, timeout=120, progress=False
+        )
+        figures = {
+            "clients": clients,
+            "images": result.images,
+            "errors": result.errors,
+            "timeouts": result.timeouts,
+            "mean_s": round(result.mean_s, 2),
+            "p99_s": round(result.p99_s, 2),
+            "shed": {
+                name: value
+                for name, value in read_metrics(pod.url).items()
+                if name.startswith("iweblens_shed_total")
+            },
+            **_pod_figures(pod),
+        }
+    cell = (
+        f"{clients} clients x {result.images} images: errors {result.errors}, timeouts "
+        f"{result.timeouts}; mean {result.mean_s:.1f} s, p99 {result.p99_s:.1f} s"
+    )
+    checks = [Check("0 errors", result.errors == 0 and result.timeouts == 0)]
+    return AttackResult("study-load", figures, checks, cell)
+
+
 # ----------------------------------------------------------------------------- shutdown
 
 
@@ -637,18 +681,22 @@ def sigterm(
     images: Sequence[Path],
     *,
     accepted: int = 200,
-    env: Mapping[str, str] | None = None,
     accept_wait_s: float = 60.0,
 ) -> AttackResult:
     """SIGTERM once the server has accepted all ``accepted`` requests; count those unanswered.
 
     Accepted: held by the server's processes (``Pod.held_connections``, from the kernel's tables)
-    or already answered; connections still in the backlog are not counted, since closing the
+    or already served; connections still in the backlog are not counted, since closing the
     listener refuses them cleanly. The pod is stopped as the kubelet stops it (SIGKILL once the
     grace after preStop is over). How promptly the shutdown 503s come is reported, not judged.
+
+    The server's admission limits are raised (:data:`DEEP_QUEUE_ENV`) so that it admits all of
+    them: this attack is about the shutdown of a deep queue, and at the defaults admission refuses
+    most of 200 at once (``study-load`` shows what the defaults admit).
     """
     bodies = [photo_body(images, index) for index in range(len(images))]
-    with running_pod(spec, "sigterm", env) as pod:
+    spec = replace(spec, env={**spec.env, **DEEP_QUEUE_ENV})
+    with running_pod(spec, "sigterm") as pod:
         sent: list[float] = []  # list.append is atomic: one entry per request sent in full
         outcomes: list[Outcome] = []
         timeout = spec.stop_grace_s + 60
@@ -666,6 +714,7 @@ def sigterm(
             time.sleep(0.05)
             held = pod.held_connections()
         answered_before = len(outcomes)
+        served_before = sum(o.ok for o in outcomes)
         sent_in_full = len(sent)
         signalled = time.monotonic()
         termination = pod.terminate()
@@ -697,7 +746,10 @@ def sigterm(
         + (" (SIGKILL at the grace)" if termination.killed else "")
     )
     checks = [
-        Check(f"{accepted} requests accepted at the signal", held + answered_before >= accepted),
+        Check(
+            f"{accepted} requests accepted at the signal (held, or served)",
+            held + served_before >= accepted and served_before == answered_before,
+        ),
         Check("0 requests without an answer", unanswered == 0),
     ]
     return AttackResult("sigterm", figures, checks, cell)
@@ -745,6 +797,7 @@ def cpu_over_memory(spec: PodSpec, *, cores: float = 2.0, watch_s: float = 45.0)
 
 
 ATTACKS = (
+    "study-load",
     "one-max-image",
     "max-bodies",
     "slowloris",
@@ -758,6 +811,8 @@ ATTACKS = (
 def run_attack(name: str, spec: PodSpec, images: Sequence[Path]) -> AttackResult:
     """The full version of one attack, as ``make stress`` runs it."""
     settings = Settings.from_env()
+    if name == "study-load":
+        return study_load(spec, images)
     if name == "one-max-image":
         return one_max_image(spec, images, settings)
     if name == "max-bodies":

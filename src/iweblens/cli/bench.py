@@ -72,7 +72,9 @@ def _run_stress(args: argparse.Namespace) -> int:
     if not images:
         print(f"iweblens stress: no images in {args.images}", file=sys.stderr)
         return 2
-    results = run_stress(manifest_pod_spec(args.manifest), images, args.attack or ATTACKS)
+    spec = manifest_pod_spec(args.manifest)
+    spec = dataclasses.replace(spec, env={**spec.env, **dict(args.env)})
+    results = run_stress(spec, images, args.attack or ATTACKS)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -123,6 +125,13 @@ def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=_run_soak)
 
 
+def _assignment(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def _manifest_argument(parser: argparse.ArgumentParser) -> None:
     from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
 
@@ -142,6 +151,15 @@ def _stress_arguments(parser: argparse.ArgumentParser) -> None:
         "--attack", action="append", choices=ATTACKS, help="run only this one (repeatable)"
     )
     _manifest_argument(parser)
+    parser.add_argument(
+        "--env",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the pod's environment, over the manifest's (repeatable); e.g. PYTHONPATH="
+        "to another checkout's src to run its server under the same harness",
+    )
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--label", default="this run", help="column heading of this run")
     parser.add_argument(

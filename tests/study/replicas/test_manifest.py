@@ -154,3 +154,19 @@ def test_the_repository_manifest_gives_a_pod_with_memory_and_both_probes() -> No
     spec = manifest_pod_spec(REPO_MANIFEST)
     assert spec.memory_bytes > 0
     assert set(spec.probes) == {"readiness", "liveness"}
+
+
+def test_pod_spec_env_keeps_literal_values_only(tmp_path: Path) -> None:
+    manifest = tmp_path / "deployment.yaml"
+    env = """\
+          env:
+            - {name: IWEBLENS_SERVED_BY, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: IWEBLENS_GRACEFUL_TIMEOUT, value: "30"}
+            - {name: IWEBLENS_THREADS, value: 8}
+"""
+    probe = "          readinessProbe:\n"
+    manifest.write_text(POD.replace(probe, env + probe))
+    assert manifest_pod_spec(manifest).env == {
+        "IWEBLENS_GRACEFUL_TIMEOUT": "30",
+        "IWEBLENS_THREADS": "8",
+    }

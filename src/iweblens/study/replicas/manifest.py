@@ -9,7 +9,7 @@ from what the cluster runs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,8 @@ class PodSpec:
 
     ``stop_grace_s`` is what remains of ``terminationGracePeriodSeconds`` once a ``preStop``
     ``sleep`` has run: the kubelet counts the grace from the start of preStop, then sends SIGTERM,
-    then SIGKILL when the grace is over.
+    then SIGKILL when the grace is over. ``env`` holds the container's literal ``env`` values
+    (those taken from the downward API, such as the pod's name, are left out).
     """
 
     cpu_cores: float
@@ -122,6 +123,7 @@ class PodSpec:
     probes: dict[str, ProbeSpec]  # "readiness", "liveness" (those the manifest sets)
     termination_grace_s: float
     pre_stop_sleep_s: float
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def stop_grace_s(self) -> float:
@@ -137,6 +139,7 @@ def deployment_pod_spec(deployment: dict[str, Any]) -> PodSpec:
     except (KeyError, TypeError):
         name = deployment.get("metadata", {}).get("name", "?")
         raise ManifestError(f"Deployment {name!r} sets no resources.limits.memory") from None
+    env = container.get("env", [])
     probes = {
         kind: ProbeSpec.from_manifest(container[f"{kind}Probe"])
         for kind in ("readiness", "liveness")
@@ -148,6 +151,7 @@ def deployment_pod_spec(deployment: dict[str, Any]) -> PodSpec:
         probes=probes,
         termination_grace_s=float(pod.get("terminationGracePeriodSeconds", 30)),
         pre_stop_sleep_s=_pre_stop_sleep(container),
+        env={item["name"]: str(item["value"]) for item in env if "value" in item},
     )
 
 
