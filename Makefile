@@ -6,8 +6,9 @@ PORT   ?= 5000
 
 .PHONY: run test lint install
 
-# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package.
-$(BIN)/iweblens: pyproject.toml requirements-dev.lock
+# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package,
+# whose editable install compiles the C letterbox into src/ (again whenever its source changes).
+$(BIN)/iweblens: pyproject.toml requirements-dev.lock setup.py src/iweblens/inference/_letterbox.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock

@@ -25,8 +25,10 @@ PIDFILE="$RUN_DIR/dockerd.pid"
 DATA_ROOT="$CACHE/data-$NAME"
 CGROUP_PARENT="${NAME}-docker"
 BASE_IMAGE="python:3.11-slim"
-ROOTFS_TAR="$CACHE/debian-bookworm-python3.tar"
-ROOTFS_IMAGE="local/debian-python3:bookworm"
+# Python's headers are in, as in the real python:3.11-slim (the C letterbox builds against them);
+# the names changed with that, so a cached rootfs without them is not reused.
+ROOTFS_TAR="$CACHE/debian-bookworm-python3-dev.tar"
+ROOTFS_IMAGE="local/debian-python3-dev:bookworm"
 START_TIMEOUT_S=60
 
 export DOCKER_HOST="unix://$SOCKET"
@@ -134,7 +136,7 @@ base_image() {
         local rootfs
         rootfs="$(mktemp -d "$CACHE/rootfs.XXXXXX")"
         debootstrap --variant=minbase \
-            --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+            --include=python3,python3-venv,python3-pip,python-is-python3,libpython3-dev,ca-certificates \
             bookworm "$rootfs" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
             || { say "debootstrap failed; see $CACHE/debootstrap.log"; rm -rf "$rootfs"; return 3; }
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*

@@ -28,8 +28,10 @@ class Settings:
     nms: float = 0.45
     input_size: int = 416
     max_body_bytes: int = 16 * 1024 * 1024
-    # 4096 x 4096: decoding costs bytes per pixel, and a 512 MiB pod has ~140 MiB to spare.
-    max_pixels: int = 16_777_216
+    # 4000 x 3000 (a 12 MP phone photograph): decoding costs ~6 bytes a pixel (OpenCV's JPEG
+    # decoder holds two copies at its peak) and a 512 MiB pod has ~96 MiB for requests, so one
+    # maximal request fits with room to spare (docs/reliability.md).
+    max_pixels: int = 12_000_000
     inference_workers: int = 0  # 0 = one per core of the CPU allotment
     served_by: str = field(default_factory=socket.gethostname)
     host: str = "0.0.0.0"

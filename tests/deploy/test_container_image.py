@@ -181,6 +181,17 @@ def post_photo(url: str, photo: Path) -> requests.Response:
         )
 
 
+def test_the_image_letterboxes_in_c_and_carries_no_compiler(docker: Docker, image: str) -> None:
+    probe = (
+        "import shutil; from iweblens.inference.letterbox import native_available; "
+        "print(native_available(), shutil.which('gcc'), shutil.which('cc'))"
+    )
+    answer = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", probe
+    )
+    assert answer == "True None None"
+
+
 def test_container_detects_a_person_and_names_itself(running: RunningContainer) -> None:
     FIGURES["memory at rest"] = mebibytes(running.memory_in_use())
     response = post_photo(running.url, Path(__file__).parents[1] / "images" / PERSON_PHOTO)

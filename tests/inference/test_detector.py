@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from iweblens.detection import ImageDecodeError
-from iweblens.inference.detector import Detector, darknet_resize, letterbox
+from iweblens.inference.detector import Detector
 from iweblens.inference.engines import create_engine
 from iweblens.inference.images import decode_image
 from iweblens.models.store import ModelPaths
@@ -19,30 +19,6 @@ def detector(model_paths: ModelPaths) -> Detector:
 
 def labels_in(detector: Detector, path: Path) -> list[str]:
     return [d.label for d in detector.detect_bytes(path.read_bytes())]
-
-
-def test_darknet_resize_is_corner_aligned() -> None:
-    image = np.array([[0.0, 1.0], [2.0, 3.0]], dtype=np.float32)[:, :, None]
-    resized = darknet_resize(image, 3, 3)[:, :, 0]
-    # Corners map onto corners; the centre is the mean of the four source pixels.
-    np.testing.assert_allclose(resized, [[0, 0.5, 1], [1, 1.5, 2], [2, 2.5, 3]], atol=1e-6)
-
-
-def test_letterbox_keeps_aspect_and_pads_with_grey() -> None:
-    image = np.zeros((240, 640, 3), np.uint8)
-    blob, box = letterbox(image, 416)
-    assert blob.shape == (1, 3, 416, 416) and blob.dtype == np.float32
-    assert (box.new_width, box.new_height) == (416, 156)
-    assert box.offset_y == 130
-    assert blob[0, :, 0, 0].tolist() == [0.5, 0.5, 0.5]
-    assert blob[0, :, 208, 208].tolist() == [0.0, 0.0, 0.0]
-
-
-def test_letterbox_sends_rgb_to_the_network() -> None:
-    image = np.zeros((416, 416, 3), np.uint8)
-    image[:, :, 2] = 255  # red in OpenCV's BGR order
-    blob, _ = letterbox(image, 416)
-    assert blob[0, 0].min() == 1.0 and blob[0, 2].max() == 0.0
 
 
 @pytest.mark.parametrize(

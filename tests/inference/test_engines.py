@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from iweblens.bench.agreement import differences
-from iweblens.inference.detector import Detector, letterbox
+from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, create_engine
 from iweblens.inference.images import decode_image
+from iweblens.inference.letterbox import letterbox
 from iweblens.models.onnx_export import CONVERTER_VERSION, ensure_onnx, onnx_path, parse_cfg
 from iweblens.models.store import ModelPaths
 

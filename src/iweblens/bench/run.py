@@ -73,7 +73,7 @@ def measure_floor(engine: str, images: Sequence[Path]) -> tuple[float, dict[str,
     quota's throttling pauses do not land on whichever stage they interrupt), from a second pass.
     """
     from iweblens.inference.cpu import cpu_allotment, threads_for
-    from iweblens.inference.detector import Detector, letterbox
+    from iweblens.inference.detector import Detector
     from iweblens.inference.engines import set_compute_threads
     from iweblens.inference.images import decode_image
 
@@ -94,7 +94,7 @@ def measure_floor(engine: str, images: Sequence[Path]) -> tuple[float, dict[str,
         laps.start()
         image = decode_image(data)
         laps.mark("decode")
-        blob, box = letterbox(image, settings.input_size)
+        blob, box = detector.letterboxer(image)
         laps.mark("letterbox")
         rows = detector.engine.forward(blob)
         laps.mark("forward")

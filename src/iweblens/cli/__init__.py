@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "iweblens.cli.bench",
         "measure the floor, the service and the naive baseline under 0.5 CPU",
     ),
+    "bench-letterbox": (
+        "iweblens.cli.bench",
+        "CPU time and page faults per image of each letterbox implementation",
+    ),
     "quantize": (
         "iweblens.cli.bench",
         "build the INT8 model for IWEBLENS_ENGINE=openvino-int8 from calibration photos",

@@ -1,4 +1,5 @@
-"""The bench and reliability subcommands: ``bench``, ``quantize``, ``soak`` and ``stress``."""
+"""The bench and reliability subcommands: ``bench``, ``bench-letterbox``, ``quantize``, ``soak``,
+``stress``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ def _run_bench(args: argparse.Namespace) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
         log(f"written to {args.output}")
+    return 0
+
+
+def _run_bench_letterbox(args: argparse.Namespace) -> int:
+    from iweblens.bench.letterbox import letterbox_bench
+
+    photos = sorted(args.images.glob("*.jpg"))[: args.count]
+    if not photos:
+        print(f"iweblens bench-letterbox: no .jpg images in {args.images}", file=sys.stderr)
+        return 2
+    print("\n".join(letterbox_bench(photos, args.size, args.rounds)))
     return 0
 
 
@@ -83,9 +95,7 @@ def _run_stress(args: argparse.Namespace) -> int:
     return 0 if all_passed(results) else 1
 
 
-def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from iweblens.bench.run import DEFAULT_ENGINES
-
+def _photo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images",
         type=Path,
@@ -93,6 +103,12 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
     )
     parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.bench.run import DEFAULT_ENGINES
+
+    _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
@@ -101,6 +117,13 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="a short proof that it works: 4 clients, 2 replicas"
     )
     parser.set_defaults(run=_run_bench)
+
+
+def _bench_letterbox_arguments(parser: argparse.ArgumentParser) -> None:
+    _photo_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of each (default 9)")
+    parser.add_argument("--size", type=int, default=416, help="network input (default 416)")
+    parser.set_defaults(run=_run_bench_letterbox)
 
 
 def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +197,7 @@ def _stress_arguments(parser: argparse.ArgumentParser) -> None:
 
 ARGUMENTS = {
     "bench": _bench_arguments,
+    "bench-letterbox": _bench_letterbox_arguments,
     "quantize": _quantize_arguments,
     "soak": _soak_arguments,
     "stress": _stress_arguments,

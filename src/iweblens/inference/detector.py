@@ -8,8 +8,6 @@ and NMS per class at IoU 0.45.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
@@ -17,72 +15,12 @@ from iweblens.config import Settings
 from iweblens.detection import Detection
 from iweblens.inference.engines import Engine, create_engine
 from iweblens.inference.images import decode_image
+from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.models.store import ModelPaths
 
 
-@dataclass(frozen=True)
-class Letterbox:
-    """Where the resized image sits inside the square network input."""
-
-    size: int
-    new_width: int
-    new_height: int
-
-    @property
-    def offset_x(self) -> int:
-        return (self.size - self.new_width) // 2
-
-    @property
-    def offset_y(self) -> int:
-        return (self.size - self.new_height) // 2
-
-
-def _axis_weights(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of darknet's corner-aligned linear resize along one axis."""
-    scale = np.float32(source - 1) / np.float32(target - 1) if target > 1 else np.float32(0)
-    coords = np.arange(target, dtype=np.float32) * scale
-    low = coords.astype(np.int64)
-    frac = (coords - low).astype(np.float32)
-    return low, np.minimum(low + 1, source - 1), frac
-
-
-def darknet_resize(image: np.ndarray, width: int, height: int, scale: float = 1.0) -> np.ndarray:
-    """Resize an HxWxC image exactly as darknet's ``resize_image`` does, on float pixels.
-
-    Pixels are multiplied by ``scale`` as they are turned into floats; only the source columns
-    the resize reads are converted, so a large photograph never exists as a float copy.
-    """
-    src_h, src_w = image.shape[:2]
-    low, high, frac = _axis_weights(src_w, width)
-    # darknet takes the last column straight from the source's last column.
-    low[-1], frac[-1] = src_w - 1, 0.0
-    left = image[:, low].astype(np.float32) * np.float32(scale)
-    right = image[:, high].astype(np.float32) * np.float32(scale)
-    part = left * (1 - frac)[None, :, None] + right * frac[None, :, None]
-    low, high, frac = _axis_weights(src_h, height)
-    below = frac.copy()
-    # ...and gives the last row no share of the row below it (even if the float index fell short).
-    below[-1] = 0.0
-    return part[low] * (1 - frac)[:, None, None] + part[high] * below[:, None, None]
-
-
-def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Make the network input: aspect-preserving resize, centred on 0.5 grey, RGB, NCHW."""
-    height, width = image_bgr.shape[:2]
-    if size / width < size / height:
-        new_w, new_h = size, max(1, height * size // width)
-    else:
-        new_w, new_h = max(1, width * size // height), size
-    box = Letterbox(size, new_w, new_h)
-    canvas = np.full((size, size, 3), 0.5, dtype=np.float32)
-    canvas[box.offset_y : box.offset_y + new_h, box.offset_x : box.offset_x + new_w] = (
-        darknet_resize(image_bgr[:, :, ::-1], new_w, new_h, scale=1 / 255)
-    )
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), box
-
-
 class Detector:
-    """Letterbox, forward, decode: one engine, so one detector per inference thread."""
+    """Letterbox, forward, decode: one engine and one letterbox blob, so one detector per thread."""
 
     def __init__(
         self,
@@ -98,6 +36,7 @@ class Detector:
         self.input_size = input_size
         self.confidence = confidence
         self.nms = nms
+        self.letterboxer = Letterboxer(input_size)
 
     @classmethod
     def from_settings(
@@ -118,7 +57,7 @@ class Detector:
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         """Detect objects in a BGR image; the result is sorted by confidence, highest first."""
-        blob, box = letterbox(image_bgr, self.input_size)
+        blob, box = self.letterboxer(image_bgr)
         return self.decode(self.engine.forward(blob), box, image_bgr.shape[1], image_bgr.shape[0])
 
     def decode(self, rows: np.ndarray, box: Letterbox, width: int, height: int) -> list[Detection]:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.letterbox import native_available
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -54,23 +55,26 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageHeader:
     return header
 
 
-# Bytes per pixel while an image is decoded and letterboxed: 3 for the 8-bit BGR image, the rest for
-# the resize's float temporaries (measured on 640x480 to 4096x4096 JPEGs, docs/reliability.md).
-DECODE_BYTES_PER_PIXEL = 8
-# The network input, its output and OpenCV's per-call buffers, whatever the image size.
-DECODE_FIXED_BYTES = 4 * 1024 * 1024
+# Peak bytes per declared pixel while an image is decoded and letterboxed: OpenCV's JPEG decoder
+# holds two copies of the 3-byte BGR image at its peak; the C letterbox adds nothing, the NumPy
+# one its float rows. Measured as peak RSS on a live server over 1024x768 to 4096x4096 JPEGs,
+# less the body: 5.5-5.7 bytes a pixel with the C letterbox, 7.5 with NumPy (docs/reliability.md).
+DECODE_BYTES_PER_PIXEL = {True: 6, False: 8}  # keyed by "the C letterbox is built"
+# The network input, its output and the per-call buffers, whatever the image size.
+DECODE_FIXED_BYTES = 8 * 1024 * 1024
 # One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
 # decoding and resizing a large image adds about one unit per 12 million pixels.
 PIXELS_PER_WORK_UNIT = 12_000_000
 
 
 def decode_cost(header: ImageHeader) -> int:
-    """Bytes the process needs, beyond the encoded image, to decode and letterbox this image.
+    """Peak bytes the process needs, beyond the request body, to decode and letterbox this image.
 
-    An estimate from the header alone (used to admit the request before decoding it): linear in
-    the declared pixels. Decoding at reduced size would change it; it is the one place to do so.
+    An estimate from the header alone (the request is admitted before it is decoded): linear in
+    the declared pixels. Decoding at a reduced size would change it; this is the one place to.
     """
-    return header.width * header.height * DECODE_BYTES_PER_PIXEL + DECODE_FIXED_BYTES
+    per_pixel = DECODE_BYTES_PER_PIXEL[native_available()]
+    return header.width * header.height * per_pixel + DECODE_FIXED_BYTES
 
 
 def work_units(header: ImageHeader) -> float:

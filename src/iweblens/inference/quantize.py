@@ -16,9 +16,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from iweblens.inference.detector import letterbox
 from iweblens.inference.engines.openvino import int8_path, int8_sidecar
 from iweblens.inference.images import decode_image
+from iweblens.inference.letterbox import letterbox
 from iweblens.models.store import ModelPaths, sha256_of
 
 CALIBRATION_COUNT = 64

@@ -17,6 +17,7 @@ from typing import IO
 
 from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.utils import cached_property
 
 from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
@@ -44,6 +45,7 @@ from iweblens.service.protocol import (
 
 log = logging.getLogger(__name__)
 TICKET_KEY = "iweblens.ticket"  # where the front leaves the request's admission ticket
+BUFFERED_KEY = "iweblens.buffered"  # set by the front when wsgi.input holds the whole body
 
 api = Blueprint("api", __name__)
 
@@ -196,6 +198,15 @@ class BufferedRequest(Request):
     Werkzeug spools a multipart file part over 500 KB to a temporary file; uploads are never
     stored, and the container's ``/tmp`` is small.
     """
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        # The front has read the whole body within the limit and buffered it once: reading it
+        # whole returns that buffer itself (BytesIO over bytes), where Werkzeug's size-limiting
+        # wrapper would copy it in chunks.
+        if BUFFERED_KEY in self.environ:
+            return self.environ["wsgi.input"]
+        return super().stream
 
     def _get_file_stream(
         self,
