@@ -18,7 +18,6 @@ from iweblens.bench.stress import (
     sigterm,
     study_load,
 )
-from iweblens.config import Settings
 from iweblens.study.replicas.manifest import PodSpec
 
 FLOOD_S = 15.0  # the full run holds each flood for 60 s
@@ -38,7 +37,7 @@ def test_the_study_on_one_pod_gets_no_error(pod_spec: PodSpec, coco128: list[Pat
 
 
 def test_one_image_at_the_pixel_limit_fits_the_pod(pod_spec: PodSpec, coco128: list[Path]) -> None:
-    result = one_max_image(pod_spec, coco128, Settings.from_env())
+    result = one_max_image(pod_spec, coco128)
     assert passed(result), result.figures
 
 
@@ -46,7 +45,7 @@ def test_64_bodies_at_the_limit_in_every_flavour_at_once(
     pod_spec: PodSpec, coco128: list[Path]
 ) -> None:
     """0 OOM kills, every request answered 200/413/429/503, the next good request 200."""
-    result = max_bodies(pod_spec, coco128, Settings.from_env(), concurrency=64)
+    result = max_bodies(pod_spec, coco128, concurrency=64)
     assert passed(result), result.figures
 
 

@@ -28,8 +28,11 @@ import base64
 import contextlib
 import io
 import json
+import os
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,7 +46,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from iweblens.bench.pod import MIB, Pod, PodSampler, Prober
 from iweblens.bench.soak import LOST, REFUSED, ClosedLoop, Outcome
-from iweblens.config import Settings
 from iweblens.study.replicas.balanced import LOOPBACK, replica_is_ready
 from iweblens.study.replicas.manifest import PodSpec
 
@@ -258,10 +260,10 @@ def running_pod(spec: PodSpec, name: str) -> Iterator[Pod]:
 
 
 def maximal_image(photo: Path, max_pixels: int) -> bytes:
-    """``photo`` scaled up to the pixel limit (a square), as a JPEG: the largest legal decode."""
-    side = int(max_pixels**0.5)
+    """``photo`` scaled to the pixel limit in a camera's 4:3, as a JPEG: the costliest decode."""
+    width = int((max_pixels * 4 / 3) ** 0.5)
     with Image.open(photo) as source:
-        scaled = source.convert("RGB").resize((side, side))
+        scaled = source.convert("RGB").resize((width, max_pixels // width))
     output = io.BytesIO()
     scaled.save(output, "JPEG", quality=90)
     return output.getvalue()
@@ -283,9 +285,34 @@ def maximal_body(flavour: str, image: bytes, body_limit: int) -> Body:
     return make(image + bytes(room - len(image)))
 
 
-def one_max_image(spec: PodSpec, images: Sequence[Path], settings: Settings) -> AttackResult:
+@dataclass(frozen=True)
+class RequestLimits:
+    """The body and pixel limits of the server a pod runs (its code, its environment)."""
+
+    max_body_bytes: int
+    max_pixels: int
+
+    @classmethod
+    def of(cls, spec: PodSpec) -> RequestLimits:
+        """Asked of the server's own code, run with the pod's environment: a pod may run another
+        checkout (``PYTHONPATH`` in ``spec.env``) with other defaults than the harness's."""
+        script = (
+            "import json; from iweblens.config import Settings; s = Settings.from_env(); "
+            "print(json.dumps([s.max_body_bytes, s.max_pixels]))"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, **spec.env},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return cls(*json.loads(output))
+
+
+def one_max_image(spec: PodSpec, images: Sequence[Path]) -> AttackResult:
     """One request with an image at the pixel limit, alone on a fresh pod: its peak memory."""
-    image = maximal_image(images[0], settings.max_pixels)
+    image = maximal_image(images[0], RequestLimits.of(spec).max_pixels)
     with running_pod(spec, "one-max-image") as pod:
         outcome = exchange(pod.port, multipart_body(image), timeout=120)
         time.sleep(0.5)
@@ -304,14 +331,14 @@ def one_max_image(spec: PodSpec, images: Sequence[Path], settings: Settings) -> 
 def max_bodies(
     spec: PodSpec,
     images: Sequence[Path],
-    settings: Settings,
     *,
     concurrency: int = 64,
     timeout: float = 180.0,
 ) -> AttackResult:
     """``concurrency`` requests at the body limit at once, the four flavours in turn."""
-    image = maximal_image(images[0], settings.max_pixels)
-    bodies = [maximal_body(flavour, image, settings.max_body_bytes) for flavour in FLAVOURS]
+    limits = RequestLimits.of(spec)
+    image = maximal_image(images[0], limits.max_pixels)
+    bodies = [maximal_body(flavour, image, limits.max_body_bytes) for flavour in FLAVOURS]
     with running_pod(spec, "max-bodies") as pod, Prober(pod.port, spec.probes) as prober:
         start = threading.Barrier(concurrency)
         outcomes: list[Outcome] = []
@@ -810,13 +837,12 @@ ATTACKS = (
 
 def run_attack(name: str, spec: PodSpec, images: Sequence[Path]) -> AttackResult:
     """The full version of one attack, as ``make stress`` runs it."""
-    settings = Settings.from_env()
     if name == "study-load":
         return study_load(spec, images)
     if name == "one-max-image":
-        return one_max_image(spec, images, settings)
+        return one_max_image(spec, images)
     if name == "max-bodies":
-        return max_bodies(spec, images, settings)
+        return max_bodies(spec, images)
     if name == "slowloris":
         return connection_flood(spec, images, connections=128, trickle=True, duration_s=60)
     if name == "silent":
