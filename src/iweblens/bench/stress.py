@@ -52,6 +52,8 @@ from iweblens.study.replicas.manifest import PodSpec
 GAVE_UP = "gave up"  # the client's own deadline passed first (it closed the connection)
 DETECTION_PATH = "/api/object_detection"
 SHED_STATUSES = (413, 429, 503)
+# A shutdown 503 this soon after SIGTERM lets a client or balancer retry elsewhere in good time.
+PROMPT_503_S = 2.0
 # Admission limits that let the server take 200 photographs into its queue (SIGTERM attack): 10
 # minutes of expected wait, and 8 MiB of memory reserved per queued photograph (they are decoded one
 # at a time, so little of it is really used).
@@ -750,7 +752,8 @@ def sigterm(
         figures_pod = _pod_figures(pod)
     statuses = statuses_of(outcomes)
     unanswered = sum(o.status is None and o.failure != REFUSED for o in outcomes)
-    shed_after = [o.ended - signalled for o in outcomes if o.status == 503]
+    shed_after = sorted(o.ended - signalled for o in outcomes if o.status == 503)
+    prompt = sum(seconds <= PROMPT_503_S for seconds in shed_after)
     figures = {
         "requests": accepted,
         "held_at_signal": held,
@@ -758,7 +761,11 @@ def sigterm(
         "answered_before_signal": answered_before,
         "statuses": dict(statuses),
         "unanswered": unanswered,
-        "last_503_after_signal_s": round(max(shed_after), 2) if shed_after else None,
+        "prompt_503": prompt,
+        "median_503_after_signal_s": round(shed_after[len(shed_after) // 2], 2)
+        if shed_after
+        else None,
+        "last_503_after_signal_s": round(shed_after[-1], 2) if shed_after else None,
         "exit_code": termination.exit_code,
         "exit_after_s": round(termination.seconds, 1),
         "killed_at_grace": termination.killed,
@@ -768,7 +775,12 @@ def sigterm(
     cell = (
         f"{held} held at the signal ({answered_before} answered before); {_counts(statuses)}; "
         f"without an answer {unanswered}"
-        + (f"; last 503 {max(shed_after):.1f} s after the signal" if shed_after else "")
+        + (
+            f"; 503s within {PROMPT_503_S:g} s of the signal: {prompt} of {len(shed_after)}, "
+            f"last after {shed_after[-1]:.1f} s"
+            if shed_after
+            else ""
+        )
         + f"; exit {termination.exit_code} after {termination.seconds:.1f} s"
         + (" (SIGKILL at the grace)" if termination.killed else "")
     )
