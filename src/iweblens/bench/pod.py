@@ -130,9 +130,6 @@ class Pod:
         """The most memory the pod was ever charged (the cgroup's high-water mark)."""
         return self._cgroup().memory.peak_bytes()
 
-    def memory_bytes(self) -> int:
-        return self._cgroup().memory.usage_bytes()
-
     def oom_kills(self) -> int:
         return self._cgroup().memory.oom_kills()
 
@@ -280,10 +277,6 @@ class ProbeRecord:
         times = sorted(r.seconds for r in self.results)
         return times[min(len(times) - 1, int(q * len(times)))] if times else float("nan")
 
-    def first_failure_after(self, start: float) -> float | None:
-        """Seconds from ``start`` to the first failed probe (None when none failed)."""
-        return next((r.at - start for r in self.results if not r.ok), None)
-
     def summary(self) -> str:
         if not self.results:
             return f"{self.kind}: no probes"
@@ -363,14 +356,13 @@ class Prober:
 
 
 class PodSampler:
-    """The pod's memory, its largest process's RSS and its held connections, every ``interval``."""
+    """The most connections the pod held at once, sampled every ``interval`` seconds."""
 
     def __init__(self, pod: Pod, interval: float = 1.0) -> None:
         self._pod = pod
         self._interval = interval
         self._stop = threading.Event()
         self.max_connections = 0
-        self.max_memory_bytes = 0
         self._thread = threading.Thread(target=self._run, name="pod-sampler", daemon=True)
 
     def __enter__(self) -> PodSampler:
@@ -385,6 +377,5 @@ class PodSampler:
         while True:
             with contextlib.suppress(OSError):
                 self.max_connections = max(self.max_connections, self._pod.held_connections())
-                self.max_memory_bytes = max(self.max_memory_bytes, self._pod.memory_bytes())
             if self._stop.wait(self._interval):
                 return

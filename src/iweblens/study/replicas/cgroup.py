@@ -196,11 +196,6 @@ class MemoryCgroup(Cgroup):
         text = (self.path / name).read_text().strip()
         return None if text == "max" else int(text)
 
-    def usage_bytes(self) -> int:
-        """Memory charged to the cgroup now (anonymous memory and page cache)."""
-        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
-        return int((self.path / name).read_text())
-
     def peak_bytes(self) -> int | None:
         """The most ever charged to the cgroup (None on a v2 kernel older than 5.19)."""
         name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
