@@ -633,7 +633,7 @@ def _recover(
     Once a second for 10 s, then every 5 s (each attempt that gives up leaves work behind on a
     server that does not notice departed clients).
     """
-    attempts = []
+    attempts: list[Outcome] = []
     while time.monotonic() - burst_end < limit_s:
         attempt = exchange(port, bodies[len(attempts) % len(bodies)], answer_s)
         attempts.append(attempt)
