@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from iweblens.study.replicas.balanced import LOOPBACK, free_port, replica_is_ready
 from iweblens.study.replicas.cgroup import CGROUP_ROOT, PodCgroup
@@ -355,23 +356,33 @@ class Prober:
         return [record.summary() for record in self.records.values()]
 
 
-class PodSampler:
-    """The most connections the pod held at once, sampled every ``interval`` seconds."""
+class Background:
+    """``_run`` on a daemon thread during a ``with`` block, returning once ``_stop`` is set."""
 
-    def __init__(self, pod: Pod, interval: float = 1.0) -> None:
-        self._pod = pod
-        self._interval = interval
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
-        self.max_connections = 0
-        self._thread = threading.Thread(target=self._run, name="pod-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> PodSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PodSampler(Background):
+    """The most connections the pod held at once, sampled every ``interval`` seconds."""
+
+    def __init__(self, pod: Pod, interval: float = 1.0) -> None:
+        self._pod = pod
+        self._interval = interval
+        self.max_connections = 0
+        super().__init__("pod-sampler")
 
     def _run(self) -> None:
         while True:

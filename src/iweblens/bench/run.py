@@ -24,7 +24,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from pathlib import Path
 import requests
 
 from iweblens.bench.agreement import F1Tally, differences
-from iweblens.bench.pod import rss_bytes
+from iweblens.bench.pod import Background, rss_bytes
 from iweblens.config import Settings
 from iweblens.load.client import LoadResult, run_load
 from iweblens.models.store import ModelStore
@@ -143,24 +142,15 @@ def floor_under_quota(engine: str, images: Sequence[Path]) -> tuple[float, dict[
 # ----------------------------------------------------------------------------- served runs
 
 
-class RssSampler:
+class RssSampler(Background):
     """Peak resident memory of a set of processes, sampled in the background during a run."""
 
     def __init__(self, pids: Callable[[], list[int]]) -> None:
         self._pids = pids
-        self._stop = threading.Event()
         self.peak_bytes = 0
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        super().__init__("rss-sampler")
 
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
+    def _run(self) -> None:
         while True:
             self.peak_bytes = max(self.peak_bytes, sum(map(rss_bytes, self._pids())))
             if self._stop.wait(RSS_SAMPLE_S):

@@ -44,7 +44,7 @@ from typing import Any
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from iweblens.bench.pod import MIB, Pod, PodSampler, Prober
+from iweblens.bench.pod import MIB, Background, Pod, PodSampler, Prober
 from iweblens.bench.soak import LOST, REFUSED, ClosedLoop, Outcome
 from iweblens.study.replicas.balanced import LOOPBACK, replica_is_ready
 from iweblens.study.replicas.manifest import PodSpec
@@ -390,7 +390,7 @@ def slow_header_byte(offset: int) -> bytes:
     return line[(offset - len(prefix)) % len(line)].encode()
 
 
-class ConnectionFlood:
+class ConnectionFlood(Background):
     """``connections`` connections to the pod, re-opened when dropped, until :meth:`stop`.
 
     ``trickle``: each sends the next byte of an endless request head every ``interval`` seconds
@@ -402,19 +402,10 @@ class ConnectionFlood:
         self._connections = connections
         self._trickle = trickle
         self._interval = interval
-        self._stop = threading.Event()
         self.opened = 0
         self.dropped = 0
         self.connect_failures = 0
-        self._thread = threading.Thread(target=self._run, name="flood", daemon=True)
-
-    def __enter__(self) -> ConnectionFlood:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__("flood")
 
     def _run(self) -> None:
         open_: dict[socket.socket, int] = {}  # socket -> bytes sent
