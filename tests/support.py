@@ -19,6 +19,7 @@ REPO_DIR = TESTS_DIR.parent
 IMAGES_DIR = TESTS_DIR / "images"
 # CI clones the repo with shared/ beside it; the lead's checkout lives at /work/main.
 COCO128_DIR = REPO_DIR.parent / "shared" / "images" / "coco128"
+DEPLOYMENT_MANIFEST = REPO_DIR / "deploy" / "k8s" / "deployment.yaml"
 SERVER_START_TIMEOUT_S = 180
 
 

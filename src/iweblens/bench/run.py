@@ -24,7 +24,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,11 +34,12 @@ from pathlib import Path
 import requests
 
 from iweblens.bench.agreement import F1Tally, differences
+from iweblens.bench.pod import Background, rss_bytes
 from iweblens.config import Settings
 from iweblens.load.client import LoadResult, run_load
 from iweblens.models.store import ModelStore
 from iweblens.study.replicas.cgroup import CpuCgroup
-from iweblens.study.replicas.local import ENTER_CGROUP, LocalBackend
+from iweblens.study.replicas.local import LocalBackend
 
 QUOTA_CORES = 0.5
 DEFAULT_ENGINES = ("opencv", "onnxruntime", "openvino", "openvino-int8")
@@ -128,17 +128,12 @@ def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
         cgroup.remove()
 
 
-def limited_command(cgroup: CpuCgroup, command: Sequence[str]) -> list[str]:
-    """``command`` run so that it enters ``cgroup`` before it executes anything."""
-    return ["sh", "-c", ENTER_CGROUP, str(cgroup.procs_file), *command]
-
-
 def floor_under_quota(engine: str, images: Sequence[Path]) -> tuple[float, dict[str, float]]:
     """``measure_floor`` in a child process held to the pod's CPU quota."""
     with quota_cgroup(f"floor-{engine}") as cgroup:
         command = [sys.executable, "-m", "iweblens.bench.run", "--floor", engine, *map(str, images)]
         output = subprocess.run(
-            limited_command(cgroup, command), check=True, capture_output=True, text=True
+            cgroup.command(command), check=True, capture_output=True, text=True
         ).stdout
     result = json.loads(output.strip().splitlines()[-1])
     return float(result["seconds_per_image"]), result["stages"]
@@ -147,39 +142,19 @@ def floor_under_quota(engine: str, images: Sequence[Path]) -> tuple[float, dict[
 # ----------------------------------------------------------------------------- served runs
 
 
-class RssSampler:
+class RssSampler(Background):
     """Peak resident memory of a set of processes, sampled in the background during a run."""
 
     def __init__(self, pids: Callable[[], list[int]]) -> None:
         self._pids = pids
-        self._stop = threading.Event()
         self.peak_bytes = 0
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        super().__init__("rss-sampler")
 
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
+    def _run(self) -> None:
         while True:
             self.peak_bytes = max(self.peak_bytes, sum(map(rss_bytes, self._pids())))
             if self._stop.wait(RSS_SAMPLE_S):
                 return
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 @dataclass
@@ -249,7 +224,7 @@ def measure_naive(images: Sequence[Path], clients: int) -> list[ServedRun]:
     runs = []
     with quota_cgroup("naive") as cgroup:
         process = subprocess.Popen(
-            limited_command(cgroup, [*command, "--model-dir", str(model_dir)]),
+            cgroup.command([*command, "--model-dir", str(model_dir)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -54,6 +54,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "iweblens.cli.bench",
         "long closed-loop load on one CPU-limited replica: errors, memory, fds",
     ),
+    "stress": (
+        "iweblens.cli.bench",
+        "attack one imitated pod (its limits, the kubelet's probes): issue 12's outcomes",
+    ),
 }
 
 
