@@ -4,9 +4,11 @@ Two budgets, both checked before a request costs anything it cannot afford:
 
 * **Memory.** Every request reserves bytes from a budget (the memory the process may use, less what
   the loaded networks take; see ``sizing``) for as long as it lives: its body as soon as the headers
-  say how long it is (a chunked body grows its reservation as it arrives), then the expected cost of
-  decoding its image once the image header has been read. A reservation that does not fit is a fast
-  ``503`` with ``Retry-After``, never an OOM kill.
+  say how long it is (a chunked body grows its reservation as it arrives). The expected cost of
+  decoding its image (from the image header) is checked when the job is queued and reserved only
+  while the job runs (the inference threads decode one image each, so queued photographs cost
+  their bodies, not their decoding). A reservation that does not fit is a fast ``503`` with
+  ``Retry-After``, never an OOM kill.
 * **Time.** Admitted images wait in one queue for the inference threads. The expected wait of a
   new job is the work queued ahead of it (in work units: a 12 MP photograph costs several 640-pixel
   ones) divided by the measured service rate (seconds of inference per unit, a moving average of the
@@ -15,7 +17,9 @@ Two budgets, both checked before a request costs anything it cannot afford:
 
 After SIGTERM (``drain``) the queue is answered, not abandoned: jobs that can finish within the
 grace period are served, the others get a prompt ``503`` (with ``Connection: close``) so a balancer
-can retry them on another replica.
+can retry them on another replica. The estimate is pessimistic (``DRAIN_PESSIMISM``) and is made
+again as the drain goes on (``recut``), so a node that slows down answers the excess early, not
+when the grace runs out.
 
 All methods are thread-safe: the event loop, the request threads and the inference threads share
 one ``Admission``.
@@ -40,6 +44,9 @@ PRIOR_SECONDS_PER_UNIT = 0.2
 RATE_SMOOTHING = 0.2
 # Retry-After is at least a second and at most a minute: past that, a client should look elsewhere.
 RETRY_AFTER_BOUNDS = (1, 60)
+# During a drain, jobs are assumed to run this much slower than measured (a node busy with other
+# pods, or the drain itself): better a 503 that could have been a 200 than a cut at the deadline.
+DRAIN_PESSIMISM = 1.5
 
 
 class Shed(ApiError):
@@ -76,7 +83,8 @@ class Ticket:
         self._admission = admission
         self.reserved = 0  # bytes held by this request (body, then decoding)
         self.peak_reserved = 0  # the most it held at once
-        self.decode_reserved = 0  # the part of ``reserved`` that is released after inference
+        self.decode_bytes = 0  # expected peak of decoding this request's image
+        self.decode_reserved = 0  # the part of ``reserved`` held while the job runs
         self.units = 0.0  # work units of the admitted job; 0 until admitted
         self.deadline = math.inf  # monotonic time after which the job is not run
         self.disconnected = False
@@ -89,7 +97,7 @@ class Ticket:
         self._admission.reserve(self, nbytes)
 
     def admit_job(self, decode_bytes: int, units: float) -> None:
-        """Reserve the decoding memory and a place in the queue, or raise ``Shed``."""
+        """Take a place in the queue (decoding must fit the memory now), or raise ``Shed``."""
         self._admission.admit_job(self, decode_bytes, units)
 
     def attach(self, future: Future[Any]) -> None:
@@ -103,7 +111,7 @@ class Ticket:
         return self._admission.begin(self)
 
     def finished(self, seconds: float) -> None:
-        """Called by the inference thread after the job: measure the rate, release decode memory."""
+        """Called by the inference thread after the job: measure the rate, release its memory."""
         self._admission.finished(self, seconds)
 
     def close(self) -> None:
@@ -215,8 +223,8 @@ class Admission:
             now = self._clock()
             wait = self._wait_locked()
             if self.drain_deadline is not None:
-                finish = now + wait + units * self.seconds_per_unit / self.workers
-                if finish > self.drain_deadline:
+                own = units * self.seconds_per_unit / self.workers
+                if now + (wait + own) * DRAIN_PESSIMISM > self.drain_deadline:
                     raise self._shed("shutdown", "the server is shutting down", 1, close=True)
             elif wait > self.max_wait:
                 raise self._shed(
@@ -231,10 +239,7 @@ class Admission:
                     f"{self.reserved_bytes} of its {self.budget_bytes} for requests in flight",
                     max(wait, self.seconds_per_unit),
                 )
-            self.reserved_bytes += decode_bytes
-            ticket.reserved += decode_bytes
-            ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
-            ticket.decode_reserved = decode_bytes
+            ticket.decode_bytes = decode_bytes
             ticket.units = units
             ticket.deadline = now + self.max_wait
             self._queued[ticket] = None
@@ -246,7 +251,14 @@ class Admission:
                 reason = "disconnected"
             elif self._clock() > ticket.deadline:
                 reason = "deadline"
+            elif self.reserved_bytes + ticket.decode_bytes > self.budget_bytes:
+                # Bodies that arrived since it was queued took the room its decoding needs.
+                reason = "memory"
             if reason is None:
+                self.reserved_bytes += ticket.decode_bytes
+                ticket.reserved += ticket.decode_bytes
+                ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
+                ticket.decode_reserved = ticket.decode_bytes
                 self._running.add(ticket)
                 return None
             self._forget_job(ticket)
@@ -285,14 +297,21 @@ class Admission:
     def drain(self, grace: float) -> list[Ticket]:
         """Stop taking work that cannot finish within ``grace`` seconds; answer what cannot.
 
-        Walks the queue in order, adding up the expected time of each job; every job that would
-        end past the deadline is cancelled with a ``Shed("shutdown")`` (its request thread answers
-        503 at once). Returns the cancelled tickets.
+        Walks the queue in order, adding up the expected time of each job (times
+        ``DRAIN_PESSIMISM``); every job that would end past the deadline is cancelled with a
+        ``Shed("shutdown")`` (its request thread answers 503 at once). Returns the cancelled
+        tickets.
         """
         with self._lock:
-            now = self._clock()
-            self.drain_deadline = now + grace
-            cancelled = self._cancel_late_locked(now)
+            self.drain_deadline = self._clock() + grace
+        return self.recut()
+
+    def recut(self) -> list[Ticket]:
+        """During a drain, cancel again what no longer fits, with the service rate of now."""
+        with self._lock:
+            if self.drain_deadline is None:
+                return []
+            cancelled = self._cancel_late_locked(self._clock())
         for _ in cancelled:
             self.events.dropped("shutdown")
         return cancelled
@@ -311,7 +330,7 @@ class Admission:
         cancelled: list[Ticket] = []
         finish = now
         for ticket in list(self._queued):
-            finish += ticket.units * self.seconds_per_unit / self.workers
+            finish += ticket.units * self.seconds_per_unit * DRAIN_PESSIMISM / self.workers
             if ticket in self._running or finish <= self.drain_deadline:
                 continue
             ticket.refusal = Shed("shutdown", "the server is shutting down", 1, close=True)

@@ -67,7 +67,8 @@ class ServiceMetrics:
         self.dropped = Counter(
             "iweblens_dropped_before_inference",
             "Queued jobs dropped without inference, by reason: disconnected (client gone), "
-            "deadline (waited over IWEBLENS_MAX_WAIT), shutdown (could not finish in the grace).",
+            "deadline (waited over IWEBLENS_MAX_WAIT), memory (bodies that arrived since took the "
+            "room its decoding needs), shutdown (could not finish in the grace).",
             ["reason"],
             registry=self.registry,
         )
@@ -78,7 +79,7 @@ class ServiceMetrics:
         )
         for reason in ("memory", "wait", "shutdown"):
             self.shed.labels(reason)
-        for reason in ("disconnected", "deadline", "shutdown"):
+        for reason in ("disconnected", "deadline", "memory", "shutdown"):
             self.dropped.labels(reason)
 
     def count_shed(self, reason: str) -> None:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # clients send well under 4 KiB). Beyond it: 431, connection closed.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_COUNT = 100
+# How often a drain re-checks which queued jobs can still finish in time.
+DRAIN_RECUT_S = 0.5
 # Time a shutdown gives the last running inference and the answers to leave, past the grace.
 SHUTDOWN_SLACK_S = 5
 
@@ -172,8 +174,21 @@ class FrontServer(uvicorn.Server):
             len(cancelled),
             self.grace,
         )
-        asyncio.get_running_loop().call_later(self.grace, self._end_of_grace)
-        await super().shutdown(sockets)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.grace, self._end_of_grace)
+        recut = loop.create_task(self._recut_until(loop.time() + self.grace))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            recut.cancel()
+
+    async def _recut_until(self, end: float) -> None:
+        # The pod may run slower than the rate measured so far: what no longer fits is answered
+        # as soon as that shows, not when the grace runs out.
+        while asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(DRAIN_RECUT_S)
+            if cancelled := self.admission.recut():
+                log.info("draining: %d more queued job(s) answered 503", len(cancelled))
 
     def _end_of_grace(self) -> None:
         cancelled = self.admission.cancel_all()
