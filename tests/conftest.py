@@ -36,7 +36,7 @@ def coco128() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def live_server(model_paths: ModelPaths) -> Iterator[str]:
-    """Base URL of a real gunicorn ``iweblens serve`` on loopback, ready to answer."""
+    """Base URL of a real ``iweblens serve`` on loopback, ready to answer."""
     server = ServerProcess()
     try:
         server.wait_ready()

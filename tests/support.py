@@ -46,7 +46,7 @@ def wait_until_ready(base_url: str, died: Callable[[], str | None], timeout: flo
 
 
 class ServerProcess:
-    """``iweblens serve`` (gunicorn) on a loopback port, in its own process group."""
+    """``iweblens serve`` on a loopback port, in its own process group."""
 
     def __init__(self, env: dict[str, str] | None = None, served_by: str = "test-server") -> None:
         self.port = free_port()

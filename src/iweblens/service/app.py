@@ -21,6 +21,7 @@ from werkzeug.utils import cached_property
 
 from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.cpu import memory_allotment
 from iweblens.inference.images import decode_cost, work_units
 from iweblens.inference.pool import InferencePool, JobDropped, ModelUnavailableError, build_pool
 from iweblens.inference.sizing import request_budget
@@ -231,16 +232,17 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     if pool is None:
         pool = build_pool(settings, service_metrics.observe_inference)
         pool.start()
+    limit = memory_allotment()  # read once: a pod's limit does not change while it runs
     admission = Admission(
-        request_budget(settings, pending_networks=0 if pool.ready else pool.workers),
+        request_budget(settings, limit, pending_networks=0 if pool.ready else pool.workers),
         settings.max_wait,
         pool.workers,
         AdmissionEvents(shed=service_metrics.count_shed, dropped=service_metrics.count_dropped),
     )
     service_metrics.watch_admission(admission)
     # Once the networks are loaded, the budget is measured rather than estimated.
-    pool.when_ready(lambda: admission.set_budget(request_budget(settings)))
-    app.extensions["iweblens.measure_budget"] = lambda: request_budget(settings)
+    pool.when_ready(lambda: admission.set_budget(request_budget(settings, limit)))
+    app.extensions["iweblens.measure_budget"] = lambda: request_budget(settings, limit)
     app.extensions["iweblens.settings"] = settings
     app.extensions["iweblens.metrics"] = service_metrics
     app.extensions["iweblens.pool"] = pool

@@ -58,6 +58,8 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 BODY_POLL_S = 0.5
 # After a request that held this much, freed memory is handed back to the system (malloc_trim).
 TRIM_AFTER_BYTES = 8 * 1024 * 1024
+# The memory budget is measured again (when nothing is reserved) at most this often.
+REMEASURE_S = 1.0
 
 
 def body_charge(length: int, content_type: str) -> int:
@@ -88,6 +90,7 @@ class Front:
         self.wsgi = WSGIMiddleware(_buffered(app.wsgi_app), workers=threads)
         self.measure_budget: Callable[[], int] = app.extensions["iweblens.measure_budget"]
         self.trimmer = Trimmer()
+        self._next_remeasure = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,8 +117,11 @@ class Front:
                 self._remeasure()
 
     def _remeasure(self) -> None:
-        # Until the networks are loaded, the budget counts them as an estimate instead.
-        if self.pool.ready:
+        # Until the networks are loaded, the budget counts them as an estimate instead. At most
+        # once a REMEASURE_S: the allocator's holdings change slowly.
+        now = time.monotonic()
+        if self.pool.ready and now >= self._next_remeasure:
+            self._next_remeasure = now + REMEASURE_S
             self.admission.remeasure(self.measure_budget)
 
     async def _read_body(self, scope: Scope, receive: Receive, ticket: Ticket) -> bytes | None:

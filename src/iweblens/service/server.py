@@ -32,7 +32,7 @@ from iweblens.service.front import READ_DEADLINE_KEY, Front
 
 log = logging.getLogger(__name__)
 
-# Request line and headers together (gunicorn's limits allow ~8 KiB a field and 100 fields; real
+# Request line and headers together (common servers allow ~8 KiB a field and 100 fields; real
 # clients send well under 4 KiB). Beyond it: 431, connection closed.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_COUNT = 100
