@@ -243,7 +243,7 @@ def test_compose_health_check_turns_healthy(
 
 
 def test_compose_stops_cleanly_and_down_leaves_nothing(compose: ComposeProject) -> None:
-    # Last. Compose stops with the file's stop_grace_period; gunicorn drains and exits 0.
+    # Last. Compose stops with the file's stop_grace_period; the server drains and exits 0.
     compose("stop")
     assert compose.inspect("{{.State.ExitCode}}") == "0"
     compose("down")

@@ -29,7 +29,7 @@ class Command(NamedTuple):
 # arguments and a ``run`` default, called with the parsed arguments and the settings, that
 # returns the exit status.
 COMMANDS: dict[str, Command] = {
-    "serve": Command("iweblens.cli.service", "run the detection service (gunicorn)"),
+    "serve": Command("iweblens.cli.service", "run the detection service (uvicorn)"),
     "detect": Command("iweblens.cli.service", "detect objects in images, without a server"),
     "fetch-model": Command("iweblens.cli.service", "fetch and verify the model files"),
     "client": Command(
@@ -68,6 +68,11 @@ COMMANDS: dict[str, Command] = {
     "soak": Command(
         "iweblens.cli.bench",
         "long closed-loop load on one CPU-limited replica: errors, memory, fds",
+        "bench",
+    ),
+    "stress": Command(
+        "iweblens.cli.bench",
+        "attack one imitated pod (its limits, the kubelet's probes): issue 12's outcomes",
         "bench",
     ),
 }

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.letterbox import native_available
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -52,6 +53,33 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageHeader:
     if header.width < 1 or header.height < 1:
         raise ImageDecodeError("the image has no pixels")
     return header
+
+
+# Peak bytes per declared pixel while an image is decoded and letterboxed: OpenCV's JPEG decoder
+# holds two copies of the 3-byte BGR image at its peak; the C letterbox adds nothing, the NumPy
+# one its float rows. Measured as peak RSS on a live server over 1024x768 to 4096x4096 JPEGs,
+# less the body: 5.5-5.7 bytes a pixel with the C letterbox, 7.5 with NumPy (docs/reliability.md).
+DECODE_BYTES_PER_PIXEL = {True: 6, False: 8}  # keyed by "the C letterbox is built"
+# The network input, its output and the per-call buffers, whatever the image size.
+DECODE_FIXED_BYTES = 8 * 1024 * 1024
+# One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
+# decoding and resizing a large image adds about one unit per 12 million pixels.
+PIXELS_PER_WORK_UNIT = 12_000_000
+
+
+def decode_cost(header: ImageHeader) -> int:
+    """Peak bytes the process needs, beyond the request body, to decode and letterbox this image.
+
+    An estimate from the header alone (the request is admitted before it is decoded): linear in
+    the declared pixels. Decoding at a reduced size would change it; this is the one place to.
+    """
+    per_pixel = DECODE_BYTES_PER_PIXEL[native_available()]
+    return header.width * header.height * per_pixel + DECODE_FIXED_BYTES
+
+
+def work_units(header: ImageHeader) -> float:
+    """Inference time of this image, in units of one 640x480 photograph's (for queue waits)."""
+    return 1.0 + header.width * header.height / PIXELS_PER_WORK_UNIT
 
 
 def decode_image(data: bytes) -> np.ndarray:
