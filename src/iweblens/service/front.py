@@ -34,6 +34,7 @@ from iweblens.config import Settings
 from iweblens.inference.pool import InferencePool
 from iweblens.service.admission import Admission, Shed, Ticket
 from iweblens.service.app import BUFFERED_KEY, TICKET_KEY
+from iweblens.service.auth import ApiKeys
 from iweblens.service.conventions import (
     REQUEST_ID_HEADER,
     common_headers,
@@ -86,6 +87,7 @@ class Front:
         self.metrics: ServiceMetrics = app.extensions["iweblens.metrics"]
         self.pool: InferencePool = app.extensions["iweblens.pool"]
         self.admission: Admission = app.extensions["iweblens.admission"]
+        self.api_keys: ApiKeys = app.extensions["iweblens.api_keys"]
         # One thread per request in flight in the app, up to ``threads``; more wait for one here.
         self.wsgi = WSGIMiddleware(_buffered(app.wsgi_app), workers=threads)
         self.measure_budget: Callable[[], int] = app.extensions["iweblens.measure_budget"]
@@ -97,7 +99,7 @@ class Front:
             return
         exchange = Exchange(scope, send, self.settings.served_by, self.metrics)
         method, path = scope["method"], scope["path"]
-        if path in PROBE_PATHS and method in ("GET", "HEAD"):
+        if path in PROBE_PATHS and method in ("GET", "HEAD") and self._open(path):
             status, body, content_type = probe(path, self.pool, self.admission, self.metrics)
             await exchange.answer(status, body, content_type)
             return
@@ -123,6 +125,13 @@ class Front:
         if self.pool.ready and now >= self._next_remeasure:
             self._next_remeasure = now + REMEASURE_S
             self.admission.remeasure(self.measure_budget)
+
+    def _open(self, path: str) -> bool:
+        """Whether the front may answer this probe itself: ``/metrics`` needs a key when API keys
+        are configured (``IWEBLENS_METRICS_REQUIRE_KEY``); the app checks it then."""
+        if path != "/metrics":
+            return True
+        return not (self.api_keys.enabled and self.settings.metrics_require_key)
 
     async def _read_body(self, scope: Scope, receive: Receive, ticket: Ticket) -> bytes | None:
         """The whole body, with its memory reserved; None if the client left."""
