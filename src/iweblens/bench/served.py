@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from iweblens.bench.floor import limited_command, quota_cgroup
+from iweblens.bench.floor import quota_cgroup
 from iweblens.config import POD_CPUS
 from iweblens.load.client import LoadResult, run_load
 from iweblens.study.replicas.local import LocalBackend
@@ -143,7 +143,7 @@ def measure_naive(images: Sequence[Path], clients: int, model_dir: Path) -> list
     runs = []
     with quota_cgroup("naive") as cgroup:
         process = subprocess.Popen(
-            limited_command(cgroup, [*command, "--model-dir", str(model_dir)]),
+            cgroup.command([*command, "--model-dir", str(model_dir)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -73,12 +73,13 @@ def _pool() -> InferencePool:
 
 
 def _admission() -> Admission:
-    return current_app.extensions["iweblens.admission"]
+    admission: Admission = current_app.extensions["iweblens.admission"]
+    return admission
 
 
 def _ticket() -> Ticket:
     """The front's ticket for this request; a ticket of its own when the app runs alone."""
-    ticket = request.environ.get("asgi.scope", {}).get(TICKET_KEY)
+    ticket: Ticket | None = request.environ.get("asgi.scope", {}).get(TICKET_KEY)
     if ticket is None:
         ticket = _admission().ticket()
         g.own_ticket = ticket
@@ -223,7 +224,8 @@ class BufferedRequest(Request):
         # whole returns that buffer itself (BytesIO over bytes), where Werkzeug's size-limiting
         # wrapper would copy it in chunks.
         if BUFFERED_KEY in self.environ:
-            return self.environ["wsgi.input"]
+            buffered: IO[bytes] = self.environ["wsgi.input"]
+            return buffered
         return super().stream
 
     def _get_file_stream(

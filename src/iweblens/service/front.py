@@ -100,8 +100,8 @@ class Front:
         exchange = Exchange(scope, send, self.settings.served_by, self.metrics)
         method, path = scope["method"], scope["path"]
         if path in PROBE_PATHS and method in ("GET", "HEAD") and self._open(path):
-            status, body, content_type = probe(path, self.pool, self.admission, self.metrics)
-            await exchange.answer(status, body, content_type)
+            status, answer, content_type = probe(path, self.pool, self.admission, self.metrics)
+            await exchange.answer(status, answer, content_type)
             return
         ticket = self.admission.ticket()
         try:
