@@ -27,7 +27,7 @@ KITS = ("iweblens.study", "iweblens.load", "iweblens.bench")
 IN_PROCESS = (SERVICE, INFERENCE, MODELS)
 PIXELS = ("cv2", "PIL")
 PLOTTING = ("matplotlib", "reportlab")
-WEB = ("flask", "werkzeug", "uvicorn", "a2wsgi")
+WEB = ("flask", "werkzeug", "uvicorn", "a2wsgi", "httptools", "uvloop")
 
 # Module prefix -> prefixes of what no module under it may import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
