@@ -197,12 +197,16 @@ def test_an_image_that_can_never_fit_is_413(model_paths: ModelPaths, photos: lis
         assert response.json()["error"]["code"] == "image_too_large"
 
 
-def test_a_long_queue_is_refused_at_once(model_paths: ModelPaths, photos: list[Path]) -> None:
+# Both detection endpoints queue inferences, so both are admitted alike.
+@pytest.mark.parametrize("path", [DETECT, "/v1/vision/detection"])
+def test_a_long_queue_is_refused_at_once(
+    model_paths: ModelPaths, photos: list[Path], path: str
+) -> None:
     data = photos[0].read_bytes()
     with serving({"IWEBLENS_MAX_WAIT": "0.05", "IWEBLENS_INFERENCE_WORKERS": "1"}) as server:
 
         def post(_: int) -> requests.Response:
-            return requests.post(f"{server.url}{DETECT}", files={"image": data}, timeout=120)
+            return requests.post(f"{server.url}{path}", files={"image": data}, timeout=120)
 
         with ThreadPoolExecutor(12) as pool:
             responses = list(pool.map(post, range(24)))
