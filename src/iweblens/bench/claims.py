@@ -23,7 +23,7 @@ VERSIONED_PACKAGES = (
     "nncf",
     "numpy",
     "flask",
-    "gunicorn",
+    "uvicorn",
 )
 
 

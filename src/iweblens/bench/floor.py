@@ -20,7 +20,6 @@ from pathlib import Path
 from iweblens.config import POD_CPUS, Settings
 from iweblens.models.store import ModelStore
 from iweblens.study.replicas.cgroup import CpuCgroup
-from iweblens.study.replicas.local import ENTER_CGROUP
 
 WARMUP_IMAGES = 2
 PROFILE_STAGES = ("decode", "letterbox", "forward", "postprocess")
@@ -90,17 +89,12 @@ def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
         cgroup.remove()
 
 
-def limited_command(cgroup: CpuCgroup, command: Sequence[str]) -> list[str]:
-    """``command`` run so that it enters ``cgroup`` before it executes anything."""
-    return ["sh", "-c", ENTER_CGROUP, str(cgroup.procs_file), *command]
-
-
 def floor_under_quota(engine: str, images: Sequence[Path]) -> tuple[float, dict[str, float]]:
     """``measure_floor`` in a child process held to the pod's CPU quota."""
     with quota_cgroup(f"floor-{engine}") as cgroup:
         command = [sys.executable, "-m", "iweblens.bench.floor", engine, *map(str, images)]
         output = subprocess.run(
-            limited_command(cgroup, command), check=True, capture_output=True, text=True
+            cgroup.command(command), check=True, capture_output=True, text=True
         ).stdout
     result = json.loads(output.strip().splitlines()[-1])
     return float(result["seconds_per_image"]), result["stages"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import requests
 
-from iweblens.bench.floor import limited_command, quota_cgroup
+from iweblens.bench.floor import quota_cgroup
+from iweblens.bench.pod import Background, rss_bytes
 from iweblens.config import POD_CPUS
 from iweblens.load.client import LoadResult, run_load
 from iweblens.study.replicas.local import LocalBackend
@@ -27,39 +27,19 @@ NAIVE_START_TIMEOUT_S = 60.0
 RSS_SAMPLE_S = 0.2
 
 
-class RssSampler:
+class RssSampler(Background):
     """Peak resident memory of a set of processes, sampled in the background during a run."""
 
     def __init__(self, pids: Callable[[], list[int]]) -> None:
         self._pids = pids
-        self._stop = threading.Event()
         self.peak_bytes = 0
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        super().__init__("rss-sampler")
 
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
+    def _run(self) -> None:
         while True:
             self.peak_bytes = max(self.peak_bytes, sum(map(rss_bytes, self._pids())))
             if self._stop.wait(RSS_SAMPLE_S):
                 return
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 @dataclass
@@ -143,7 +123,7 @@ def measure_naive(images: Sequence[Path], clients: int, model_dir: Path) -> list
     runs = []
     with quota_cgroup("naive") as cgroup:
         process = subprocess.Popen(
-            limited_command(cgroup, [*command, "--model-dir", str(model_dir)]),
+            cgroup.command([*command, "--model-dir", str(model_dir)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -20,8 +20,6 @@ from iweblens.study.replicas.balanced import LOOPBACK, BalancedBackend, Replica
 from iweblens.study.replicas.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
 
 STOP_TIMEOUT_S = 30.0
-# Puts the shell into the cgroup, then becomes the server: nothing runs outside the quota.
-ENTER_CGROUP = 'echo $$ > "$0" && exec "$@"'
 
 
 @dataclass
@@ -62,14 +60,14 @@ class LocalBackend(BalancedBackend[LocalReplica]):
         return self._replicas[name].cgroup
 
     def pid_of(self, name: str) -> int:
-        """The pid of the replica's server process (gunicorn's master)."""
+        """The pid of the replica's server process."""
         return self._replicas[name].process.pid
 
     def _start(self, name: str, port: int) -> LocalReplica:
         cgroup = self._limit(name)
         command = serve_command(port)
         if cgroup is not None:
-            command = ["sh", "-c", ENTER_CGROUP, str(cgroup.procs_file), *command]
+            command = cgroup.command(command)
         env = {
             **os.environ,
             **Settings.to_env(
@@ -103,7 +101,7 @@ class LocalBackend(BalancedBackend[LocalReplica]):
             return None
 
     def _stop(self, replica: LocalReplica) -> None:
-        # gunicorn finishes in-flight requests on SIGTERM, then exits with its worker.
+        # On SIGTERM the server answers what it accepted (served, or 503 past the grace), exits.
         replica.process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             replica.process.wait(timeout=STOP_TIMEOUT_S)
