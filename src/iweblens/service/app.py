@@ -54,7 +54,6 @@ TICKET_KEY = "iweblens.ticket"  # where the front leaves the request's admission
 BUFFERED_KEY = "iweblens.buffered"  # set by the front when wsgi.input holds the whole body
 
 api = Blueprint("api", __name__)
-BODY_CHUNK_BYTES = 64 * 1024
 
 HTTP_ERROR_CODES = {
     400: "bad_request",
