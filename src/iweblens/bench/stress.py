@@ -659,8 +659,11 @@ def _overload_figures(
 # ----------------------------------------------------------------------------- the study
 
 
-def study_load(spec: PodSpec, images: Sequence[Path], *, clients: int = 32) -> AttackResult:
-    """The assignment's study on one pod: ``clients`` reference-client threads, each image once.
+def study_load(
+    spec: PodSpec, images: Sequence[Path], *, clients: int = 32, requests: int = 128
+) -> AttackResult:
+    """The assignment's study on one pod: ``clients`` reference-client threads, ``requests``
+    photographs (the 128 of the study, or fewer photographs cycled).
 
     Not an attack: the load the service exists for, which shedding must leave error-free (the
     reference client never retries).
@@ -668,9 +671,9 @@ def study_load(spec: PodSpec, images: Sequence[Path], *, clients: int = 32) -> A
     from iweblens.load.client import run_load
 
     with running_pod(spec, "study-load") as pod:
-        result = run_load(
-            images, f"{pod.url}{DETECTION_PATH}", clients, timeout=120, progress=False
-        )
+        photographs = [images[index % len(images)] for index in range(requests)]
+        endpoint = f"{pod.url}{DETECTION_PATH}"
+        result = run_load(photographs, endpoint, clients, timeout=120, progress=False)
         figures = {
             "clients": clients,
             "images": result.images,
