@@ -11,9 +11,16 @@ Two budgets, both checked before a request costs anything it cannot afford:
   ``Retry-After``, never an OOM kill.
 * **Time.** Admitted images wait in one queue for the inference threads. The expected wait of a
   new job is the work queued ahead of it (in work units: a 12 MP photograph costs several 640-pixel
-  ones) divided by the measured service rate (seconds of inference per unit, a moving average of the
-  jobs finished). A job whose expected wait exceeds ``max_wait`` is refused at once, and a job still
-  queued past its deadline, or whose client has gone, is dropped before inference.
+  ones) times the measured seconds per unit (the slower of a moving average of the jobs' own times
+  and the recent throughput, which also counts the HTTP work sharing the CPU). A job whose expected
+  wait exceeds the wait limit is refused at once, and a job still queued past its deadline, or whose
+  client has gone, is dropped before inference.
+* **Client patience.** The wait limit is ``max_wait``, unless clients have recently been leaving
+  while queued: then it is a little under how long they waited before leaving (a low quantile of
+  the recent departures). Serving a queue as deep as the clients' patience would start every job
+  just before its client leaves and finish it for nobody (with 5 s clients at 3x overload, 91 % of
+  the inferences were read by no one); refusing the excess at once keeps the queue short enough to
+  answer what it takes. Without departures (the study's clients never give up) it is ``max_wait``.
 
 After SIGTERM (``drain``) the queue is answered, not abandoned: jobs that can finish within the
 grace period are served, the others get a prompt ``503`` (with ``Connection: close``) so a balancer
@@ -30,6 +37,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -44,6 +52,14 @@ PRIOR_SECONDS_PER_UNIT = 0.2
 RATE_SMOOTHING = 0.2
 # Retry-After is at least a second and at most a minute: past that, a client should look elsewhere.
 RETRY_AFTER_BOUNDS = (1, 60)
+# Client patience: departures of queued jobs seen in the last PATIENCE_WINDOW_S seconds, at least
+# PATIENCE_MIN_DEPARTURES of them; their PATIENCE_QUANTILE, times PATIENCE_SHARE, is the wait limit.
+PATIENCE_WINDOW_S = 30.0
+PATIENCE_MIN_DEPARTURES = 5
+PATIENCE_QUANTILE = 0.1
+PATIENCE_SHARE = 0.6
+# Throughput is measured over the last THROUGHPUT_JOBS jobs finished back to back.
+THROUGHPUT_JOBS = 16
 # During a drain, jobs are assumed to run this much slower than measured (a node busy with other
 # pods, or the drain itself): better a 503 that could have been a 200 than a cut at the deadline.
 DRAIN_PESSIMISM = 1.5
@@ -87,6 +103,7 @@ class Ticket:
         self.decode_reserved = 0  # the part of ``reserved`` held while the job runs
         self.units = 0.0  # work units of the admitted job; 0 until admitted
         self.deadline = math.inf  # monotonic time after which the job is not run
+        self.admitted = 0.0  # monotonic time the job was queued
         self.disconnected = False
         self.refusal: Shed | None = None  # why a queued job was cancelled (shutdown)
         self.future: Future[Any] | None = None
@@ -99,6 +116,11 @@ class Ticket:
     def admit_job(self, decode_bytes: int, units: float) -> None:
         """Take a place in the queue (decoding must fit the memory now), or raise ``Shed``."""
         self._admission.admit_job(self, decode_bytes, units)
+
+    def depart(self) -> None:
+        """The client has gone: its job, if still queued, will not run."""
+        self.disconnected = True
+        self._admission.departed(self)
 
     def attach(self, future: Future[Any]) -> None:
         """Remember the queued job's future, so a shutdown can answer it before it runs."""
@@ -144,6 +166,8 @@ class Admission:
         self._queued: dict[Ticket, None] = {}  # admitted, not finished; insertion = queue order
         self._running: set[Ticket] = set()
         self.drain_deadline: float | None = None
+        self._departures: deque[tuple[float, float]] = deque()  # (when, seconds it had waited)
+        self._finishes: deque[tuple[float, float]] = deque(maxlen=THROUGHPUT_JOBS)  # (when, units)
 
     # -- figures (read by /metrics and by the front) ------------------------------------------
 
@@ -177,7 +201,42 @@ class Admission:
 
     def _wait_locked(self) -> float:
         units = sum(ticket.units for ticket in self._queued)
-        return units * self.seconds_per_unit / self.workers
+        return units * self._unit_seconds_locked() / self.workers
+
+    def _unit_seconds_locked(self) -> float:
+        """Seconds one inference thread needs per unit: its own time, or throughput if slower."""
+        own = self.seconds_per_unit
+        if len(self._finishes) < THROUGHPUT_JOBS:
+            return own
+        span = self._finishes[-1][0] - self._finishes[0][0]
+        units = sum(units for _, units in list(self._finishes)[1:])
+        return max(own, span * self.workers / units) if units > 0 else own
+
+    def wait_limit(self) -> float:
+        """The longest expected wait admitted now: ``max_wait``, or less for impatient clients."""
+        with self._lock:
+            return self._limit_locked()
+
+    def _limit_locked(self) -> float:
+        patience = self._patience_locked()
+        return self.max_wait if patience is None else min(self.max_wait, patience * PATIENCE_SHARE)
+
+    def _patience_locked(self) -> float | None:
+        """How long recent clients waited before leaving (a low quantile), if enough left."""
+        horizon = self._clock() - PATIENCE_WINDOW_S
+        while self._departures and self._departures[0][0] < horizon:
+            self._departures.popleft()
+        if len(self._departures) < PATIENCE_MIN_DEPARTURES:
+            return None
+        waits = sorted(waited for _, waited in self._departures)
+        return waits[int(PATIENCE_QUANTILE * (len(waits) - 1))]
+
+    def departed(self, ticket: Ticket) -> None:
+        """Learn from a client that left while its job was queued (see the module docstring)."""
+        with self._lock:
+            if ticket in self._queued and ticket not in self._running:
+                now = self._clock()
+                self._departures.append((now, now - ticket.admitted))
 
     @property
     def draining(self) -> bool:
@@ -193,12 +252,12 @@ class Admission:
         with self._lock:
             if self.drain_deadline is not None and self._clock() >= self.drain_deadline:
                 raise self._shed("shutdown", "the server is shutting down", 1, close=True)
-            wait = self._wait_locked()
-            if wait > self.max_wait:
+            wait, limit = self._wait_locked(), self._limit_locked()
+            if wait > limit:
                 raise self._shed(
                     "wait",
-                    f"the queue holds {wait:.1f} s of work, over the limit of {self.max_wait:g} s",
-                    wait - self.max_wait,
+                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
+                    wait - limit,
                     close=True,
                 )
 
@@ -223,14 +282,14 @@ class Admission:
             now = self._clock()
             wait = self._wait_locked()
             if self.drain_deadline is not None:
-                own = units * self.seconds_per_unit / self.workers
+                own = units * self._unit_seconds_locked() / self.workers
                 if now + (wait + own) * DRAIN_PESSIMISM > self.drain_deadline:
                     raise self._shed("shutdown", "the server is shutting down", 1, close=True)
-            elif wait > self.max_wait:
+            elif wait > (limit := self._limit_locked()):
                 raise self._shed(
                     "wait",
-                    f"the queue holds {wait:.1f} s of work, over the limit of {self.max_wait:g} s",
-                    wait - self.max_wait,
+                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
+                    wait - limit,
                 )
             if self.reserved_bytes + decode_bytes > self.budget_bytes:
                 raise self._shed(
@@ -242,14 +301,21 @@ class Admission:
             ticket.decode_bytes = decode_bytes
             ticket.units = units
             ticket.deadline = now + self.max_wait
+            ticket.admitted = now
             self._queued[ticket] = None
 
     def begin(self, ticket: Ticket) -> str | None:
         with self._lock:
             reason = None
+            now = self._clock()
+            patience = self._patience_locked()
+            own = ticket.units * self._unit_seconds_locked()
             if ticket.disconnected:
                 reason = "disconnected"
-            elif self._clock() > ticket.deadline:
+            elif now > ticket.deadline:
+                reason = "deadline"
+            elif patience is not None and now - ticket.admitted + own > patience:
+                # Clients like this one have been leaving by now: its answer would be too late.
                 reason = "deadline"
             elif self.reserved_bytes + ticket.decode_bytes > self.budget_bytes:
                 # Bodies that arrived since it was queued took the room its decoding needs.
@@ -270,6 +336,11 @@ class Admission:
             if ticket.units > 0:
                 sample = seconds / ticket.units
                 self.seconds_per_unit += RATE_SMOOTHING * (sample - self.seconds_per_unit)
+                if len(self._queued) > len(self._running):
+                    self._finishes.append((self._clock(), ticket.units))
+                else:
+                    # Nothing waits: the time to the next finish would measure idleness.
+                    self._finishes.clear()
             self._forget_job(ticket)
 
     def close(self, ticket: Ticket) -> None:
@@ -329,8 +400,9 @@ class Admission:
         assert self.drain_deadline is not None
         cancelled: list[Ticket] = []
         finish = now
+        unit_seconds = self._unit_seconds_locked() * DRAIN_PESSIMISM / self.workers
         for ticket in list(self._queued):
-            finish += ticket.units * self.seconds_per_unit * DRAIN_PESSIMISM / self.workers
+            finish += ticket.units * unit_seconds
             if ticket in self._running or finish <= self.drain_deadline:
                 continue
             ticket.refusal = Shed("shutdown", "the server is shutting down", 1, close=True)

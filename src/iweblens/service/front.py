@@ -299,7 +299,7 @@ async def _watch_disconnect(receive: Receive, ticket: Ticket) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            ticket.disconnected = True
+            ticket.depart()
             return
 
 

@@ -99,6 +99,11 @@ class ServiceMetrics:
                 "Expected wait of a job admitted now.",
                 admission.expected_wait,
             ),
+            "iweblens_queue_wait_limit_seconds": (
+                "Longest expected wait admitted now: IWEBLENS_MAX_WAIT, or less while clients "
+                "are seen leaving the queue sooner.",
+                admission.wait_limit,
+            ),
             "iweblens_memory_reserved_bytes": (
                 "Bytes reserved by requests in flight.",
                 lambda: admission.reserved_bytes,
