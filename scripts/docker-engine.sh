@@ -128,7 +128,15 @@ mirror() {
 
 base_image() {
     answers || { say "engine is not running; run '$0 start' first"; return 3; }
-    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+        # The real image has Python's headers; a stand-in cached before they were needed does
+        # not, and the C letterbox would then fail to build: replace it.
+        docker run --rm --network none "$BASE_IMAGE" python3 -c \
+            'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+            && return 0
+        say "$BASE_IMAGE has no Python headers (an older stand-in): building it again"
+        docker rmi --force "$BASE_IMAGE" >/dev/null
+    fi
     # Never pulled: no registry is reachable from CI, and a pull would leave loopback.
     say "building a local stand-in for $BASE_IMAGE from Debian bookworm's python3 (3.11)"
     if [ ! -s "$ROOTFS_TAR" ]; then

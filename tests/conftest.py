@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import COCO128_DIR, DEPLOYMENT_MANIFEST, IMAGES_DIR, ServerProcess
+from support import API_KEYS, COCO128_DIR, DEPLOYMENT_MANIFEST, IMAGES_DIR, ServerProcess
 
 from iweblens.config import Settings
 from iweblens.models.store import ModelPaths, ModelStore
@@ -36,7 +36,7 @@ def coco128() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def live_server(model_paths: ModelPaths) -> Iterator[str]:
-    """Base URL of a real gunicorn ``iweblens serve`` on loopback, ready to answer."""
+    """Base URL of a real ``iweblens serve`` on loopback, ready to answer."""
     server = ServerProcess()
     try:
         server.wait_ready()
@@ -60,3 +60,14 @@ def pod_spec(model_paths: ModelPaths) -> PodSpec:
     except CgroupUnavailable as error:
         pytest.skip(f"no writable CPU and memory cgroup (v1 or v2) to hold a pod: {error}")
     return spec
+
+
+@pytest.fixture(scope="session")
+def keyed_server(model_paths: ModelPaths) -> Iterator[str]:
+    """Base URL of a real server that requires one of ``support.API_KEYS``."""
+    server = ServerProcess(env={"IWEBLENS_API_KEYS": ",".join(API_KEYS)})
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()

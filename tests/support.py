@@ -21,6 +21,8 @@ IMAGES_DIR = TESTS_DIR / "images"
 COCO128_DIR = REPO_DIR.parent / "shared" / "images" / "coco128"
 DEPLOYMENT_MANIFEST = REPO_DIR / "deploy" / "k8s" / "deployment.yaml"
 SERVER_START_TIMEOUT_S = 180
+REFERENCE_CLIENT = TESTS_DIR / "reference" / "iWebLens_client.py"
+API_KEYS = ("first-key-7f3a", "second-key-91c2")  # what ``keyed_server`` requires
 
 
 def free_port() -> int:
@@ -28,6 +30,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_reference_client(folder: Path, endpoint: str, threads: int) -> list[str]:
+    """Run the reference client as users do; its non-empty output lines (answers, then summary)."""
+    done = subprocess.run(
+        [sys.executable, str(REFERENCE_CLIENT), str(folder), endpoint, str(threads)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return [line for line in done.stdout.splitlines() if line.strip()]
 
 
 def wait_until_ready(base_url: str, died: Callable[[], str | None], timeout: float) -> None:
@@ -46,7 +60,7 @@ def wait_until_ready(base_url: str, died: Callable[[], str | None], timeout: flo
 
 
 class ServerProcess:
-    """``iweblens serve`` (gunicorn) on a loopback port, in its own process group."""
+    """``iweblens serve`` on a loopback port, in its own process group."""
 
     def __init__(self, env: dict[str, str] | None = None, served_by: str = "test-server") -> None:
         self.port = free_port()

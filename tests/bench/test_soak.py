@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from iweblens.bench.soak import Outcome, Vitals, judge, rss_slope, soak
+from iweblens.config import Settings
 from iweblens.study.replicas.manifest import PodSpec
 
 CI_SOAK_S = 60
 
 
 def test_one_minute_soak_of_32_clients_on_one_pod(pod_spec: PodSpec, coco128: list[Path]) -> None:
-    report = soak(coco128, pod_spec, duration_s=CI_SOAK_S, clients=32)
+    report = soak(coco128, pod_spec, Settings.from_env(), duration_s=CI_SOAK_S, clients=32)
     print("\n" + "\n".join(report.lines()))
     assert report.requests > 32
     assert report.failures == []

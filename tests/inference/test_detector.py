@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from iweblens.detection import ImageDecodeError
+from iweblens.detection import DetectionParams, ImageDecodeError
 from iweblens.inference.detector import Detector
-from iweblens.inference.engines import create_engine
+from iweblens.inference.engines import SCORE_FLOOR, create_engine
 from iweblens.inference.images import decode_image
 from iweblens.models.store import ModelPaths
 
@@ -96,3 +96,56 @@ def test_gif_and_grayscale_decode_to_bgr(photos: list[Path]) -> None:
 def test_undecodable_bytes_raise() -> None:
     with pytest.raises(ImageDecodeError):
         decode_image(b"definitely not an image")
+
+
+def test_per_request_thresholds_equal_a_detector_configured_with_them(
+    detector: Detector, photos: list[Path]
+) -> None:
+    for photo in photos:
+        image = decode_image(photo.read_bytes())
+        for confidence, nms in ((0.3, 0.45), (0.7, 0.45), (0.5, 0.2), (0.5, 0.9)):
+            configured = Detector(detector.engine, detector.labels, confidence=confidence, nms=nms)
+            asked = detector.detect(image, DetectionParams(confidence=confidence, nms=nms))
+            assert asked == configured.detect(image), (photo.name, confidence, nms)
+
+
+def test_thresholds_below_the_engines_floor_behave_as_the_floor(
+    detector: Detector, photos: list[Path]
+) -> None:
+    image = decode_image(photos[-1].read_bytes())
+    at_floor = detector.detect(image, DetectionParams(confidence=SCORE_FLOOR))
+    assert min(d.confidence for d in at_floor) < 0.3, "the photo must have low-score objects"
+    for below in (0.0, 0.05, 0.19999):
+        assert detector.detect(image, DetectionParams(confidence=below)) == at_floor
+
+
+def test_classes_and_max_detections_filter_the_full_answer(
+    detector: Detector, photos: list[Path]
+) -> None:
+    image = decode_image(next(p for p in photos if p.name == "000000473528.jpg").read_bytes())
+    full = detector.detect(image, DetectionParams(confidence=0.25))
+    labels = {d.label for d in full}
+    assert {"dog", "person"} <= labels and len(labels) >= 3
+    kept = detector.detect(image, DetectionParams(confidence=0.25, classes=frozenset({"dog"})))
+    assert kept == [d for d in full if d.label == "dog"]
+    both = frozenset({"dog", "person"})
+    assert detector.detect(image, DetectionParams(confidence=0.25, classes=both)) == [
+        d for d in full if d.label in both
+    ]
+    assert detector.detect(image, DetectionParams(classes=frozenset())) == []
+    top = detector.detect(image, DetectionParams(confidence=0.25, max_detections=2))
+    assert top == full[:2]
+    assert [detector.labels[d.class_id] for d in full] == [d.label for d in full]
+
+
+def test_run_reports_the_decoded_size_and_draws_only_when_asked(
+    detector: Detector, photos: list[Path]
+) -> None:
+    data = photos[0].read_bytes()
+    height, width = decode_image(data).shape[:2]
+    plain = detector.run(data)
+    assert (plain.width, plain.height, plain.annotated_jpeg) == (width, height, None)
+    assert plain.detections == detector.detect_bytes(data)
+    drawn = detector.run(data, DetectionParams(annotate=True))
+    assert drawn.detections == plain.detections
+    assert drawn.annotated_jpeg is not None and drawn.annotated_jpeg[:3] == b"\xff\xd8\xff"

@@ -1,9 +1,7 @@
-"""The HTTP API, over real HTTP against a real gunicorn server on loopback."""
+"""The HTTP API, over real HTTP against a real server (``iweblens serve``) on loopback."""
 
 import base64
 import json
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-from support import TESTS_DIR, ServerProcess
+from support import TESTS_DIR, ServerProcess, run_reference_client
 
 OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/service/openapi.json").read_text())
 
@@ -26,20 +24,7 @@ def detect(url: str, photo: Path) -> requests.Response:
 
 
 def test_reference_client_runs_unchanged(live_server: str, photos: list[Path]) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(TESTS_DIR / "reference" / "iWebLens_client.py"),
-            str(photos[0].parent),
-            f"{live_server}/api/object_detection",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    lines = run_reference_client(photos[0].parent, f"{live_server}/api/object_detection", 4)
     assert not [line for line in lines if line.startswith(("Error", "Exception"))]
     assert lines[-1].startswith("Total client script time: ")
     assert ", average thread time: " in lines[-1]

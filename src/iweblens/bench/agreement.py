@@ -8,9 +8,17 @@ precision and recall taken against the reference engine's detections.
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from iweblens.config import Settings
 from iweblens.detection import Detection
+from iweblens.models.store import ModelStore
+
+REFERENCE_ENGINE = "opencv"
+INT8_ENGINE = "openvino-int8"
 
 IDENTICAL_IOU = 0.99
 IDENTICAL_CONFIDENCE = 0.001
@@ -84,3 +92,80 @@ class F1Tally:
     def f1(self) -> float:
         denominator = 2 * self.true_positives + self.false_positives + self.false_negatives
         return 2 * self.true_positives / denominator if denominator else 1.0
+
+
+def engine_detections(
+    engine: str, images: Sequence[Path], settings: Settings
+) -> list[list[Detection]]:
+    """Every image's detections by ``engine`` (correctness only, so no quota)."""
+    from iweblens.inference.detector import Detector
+
+    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    detector = Detector.from_settings(settings, paths, engine)
+    return [detector.detect_bytes(image.read_bytes()) for image in images]
+
+
+def _quantize(images: Sequence[Path], settings: Settings) -> None:
+    from iweblens.inference.quantize import quantize
+
+    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    quantize(paths, calibration_half(images), settings.input_size)
+
+
+def prepare_int8(images: Sequence[Path], settings: Settings) -> None:
+    """Quantize with the first half of the images (by file name) as the calibration set.
+
+    In a child process: NNCF and OpenVINO leave worker threads behind that keep spinning on the
+    host's cores, and would slow the client side of the measurements that follow.
+    """
+    child = multiprocessing.get_context("spawn").Process(
+        target=_quantize, args=(list(images), settings)
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"quantization failed (exit code {child.exitcode})")
+
+
+def calibration_half(images: Sequence[Path]) -> list[Path]:
+    ordered = sorted(images, key=lambda image: image.name)
+    return ordered[: max(1, len(ordered) // 2)]
+
+
+def agreement_lines(
+    engines: Sequence[str], images: Sequence[Path], settings: Settings
+) -> list[str]:
+    """The report's lines comparing each engine's detections with the reference engine's."""
+    from iweblens.inference.engines import set_compute_threads
+
+    set_compute_threads(1)
+    reference = engine_detections(REFERENCE_ENGINE, images, settings)
+    judged = set(sorted(images, key=lambda image: image.name)) - set(calibration_half(images))
+    lines = []
+    for engine in engines:
+        if engine == REFERENCE_ENGINE:
+            continue
+        found = engine_detections(engine, images, settings)
+        if engine == INT8_ENGINE:
+            tally = F1Tally()
+            for image, expected, actual in zip(images, reference, found, strict=True):
+                if image in judged:
+                    tally.add(expected, actual)
+            met = "met" if tally.f1 >= 0.97 else "**missed**"
+            lines.append(
+                f"- {engine}: F1 {tally.f1:.3f} on the {len(judged)} judged images (goal >= 0.97,"
+                f" {met}): {tally.true_positives} matched, {tally.false_negatives} missed, "
+                f"{tally.false_positives} extra"
+            )
+            continue
+        differing = [
+            image.name
+            for image, expected, actual in zip(images, reference, found, strict=True)
+            if differences(expected, actual)
+        ]
+        verdict = "identical" if not differing else f"DIFFERENT on {', '.join(differing)}"
+        lines.append(
+            f"- {engine}: {verdict} on {len(images) - len(differing)}/{len(images)} images "
+            "(same labels, IoU >= 0.99, confidence within 0.001)"
+        )
+    return lines

@@ -113,5 +113,5 @@ def report(figures: list[Figures], images: int, rounds: int) -> list[str]:
 
 def letterbox_bench(photos: Sequence[Path], size: int, rounds: int) -> list[str]:
     """Decode ``photos`` (not timed), compare the implementations on them, and report."""
-    images = [cv2.imread(str(path)) for path in photos]
+    images = [image for path in photos if (image := cv2.imread(str(path))) is not None]
     return report(compare(images, size, rounds), len(images), rounds)

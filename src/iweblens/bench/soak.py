@@ -329,6 +329,7 @@ def judge(
 def soak(
     images: Sequence[Path],
     spec: PodSpec,
+    settings: Settings,
     *,
     duration_s: float,
     clients: int = 32,
@@ -341,7 +342,6 @@ def soak(
     """
     from iweblens.bench.pod import Pod
 
-    settings = Settings.from_env()
     with Pod(spec, name="soak") as pod:
         pod.wait_ready()
         server = pod.largest_process()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
+from iweblens.config import Settings, bench_images, env_name
 
-def _run_bench(args: argparse.Namespace) -> int:
+
+def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.run import DEFAULT_ENGINES, log, run_bench
 
     images = sorted(args.images.glob("*.jpg"))[: args.count]
@@ -19,7 +20,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         return 2
     engines = args.engines.split(",") if args.engines else list(DEFAULT_ENGINES)
     clients, replicas = (4, 2) if args.quick else (args.clients, args.replicas)
-    report = run_bench(images, engines, clients, replicas)
+    report = run_bench(images, engines, clients, replicas, settings, api_key=args.api_key)
     text = "\n".join(report)
     print(text)
     if args.output:
@@ -29,7 +30,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_bench_letterbox(args: argparse.Namespace) -> int:
+def _run_bench_letterbox(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.letterbox import letterbox_bench
 
     photos = sorted(args.images.glob("*.jpg"))[: args.count]
@@ -40,12 +41,10 @@ def _run_bench_letterbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_quantize(args: argparse.Namespace) -> int:
-    from iweblens.config import Settings
+def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.inference.quantize import calibration_set, quantize
     from iweblens.models.store import ModelStore
 
-    settings = Settings.from_env()
     paths = ModelStore(settings.model_dir).ensure()
     images = calibration_set(args.images, args.count)
     if not images:
@@ -56,7 +55,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_soak(args: argparse.Namespace) -> int:
+def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.soak import soak
     from iweblens.load.client import list_images
     from iweblens.study.replicas.manifest import manifest_pod_spec
@@ -68,12 +67,12 @@ def _run_soak(args: argparse.Namespace) -> int:
     spec = manifest_pod_spec(args.manifest)
     if args.cpus is not None:
         spec = dataclasses.replace(spec, cpu_cores=args.cpus)
-    report = soak(images, spec, duration_s=args.duration, clients=args.clients)
+    report = soak(images, spec, settings, duration_s=args.duration, clients=args.clients)
     print("\n".join(report.lines()))
     return 1 if report.failures else 0
 
 
-def _run_stress(args: argparse.Namespace) -> int:
+def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from iweblens.bench.stress import ATTACKS, all_passed, run_stress, table
@@ -99,20 +98,22 @@ def _photo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images",
         type=Path,
-        default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
-        help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
+        default=bench_images(),
+        help=f"folder of .jpg photographs (default: {env_name('bench_images')} or %(default)s)",
     )
     parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.bench.run import DEFAULT_ENGINES
+    from iweblens.cli.load import add_api_key_argument
 
     _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
+    add_api_key_argument(parser)
     parser.add_argument(
         "--quick", action="store_true", help="a short proof that it works: 4 clients, 2 replicas"
     )
@@ -202,8 +203,3 @@ ARGUMENTS = {
     "soak": _soak_arguments,
     "stress": _stress_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)

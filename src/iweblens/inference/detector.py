@@ -12,11 +12,14 @@ import cv2
 import numpy as np
 
 from iweblens.config import Settings
-from iweblens.detection import Detection
-from iweblens.inference.engines import Engine, create_engine
+from iweblens.detection import Detection, DetectionParams, Inference
+from iweblens.inference.annotate import MAX_SIDE, annotate
+from iweblens.inference.engines import SCORE_FLOOR, Engine, create_engine
 from iweblens.inference.images import decode_image
 from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.models.store import ModelPaths
+
+DEFAULT_PARAMS = DetectionParams()
 
 
 class Detector:
@@ -55,17 +58,49 @@ class Detector:
         """Decode an encoded image and detect objects in it."""
         return self.detect(decode_image(data))
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+    def run(self, data: bytes, params: DetectionParams = DEFAULT_PARAMS) -> Inference:
+        """Decode, detect with ``params``, and draw the boxes if ``params.annotate`` asks.
+
+        Raises ``ImageDecodeError`` for bytes that are not an image.
+        """
+        image = decode_image(data)
+        detections = self.detect(image, params)
+        drawn = annotate(image, detections, MAX_SIDE) if params.annotate else None
+        return Inference(detections, image.shape[1], image.shape[0], drawn)
+
+    def detect(
+        self, image_bgr: np.ndarray, params: DetectionParams = DEFAULT_PARAMS
+    ) -> list[Detection]:
         """Detect objects in a BGR image; the result is sorted by confidence, highest first."""
         blob, box = self.letterboxer(image_bgr)
-        return self.decode(self.engine.forward(blob), box, image_bgr.shape[1], image_bgr.shape[0])
+        width, height = image_bgr.shape[1], image_bgr.shape[0]
+        return self.decode(self.engine.forward(blob), box, width, height, params)
 
-    def decode(self, rows: np.ndarray, box: Letterbox, width: int, height: int) -> list[Detection]:
-        """Turn YOLO rows into detections in original-image pixels (darknet's box arithmetic)."""
+    def decode(
+        self,
+        rows: np.ndarray,
+        box: Letterbox,
+        width: int,
+        height: int,
+        params: DetectionParams = DEFAULT_PARAMS,
+    ) -> list[Detection]:
+        """Turn YOLO rows into detections in original-image pixels (darknet's box arithmetic).
+
+        A confidence below ``SCORE_FLOOR`` behaves as the floor: the engine zeroed those scores.
+        """
+        requested = self.confidence if params.confidence is None else params.confidence
+        confidence = max(requested, SCORE_FLOOR)
+        nms = self.nms if params.nms is None else params.nms
         scores = rows[:, 5:]
-        row_idx, class_idx = np.nonzero(scores > self.confidence)
+        columns = None
+        if params.classes is not None:
+            wanted = [i for i, name in enumerate(self.labels) if name in params.classes]
+            columns = np.array(wanted, dtype=np.int64)
+            scores = scores[:, columns]
+        row_idx, column_idx = np.nonzero(scores > confidence)
         if row_idx.size == 0:
             return []
+        class_idx = column_idx if columns is None else columns[column_idx]
         size = np.float32(box.size)
         cx = (rows[row_idx, 0] - box.offset_x / size) / (box.new_width / size)
         cy = (rows[row_idx, 1] - box.offset_y / size) / (box.new_height / size)
@@ -73,13 +108,13 @@ class Detector:
         bh = rows[row_idx, 3] * (size / box.new_height)
         left, right = (cx - bw / 2) * width, (cx + bw / 2) * width
         top, bottom = (cy - bh / 2) * height, (cy + bh / 2) * height
-        confidences = scores[row_idx, class_idx]
+        confidences = scores[row_idx, column_idx]
         keep = cv2.dnn.NMSBoxesBatched(
             np.stack([left, top, right - left, bottom - top], axis=1).tolist(),
             confidences.tolist(),
             class_idx.tolist(),
-            self.confidence,
-            self.nms,
+            confidence,
+            nms,
         )
         detections = []
         for i in np.asarray(keep, dtype=np.int64).reshape(-1):
@@ -94,7 +129,8 @@ class Detector:
                     top=y0,
                     width=max(x1 - x0, 0),
                     height=max(y1 - y0, 0),
+                    class_id=int(class_idx[i]),
                 )
             )
         detections.sort(key=lambda d: (-d.confidence, d.label, d.left, d.top))
-        return detections
+        return detections[: params.max_detections]

@@ -16,6 +16,7 @@ inference thread makes no large allocation per image (and no page faults to back
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -23,7 +24,7 @@ import numpy as np
 
 _native: ModuleType | None
 try:
-    from iweblens.inference import _letterbox as _native
+    _native = importlib.import_module("iweblens.inference._letterbox")
 except ImportError:  # built without a C compiler: the NumPy path serves
     _native = None
 
@@ -93,7 +94,8 @@ def darknet_resize(image: np.ndarray, width: int, height: int, scale: float = 1.
     below = frac.copy()
     # ...and gives the last row no share of the row below it (even if the float index fell short).
     below[-1] = 0.0
-    return part[low] * (1 - frac)[:, None, None] + part[high] * below[:, None, None]
+    resized: np.ndarray = part[low] * (1 - frac)[:, None, None] + part[high] * below[:, None, None]
+    return resized
 
 
 def _native_takes(image: np.ndarray) -> bool:

@@ -15,19 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
 from iweblens.config import Settings
-from iweblens.detection import Detection
+from iweblens.detection import DetectionParams, Inference, ModelCard
 from iweblens.inference.cpu import cpu_allotment, threads_for
-from iweblens.inference.detector import Detector
-from iweblens.inference.engines import set_compute_threads
+from iweblens.inference.detector import DEFAULT_PARAMS, Detector
+from iweblens.inference.engines import SCORE_FLOOR, set_compute_threads
 from iweblens.inference.images import limit_decoded_pixels
 from iweblens.inference.sizing import plan_workers
-from iweblens.models.store import ModelStore
+from iweblens.models.store import ModelPaths, ModelStore, pinned_sha256
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ class JobDropped(RuntimeError):
 @dataclass
 class _Job:
     image: bytes
-    future: Future[list[Detection]]
+    future: Future[Inference]
     enqueued: float
+    params: DetectionParams
     gate: JobGate | None
 
 
@@ -73,7 +74,10 @@ class InferencePool:
         make_detector: Callable[[], Detector],
         workers: int,
         observe: TimingObserver | None = None,
+        *,
+        model: ModelCard,
     ) -> None:
+        self.model = model
         self._make_detector = make_detector
         self._workers = workers
         self._observe = observe
@@ -116,16 +120,21 @@ class InferencePool:
         self._settled.wait(timeout)
         return self.ready
 
-    def submit(self, image: bytes, gate: JobGate | None = None) -> Future[list[Detection]]:
-        """Queue an encoded image; the future resolves to its detections.
+    def submit(
+        self,
+        image: bytes,
+        params: DetectionParams = DEFAULT_PARAMS,
+        gate: JobGate | None = None,
+    ) -> Future[Inference]:
+        """Queue an encoded image; the future resolves to what ``Detector.run`` gives, timed.
 
         With a ``gate``, the job is asked right before inference whether it should still run;
         if not, the future fails with ``JobDropped`` and no inference is spent on it.
         """
         if self.failure:
             raise ModelUnavailableError(self.failure)
-        future: Future[list[Detection]] = Future()
-        self._jobs.put(_Job(image, future, time.perf_counter(), gate))
+        future: Future[Inference] = Future()
+        self._jobs.put(_Job(image, future, time.perf_counter(), params, gate))
         return future
 
     def close(self) -> None:
@@ -154,18 +163,19 @@ class InferencePool:
                 continue
             started = time.perf_counter()
             try:
-                detections, failure = detector.detect_bytes(job.image), None
+                result, failure = detector.run(job.image, job.params), None
             except Exception as error:
-                detections, failure = [], error
+                result, failure = None, error
+            waited, took = started - job.enqueued, time.perf_counter() - started
             if job.gate is not None:
                 # Before the answer: the rate and the freed memory count for the next admission.
-                job.gate.finished(time.perf_counter() - started)
-            if failure is None:
-                job.future.set_result(detections)
-            else:
+                job.gate.finished(took)
+            if failure is not None:
                 job.future.set_exception(failure)
+            elif result is not None:
+                job.future.set_result(replace(result, queue_wait_s=waited, inference_s=took))
             if self._observe is not None:
-                self._observe(started - job.enqueued, time.perf_counter() - started)
+                self._observe(waited, took)
 
     def _mark_warm(self) -> None:
         with self._lock:
@@ -203,4 +213,15 @@ def build_pool(settings: Settings, observe: TimingObserver | None = None) -> Inf
     def make_detector() -> Detector:
         return Detector.from_settings(settings, paths)
 
-    return InferencePool(make_detector, workers, observe)
+    return InferencePool(make_detector, workers, observe, model=model_card(settings, paths))
+
+
+def model_card(settings: Settings, paths: ModelPaths) -> ModelCard:
+    """What the detectors ``build_pool`` makes answer with (engine, weights, labels, floor)."""
+    return ModelCard(
+        engine=settings.engine,
+        weights_sha256=pinned_sha256(paths.weights.name),
+        input_size=settings.input_size,
+        labels=tuple(paths.labels()),
+        score_floor=SCORE_FLOOR,
+    )

@@ -20,11 +20,14 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.utils import cached_property
 
 from iweblens.config import Settings
-from iweblens.detection import ImageDecodeError
+from iweblens.detection import DetectionParams, ImageDecodeError, Inference
+from iweblens.inference.cpu import memory_allotment
 from iweblens.inference.images import decode_cost, work_units
 from iweblens.inference.pool import InferencePool, JobDropped, ModelUnavailableError, build_pool
 from iweblens.inference.sizing import request_budget
 from iweblens.service.admission import Admission, AdmissionEvents, Shed, Ticket
+from iweblens.service.answers import answer
+from iweblens.service.auth import ApiKeys, auth_blueprint
 from iweblens.service.conventions import (
     REQUEST_ID_HEADER,
     common_headers,
@@ -32,7 +35,9 @@ from iweblens.service.conventions import (
     method_label,
     request_id,
 )
+from iweblens.service.deepstack import deepstack_blueprint
 from iweblens.service.metrics import ServiceMetrics
+from iweblens.service.options import parse_options, query_lists
 from iweblens.service.page import page_blueprint
 from iweblens.service.probes import probe
 from iweblens.service.protocol import (
@@ -40,7 +45,6 @@ from iweblens.service.protocol import (
     check_image,
     error_body,
     parse_request,
-    render_detections,
 )
 
 log = logging.getLogger(__name__)
@@ -59,20 +63,23 @@ HTTP_ERROR_CODES = {
 
 
 def _settings() -> Settings:
-    return current_app.extensions["iweblens.settings"]
+    settings: Settings = current_app.extensions["iweblens.settings"]
+    return settings
 
 
 def _pool() -> InferencePool:
-    return current_app.extensions["iweblens.pool"]
+    pool: InferencePool = current_app.extensions["iweblens.pool"]
+    return pool
 
 
 def _admission() -> Admission:
-    return current_app.extensions["iweblens.admission"]
+    admission: Admission = current_app.extensions["iweblens.admission"]
+    return admission
 
 
 def _ticket() -> Ticket:
     """The front's ticket for this request; a ticket of its own when the app runs alone."""
-    ticket = request.environ.get("asgi.scope", {}).get(TICKET_KEY)
+    ticket: Ticket | None = request.environ.get("asgi.scope", {}).get(TICKET_KEY)
     if ticket is None:
         ticket = _admission().ticket()
         g.own_ticket = ticket
@@ -82,7 +89,20 @@ def _ticket() -> Ticket:
 @api.post("/api/object_detection")
 def object_detection() -> Response:
     detection_request = parse_request(request)
-    header = check_image(detection_request.image, _settings().max_pixels)
+    options = parse_options(detection_request, query_lists(request.args))
+    params = options.params(_pool().model)
+    return answer(
+        detection_request, options, params, run_detection(detection_request.image, params)
+    )
+
+
+def run_detection(image: bytes, params: DetectionParams) -> Inference:
+    """Check the image, admit it, wait for the model and detect: every detection endpoint's path.
+
+    Raises ``ApiError``: 400 or 413 for the image, 503 while the model is unavailable, and
+    ``Shed`` (503 with ``Retry-After``) when admission refuses or drops the job.
+    """
+    header = check_image(image, _settings().max_pixels)
     pool = _pool()
     if not pool.wait_ready(timeout=_settings().timeout):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
@@ -94,9 +114,9 @@ def object_detection() -> Response:
         )
     ticket.admit_job(cost, work_units(header))
     try:
-        future = pool.submit(detection_request.image, ticket)
+        future = pool.submit(image, params, ticket)
         ticket.attach(future)
-        detections = future.result()
+        return future.result()
     except CancelledError:
         raise ticket.refusal or Shed("shutdown", "the server is shutting down", 1) from None
     except JobDropped as dropped:
@@ -105,7 +125,6 @@ def object_detection() -> Response:
         raise ApiError(400, "invalid_image", "the data is not a decodable image") from None
     except ModelUnavailableError as error:
         raise ApiError(503, "model_unavailable", str(error)) from None
-    return jsonify(render_detections(detection_request, detections))
 
 
 def _probe(path: str) -> Response:
@@ -205,7 +224,8 @@ class BufferedRequest(Request):
         # whole returns that buffer itself (BytesIO over bytes), where Werkzeug's size-limiting
         # wrapper would copy it in chunks.
         if BUFFERED_KEY in self.environ:
-            return self.environ["wsgi.input"]
+            buffered: IO[bytes] = self.environ["wsgi.input"]
+            return buffered
         return super().stream
 
     def _get_file_stream(
@@ -218,9 +238,8 @@ class BufferedRequest(Request):
         return io.BytesIO()
 
 
-def create_app(settings: Settings | None = None, pool: InferencePool | None = None) -> Flask:
+def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
     """Build the app; the model loads and warms up in the background (``/readyz`` says when)."""
-    settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.request_class = BufferedRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -231,20 +250,25 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     if pool is None:
         pool = build_pool(settings, service_metrics.observe_inference)
         pool.start()
+    limit = memory_allotment()  # read once: a pod's limit does not change while it runs
     admission = Admission(
-        request_budget(settings, pending_networks=0 if pool.ready else pool.workers),
+        request_budget(settings, limit, pending_networks=0 if pool.ready else pool.workers),
         settings.max_wait,
         pool.workers,
         AdmissionEvents(shed=service_metrics.count_shed, dropped=service_metrics.count_dropped),
     )
     service_metrics.watch_admission(admission)
     # Once the networks are loaded, the budget is measured rather than estimated.
-    pool.when_ready(lambda: admission.set_budget(request_budget(settings)))
-    app.extensions["iweblens.measure_budget"] = lambda: request_budget(settings)
+    pool.when_ready(lambda: admission.set_budget(request_budget(settings, limit)))
+    app.extensions["iweblens.measure_budget"] = lambda: request_budget(settings, limit)
     app.extensions["iweblens.settings"] = settings
     app.extensions["iweblens.metrics"] = service_metrics
     app.extensions["iweblens.pool"] = pool
     app.extensions["iweblens.admission"] = admission
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
+    app.register_blueprint(deepstack_blueprint(run_detection))
+    keys = ApiKeys.from_settings(settings)
+    app.register_blueprint(auth_blueprint(keys, settings.metrics_require_key))
+    app.extensions["iweblens.api_keys"] = keys
     return app

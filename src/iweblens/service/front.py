@@ -34,6 +34,7 @@ from iweblens.config import Settings
 from iweblens.inference.pool import InferencePool
 from iweblens.service.admission import Admission, Shed, Ticket
 from iweblens.service.app import BUFFERED_KEY, TICKET_KEY
+from iweblens.service.auth import ApiKeys
 from iweblens.service.conventions import (
     REQUEST_ID_HEADER,
     common_headers,
@@ -58,6 +59,8 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 BODY_POLL_S = 0.5
 # After a request that held this much, freed memory is handed back to the system (malloc_trim).
 TRIM_AFTER_BYTES = 8 * 1024 * 1024
+# The memory budget is measured again (when nothing is reserved) at most this often.
+REMEASURE_S = 1.0
 
 
 def body_charge(length: int, content_type: str) -> int:
@@ -84,19 +87,21 @@ class Front:
         self.metrics: ServiceMetrics = app.extensions["iweblens.metrics"]
         self.pool: InferencePool = app.extensions["iweblens.pool"]
         self.admission: Admission = app.extensions["iweblens.admission"]
+        self.api_keys: ApiKeys = app.extensions["iweblens.api_keys"]
         # One thread per request in flight in the app, up to ``threads``; more wait for one here.
         self.wsgi = WSGIMiddleware(_buffered(app.wsgi_app), workers=threads)
         self.measure_budget: Callable[[], int] = app.extensions["iweblens.measure_budget"]
         self.trimmer = Trimmer()
+        self._next_remeasure = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         exchange = Exchange(scope, send, self.settings.served_by, self.metrics)
         method, path = scope["method"], scope["path"]
-        if path in PROBE_PATHS and method in ("GET", "HEAD"):
-            status, body, content_type = probe(path, self.pool, self.admission, self.metrics)
-            await exchange.answer(status, body, content_type)
+        if path in PROBE_PATHS and method in ("GET", "HEAD") and self._open(path):
+            status, answer, content_type = probe(path, self.pool, self.admission, self.metrics)
+            await exchange.answer(status, answer, content_type)
             return
         ticket = self.admission.ticket()
         try:
@@ -114,9 +119,19 @@ class Front:
                 self._remeasure()
 
     def _remeasure(self) -> None:
-        # Until the networks are loaded, the budget counts them as an estimate instead.
-        if self.pool.ready:
+        # Until the networks are loaded, the budget counts them as an estimate instead. At most
+        # once a REMEASURE_S: the allocator's holdings change slowly.
+        now = time.monotonic()
+        if self.pool.ready and now >= self._next_remeasure:
+            self._next_remeasure = now + REMEASURE_S
             self.admission.remeasure(self.measure_budget)
+
+    def _open(self, path: str) -> bool:
+        """Whether the front may answer this probe itself: ``/metrics`` needs a key when API keys
+        are configured (``IWEBLENS_METRICS_REQUIRE_KEY``); the app checks it then."""
+        if path != "/metrics":
+            return True
+        return not (self.api_keys.enabled and self.settings.metrics_require_key)
 
     async def _read_body(self, scope: Scope, receive: Receive, ticket: Ticket) -> bytes | None:
         """The whole body, with its memory reserved; None if the client left."""

@@ -17,7 +17,7 @@ import binascii
 import enum
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from werkzeug import Request
@@ -65,6 +65,8 @@ class DetectionRequest:
     image: bytes
     flavour: Flavour
     request_id: Any = None
+    # The body's other fields (form fields as lists, JSON members): options are read from them.
+    fields: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def parse_request(request: Request) -> DetectionRequest:
@@ -95,7 +97,8 @@ def _parse_multipart(request: Request) -> DetectionRequest:
     upload = request.files.get("image")
     if upload is None:
         raise ApiError(400, "missing_image", "the multipart body has no file part named 'image'")
-    return DetectionRequest(_non_empty(upload.read()), Flavour.MULTIPART)
+    fields = request.form.to_dict(flat=False)
+    return DetectionRequest(_non_empty(upload.read()), Flavour.MULTIPART, fields=fields)
 
 
 def _parse_json(body: bytes) -> DetectionRequest:
@@ -112,7 +115,10 @@ def _parse_json(body: bytes) -> DetectionRequest:
     if not isinstance(encoded, str) or not encoded:
         raise ApiError(400, "missing_image", "the JSON object has no non-empty 'image' string")
     request_id = document.get("id")
-    return DetectionRequest(_non_empty(_decode_base64(encoded)), Flavour.JSON, request_id)
+    image = _non_empty(_decode_base64(encoded))
+    # Not the base64 text: it would stay in memory while the request waits for inference.
+    fields = {name: value for name, value in document.items() if name != "image"}
+    return DetectionRequest(image, Flavour.JSON, request_id, fields=fields)
 
 
 def _decode_base64(encoded: str) -> bytes:

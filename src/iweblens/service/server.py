@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -32,7 +32,7 @@ from iweblens.service.front import READ_DEADLINE_KEY, Front
 
 log = logging.getLogger(__name__)
 
-# Request line and headers together (gunicorn's limits allow ~8 KiB a field and 100 fields; real
+# Request line and headers together (common servers allow ~8 KiB a field and 100 fields; real
 # clients send well under 4 KiB). Beyond it: 431, connection closed.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_COUNT = 100
@@ -107,7 +107,8 @@ class FrontProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
         # The body must arrive by the same deadline; the front reads it.
-        self.scope[READ_DEADLINE_KEY] = self._since + self.settings.read_timeout  # type: ignore[typeddict-unknown-key]
+        scope = cast(dict[str, Any], self.scope)  # an ASGI scope may carry extensions of ours
+        scope[READ_DEADLINE_KEY] = self._since + self.settings.read_timeout
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
