@@ -53,11 +53,13 @@ RATE_SMOOTHING = 0.2
 # Retry-After is at least a second and at most a minute: past that, a client should look elsewhere.
 RETRY_AFTER_BOUNDS = (1, 60)
 # Client patience: departures of queued jobs seen in the last PATIENCE_WINDOW_S seconds, at least
-# PATIENCE_MIN_DEPARTURES of them; their PATIENCE_QUANTILE, times PATIENCE_SHARE, is the wait limit.
+# PATIENCE_MIN_DEPARTURES of them; their PATIENCE_QUANTILE, times PATIENCE_SHARE, is the wait limit,
+# and a queued job is not started past PATIENCE_START_SHARE of it (its answer would come too late).
 PATIENCE_WINDOW_S = 30.0
-PATIENCE_MIN_DEPARTURES = 5
+PATIENCE_MIN_DEPARTURES = 3
 PATIENCE_QUANTILE = 0.1
 PATIENCE_SHARE = 0.6
+PATIENCE_START_SHARE = 0.8
 # Throughput is measured over the last THROUGHPUT_JOBS jobs finished back to back.
 THROUGHPUT_JOBS = 16
 # During a drain, jobs are assumed to run this much slower than measured (a node busy with other
@@ -321,7 +323,9 @@ class Admission:
                 reason = "disconnected"
             elif now > ticket.deadline:
                 reason = "deadline"
-            elif patience is not None and now - ticket.admitted + own > patience:
+            elif patience is not None and (
+                now - ticket.admitted + own > patience * PATIENCE_START_SHARE
+            ):
                 # Clients like this one have been leaving by now: its answer would be too late.
                 reason = "deadline"
             elif self.reserved_bytes + ticket.decode_bytes > self.budget_bytes:
