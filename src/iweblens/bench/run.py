@@ -39,7 +39,7 @@ from iweblens.config import Settings
 from iweblens.load.client import LoadResult, run_load
 from iweblens.models.store import ModelStore
 from iweblens.study.replicas.cgroup import CpuCgroup
-from iweblens.study.replicas.local import ENTER_CGROUP, LocalBackend
+from iweblens.study.replicas.local import LocalBackend
 
 QUOTA_CORES = 0.5
 DEFAULT_ENGINES = ("opencv", "onnxruntime", "openvino", "openvino-int8")
@@ -130,7 +130,7 @@ def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
 
 def limited_command(cgroup: CpuCgroup, command: Sequence[str]) -> list[str]:
     """``command`` run so that it enters ``cgroup`` before it executes anything."""
-    return ["sh", "-c", ENTER_CGROUP, str(cgroup.procs_file), *command]
+    return cgroup.command(list(command))
 
 
 def floor_under_quota(engine: str, images: Sequence[Path]) -> tuple[float, dict[str, float]]:

@@ -2,7 +2,9 @@
 
 cgroup v1 (``cpu.cfs_quota_us``) and v2 (``cpu.max``) are both handled, whichever this machine
 lets us write. A replica is put into its cgroup before it executes, so every process and thread it
-ever starts (gunicorn forks its worker) is held to the quota.
+ever starts (gunicorn forks its worker) is held to the quota, and the kernel counts the CPU time
+they all use (v2 ``cpu.stat``; v1 ``cpuacct.usage``, which lives in a hierarchy of its own when
+``cpu`` and ``cpuacct`` are mounted apart, so a twin cgroup of the same name is made there).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
+# Puts the shell into every cgroup listed in $0 (colon-separated), then becomes the command:
+# nothing runs outside the quota or the accounting.
+ENTER_CGROUP = 'IFS=:; for f in $0; do echo $$ > "$f" || exit 1; done; unset IFS; exec "$@"'
 
 
 class CgroupUnavailable(OSError):
@@ -44,9 +49,11 @@ def _v2_hierarchies(root: Path) -> list[Path]:
 class CpuCgroup:
     """One cgroup of ours holding a CPU quota in cores; :meth:`remove` takes it away again."""
 
-    def __init__(self, path: Path, version: int) -> None:
+    def __init__(self, path: Path, version: int, accounting: Path | None = None) -> None:
         self.path = path
         self.version = version
+        # v1 only: the twin cgroup holding cpuacct.usage when cpuacct is mounted apart from cpu.
+        self.accounting = accounting
 
     @classmethod
     def create(cls, name: str, cores: float, root: Path = CGROUP_ROOT) -> CpuCgroup:
@@ -58,7 +65,7 @@ class CpuCgroup:
                 path = _make_dir(base / name)
                 (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
                 (path / "cpu.cfs_quota_us").write_text(str(quota_us))
-                return cls(path, 1)
+                return cls(path, 1, _v1_accounting(root, name, path))
             except OSError as error:
                 failures.append(f"{base}: {error}")
         for base in _v2_hierarchies(root):
@@ -78,6 +85,34 @@ class CpuCgroup:
     def procs_file(self) -> Path:
         """Writing a pid here moves that process (all its threads) into the cgroup."""
         return self.path / "cgroup.procs"
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """Each ``cgroup.procs`` a process joins: the quota's, and the accounting's when apart."""
+        twin = [self.accounting / "cgroup.procs"] if self.accounting is not None else []
+        return [self.procs_file, *twin]
+
+    def command(self, command: list[str]) -> list[str]:
+        """``command`` wrapped so that it joins this cgroup before it executes anything."""
+        return ["sh", "-c", ENTER_CGROUP, ":".join(map(str, self.procs_files)), *command]
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process that was ever inside (None without accounting).
+
+        Read it before and after a run: the difference is what the run cost, however the quota
+        throttled it and whatever else ran on the machine meanwhile.
+        """
+        try:
+            if self.version == 2:
+                for line in (self.path / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+                return None
+            usage = (self.accounting or self.path) / "cpuacct.usage"
+            return int(usage.read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
 
     def quota_cores(self) -> float | None:
         """The quota as the kernel holds it, read back from the cgroup's files."""
@@ -106,17 +141,36 @@ class CpuCgroup:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        while True:
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                # EBUSY until the killed processes are reaped
-                if time.monotonic() > deadline + 5:
-                    raise
-                time.sleep(0.1)
+        for path in (self.path, self.accounting):
+            if path is not None:
+                _rmdir_when_empty(path, deadline + 5)
+
+
+def _rmdir_when_empty(path: Path, deadline: float) -> None:
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            # EBUSY until the killed processes are reaped
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _v1_accounting(root: Path, name: str, quota_path: Path) -> Path | None:
+    """The cpuacct twin of a v1 quota cgroup, or None when cpuacct shares its directory."""
+    if (quota_path / "cpuacct.usage").exists():
+        return None
+    base = root / "cpuacct"
+    if not (base / "cpuacct.usage").exists():
+        return None
+    try:
+        return _make_dir(base / name)
+    except OSError:
+        return None
 
 
 def _make_dir(path: Path) -> Path:

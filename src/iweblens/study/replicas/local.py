@@ -19,8 +19,6 @@ from iweblens.study.replicas.balanced import LOOPBACK, BalancedBackend, Replica
 from iweblens.study.replicas.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
 
 STOP_TIMEOUT_S = 30.0
-# Puts the shell into the cgroup, then becomes the server: nothing runs outside the quota.
-ENTER_CGROUP = 'echo $$ > "$0" && exec "$@"'
 
 
 @dataclass
@@ -68,7 +66,7 @@ class LocalBackend(BalancedBackend[LocalReplica]):
         cgroup = self._limit(name)
         command = serve_command(port)
         if cgroup is not None:
-            command = ["sh", "-c", ENTER_CGROUP, str(cgroup.procs_file), *command]
+            command = cgroup.command(command)
         env = {
             **os.environ,
             "IWEBLENS_SERVED_BY": name,
