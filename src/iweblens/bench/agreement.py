@@ -8,7 +8,10 @@ precision and recall taken against the reference engine's detections.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from iweblens.detection import Detection
 
@@ -84,3 +87,19 @@ class F1Tally:
     def f1(self) -> float:
         denominator = 2 * self.true_positives + self.false_positives + self.false_negatives
         return 2 * self.true_positives / denominator if denominator else 1.0
+
+
+def f1_noise(tallies: Sequence[F1Tally], resamples: int = 2000, seed: int = 0) -> float:
+    """How much an F1 over these images moves by chance: its bootstrap standard deviation.
+
+    ``tallies`` holds one tally per image; the images are drawn with replacement ``resamples``
+    times (fixed seed, so a report is reproducible) and F1 is recomputed on each draw.
+    """
+    counts = np.array(
+        [(t.true_positives, t.false_positives, t.false_negatives) for t in tallies], dtype=float
+    )
+    draws = np.random.default_rng(seed).integers(0, len(counts), (resamples, len(counts)))
+    tp, fp, fn = counts[draws].sum(axis=1).T
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.ones_like(tp), where=denominator > 0)
+    return float(f1.std())

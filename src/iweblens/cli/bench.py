@@ -9,15 +9,18 @@ from pathlib import Path
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from iweblens.bench.run import DEFAULT_ENGINES, log, run_bench
+    from iweblens.bench.run import DEFAULT_ENGINES, QUICK_ROUNDS, log, run_bench
 
     images = sorted(args.images.glob("*.jpg"))[: args.count]
     if len(images) < 2:
         print(f"iweblens bench: need at least 2 .jpg images in {args.images}", file=sys.stderr)
         return 2
     engines = args.engines.split(",") if args.engines else list(DEFAULT_ENGINES)
-    clients, replicas = (4, 2) if args.quick else (args.clients, args.replicas)
-    report = run_bench(images, engines, clients, replicas)
+    if args.quick:
+        clients, replicas, rounds = 4, 2, QUICK_ROUNDS
+    else:
+        clients, replicas, rounds = args.clients, args.replicas, args.rounds
+    report = run_bench(images, engines, clients, replicas, rounds)
     text = "\n".join(report)
     print(text)
     if args.output:
@@ -57,7 +60,7 @@ def _run_soak(args: argparse.Namespace) -> int:
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from iweblens.bench.run import DEFAULT_ENGINES
+    from iweblens.bench.run import DEFAULT_ENGINES, DEFAULT_ROUNDS
 
     parser.add_argument(
         "--images",
@@ -69,9 +72,17 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help="rounds of alternated measurements; figures are their medians (default %(default)s)",
+    )
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     parser.add_argument(
-        "--quick", action="store_true", help="a short proof that it works: 4 clients, 2 replicas"
+        "--quick",
+        action="store_true",
+        help="a short proof that it works: 4 clients, 2 replicas, 2 rounds",
     )
     parser.set_defaults(run=_run_bench)
 

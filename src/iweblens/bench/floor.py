@@ -1,0 +1,121 @@
+"""The floor: what the CPU allows per image, in-process, under the pod's CPU quota.
+
+Decode + letterbox + forward + postprocess (NMS) with one network and no HTTP, the same code the
+service runs per request. CPU time per image (the process's CPU clock) is the figure that decides:
+on a shared machine other work steals wall time from the quota, never CPU time from the process.
+Wall time is kept beside it. Each measurement runs in a fresh child process inside a cgroup that
+holds ``QUOTA_CORES`` (``python -m iweblens.bench.floor ENGINE IMAGE...`` prints one JSON line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from iweblens.config import Settings
+from iweblens.models.store import ModelStore
+from iweblens.study.replicas.cgroup import CpuCgroup
+
+QUOTA_CORES = 0.5
+WARMUP_IMAGES = 2
+STAGES = ("decode", "letterbox", "forward", "postprocess")
+
+
+@dataclass(frozen=True)
+class FloorSample:
+    """One pass over the images: seconds per image, CPU and wall, and CPU seconds per stage."""
+
+    cpu_s: float
+    wall_s: float
+    stages: dict[str, float]
+
+
+class CpuLaps:
+    """Process CPU seconds spent in each named stage, summed over repetitions."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self._last = time.process_time()
+
+    def start(self) -> None:
+        self._last = time.process_time()
+
+    def mark(self, stage: str) -> None:
+        now = time.process_time()
+        self.totals[stage] += now - self._last
+        self._last = now
+
+
+def measure_floor(engine: str, images: Sequence[Path]) -> FloorSample:
+    """One pass of decode + letterbox + forward + postprocess over ``images``, in this process.
+
+    The process's CPU clock (``time.process_time``: every thread, so an engine's worker threads
+    count) is read between stages; the network was warmed up on the first images beforehand.
+    """
+    from iweblens.inference.cpu import cpu_allotment, threads_for
+    from iweblens.inference.detector import Detector, letterbox
+    from iweblens.inference.engines import set_compute_threads
+    from iweblens.inference.images import decode_image
+
+    settings = Settings.from_env()
+    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    set_compute_threads(threads_for(cpu_allotment()))
+    detector = Detector.from_settings(settings, paths, engine)
+    payloads = [image.read_bytes() for image in images]
+    for data in payloads[:WARMUP_IMAGES]:
+        detector.detect_bytes(data)
+    laps = CpuLaps()
+    started = time.perf_counter()
+    for data in payloads:
+        laps.start()
+        image = decode_image(data)
+        laps.mark("decode")
+        blob, box = letterbox(image, settings.input_size)
+        laps.mark("letterbox")
+        rows = detector.engine.forward(blob)
+        laps.mark("forward")
+        detector.decode(rows, box, image.shape[1], image.shape[0])
+        laps.mark("postprocess")
+    wall = time.perf_counter() - started
+    count = len(payloads)
+    stages = {stage: total / count for stage, total in laps.totals.items()}
+    return FloorSample(sum(stages.values()), wall / count, stages)
+
+
+@contextlib.contextmanager
+def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
+    """A fresh cgroup holding ``QUOTA_CORES``, removed (with anything left in it) afterwards."""
+    cgroup = CpuCgroup.create(f"iweblens-bench-{os.getpid()}-{label}", QUOTA_CORES)
+    try:
+        yield cgroup
+    finally:
+        cgroup.remove()
+
+
+def floor_under_quota(engine: str, images: Sequence[Path]) -> FloorSample:
+    """``measure_floor`` in a fresh child process held to the pod's CPU quota."""
+    with quota_cgroup(f"floor-{engine}") as cgroup:
+        command = [sys.executable, "-m", "iweblens.bench.floor", engine, *map(str, images)]
+        output = subprocess.run(
+            cgroup.command(command), check=True, capture_output=True, text=True
+        ).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    return FloorSample(result["cpu_s"], result["wall_s"], result["stages"])
+
+
+def _child(argv: list[str]) -> None:
+    sample = measure_floor(argv[0], [Path(arg) for arg in argv[1:]])
+    print(json.dumps({"cpu_s": sample.cpu_s, "wall_s": sample.wall_s, "stages": sample.stages}))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit("usage: python -m iweblens.bench.floor ENGINE IMAGE...; see `iweblens bench`")
+    _child(sys.argv[1:])

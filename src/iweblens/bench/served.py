@@ -1,0 +1,187 @@
+"""Served figures: the service (and the naive baseline) under load, each replica at the pod's quota.
+
+The service is the study's ``local`` backend: ``iweblens serve`` replicas, each in a cgroup that
+holds ``QUOTA_CORES`` and counts its CPU time, round-robin behind HAProxy, loaded with the
+reference client's multipart requests. Every run records wall-clock figures (throughput, latency),
+the replicas' CPU seconds per image (the cgroups' own count: it includes HTTP, decoding and
+everything else a pod pays for, and no time stolen by other work on the machine) and their peak
+resident memory. One ``EngineService`` per engine stays up across rounds, so the bench can
+alternate engines without restarting them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from iweblens.bench.floor import QUOTA_CORES, quota_cgroup
+from iweblens.config import Settings
+from iweblens.load.client import LoadResult, run_load
+from iweblens.study.replicas.cgroup import CpuCgroup
+from iweblens.study.replicas.local import LocalBackend
+
+RSS_SAMPLE_S = 0.2
+NAIVE_START_TIMEOUT_S = 60.0
+# 32 naive requests each load their own network in half a core: answers take 30 s and more, and
+# like the reference client the benchmark waits for them rather than count them as lost.
+NAIVE_REQUEST_TIMEOUT_S = 600.0
+
+
+class RssSampler:
+    """Peak resident memory of a set of processes, sampled in the background during a run."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self._pids = pids
+        self._stop = threading.Event()
+        self.peak_bytes = 0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, sum(map(rss_bytes, self._pids())))
+            if self._stop.wait(RSS_SAMPLE_S):
+                return
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class ServedRun:
+    """One closed-loop load run: wall-clock results, CPU seconds per image, peak RSS (all pods)."""
+
+    clients: int
+    replicas: int
+    load: LoadResult
+    cpu_s: float | None
+    rss_bytes: int
+
+    @property
+    def cpu_rate(self) -> float | None:
+        """Images per second one pod's quota buys, from CPU time (what a 0.5-CPU pod serves)."""
+        return QUOTA_CORES / self.cpu_s if self.cpu_s else None
+
+
+def _cpu_seconds(cgroups: Sequence[CpuCgroup]) -> float | None:
+    counts = [cgroup.cpu_seconds() for cgroup in cgroups]
+    return None if any(count is None for count in counts) else sum(filter(None, counts))
+
+
+def measured_run(
+    cgroups: Sequence[CpuCgroup],
+    images: Sequence[Path],
+    endpoint: str,
+    clients: int,
+    timeout: float = 60.0,
+) -> ServedRun:
+    """Every image posted once by ``clients`` threads; CPU and memory of ``cgroups`` meanwhile."""
+    before = _cpu_seconds(cgroups)
+    with RssSampler(lambda: [pid for cgroup in cgroups for pid in cgroup.pids()]) as rss:
+        load = run_load(images, endpoint, clients, timeout=timeout, progress=False)
+    after = _cpu_seconds(cgroups)
+    if load.errors or load.timeouts:
+        raise RuntimeError(f"{load.errors} errors, {load.timeouts} timeouts at {endpoint}")
+    cpu = None if before is None or after is None else (after - before) / len(images)
+    return ServedRun(clients, len(cgroups), load, cpu, rss.peak_bytes)
+
+
+class EngineService:
+    """One engine's replicas (``iweblens serve`` in quota cgroups) behind HAProxy."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self.backend = LocalBackend(cpu_limit=QUOTA_CORES, engine=engine)
+
+    def __enter__(self) -> EngineService:
+        try:
+            self.backend.scale(1)
+        except BaseException:
+            self.backend.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.backend.close()
+
+    def _cgroups(self) -> list[CpuCgroup]:
+        cgroups = [self.backend.cgroup_of(name) for name in self.backend.replica_names()]
+        if any(cgroup is None for cgroup in cgroups):
+            raise RuntimeError("a replica runs without a CPU quota; the figures would lie")
+        return [cgroup for cgroup in cgroups if cgroup is not None]
+
+    def round(self, images: Sequence[Path], clients: int, replicas: int) -> list[ServedRun]:
+        """1 replica at 1 and ``clients`` threads, then ``replicas`` at ``clients``; back to 1."""
+        runs = [
+            measured_run(self._cgroups(), images, self.backend.endpoint, threads)
+            for threads in (1, clients)
+        ]
+        self.backend.scale(replicas)
+        try:
+            runs.append(measured_run(self._cgroups(), images, self.backend.endpoint, clients))
+        finally:
+            self.backend.scale(1)
+        return runs
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + NAIVE_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the naive baseline exited during start-up")
+        with contextlib.suppress(requests.ConnectionError):
+            requests.get(url, timeout=2)
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the naive baseline did not answer at {url}")
+
+
+def measure_naive(images: Sequence[Path], clients: int) -> list[ServedRun]:
+    """The naive baseline (``iweblens.bench.naive``) at 1 and ``clients`` threads, same quota."""
+    from iweblens.study.replicas.balanced import LOOPBACK, free_port
+
+    port = free_port()
+    model_dir = Settings.from_env().model_dir
+    command = [sys.executable, "-m", "iweblens.bench.naive", "--port", str(port)]
+    runs = []
+    with quota_cgroup("naive") as cgroup:
+        process = subprocess.Popen(
+            cgroup.command([*command, "--model-dir", str(model_dir)]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            _wait_for_http(f"http://{LOOPBACK}:{port}/", process)
+            endpoint = f"http://{LOOPBACK}:{port}/api/object_detection"
+            for threads in (1, clients):
+                runs.append(
+                    measured_run([cgroup], images, endpoint, threads, NAIVE_REQUEST_TIMEOUT_S)
+                )
+        finally:
+            process.terminate()
+            process.wait()
+    return runs
