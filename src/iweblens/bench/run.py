@@ -200,7 +200,7 @@ def floor_table(engines: Sequence[EngineFigures]) -> list[str]:
         "|---|---:|---:|---:|" + "---:|" * len(STAGES),
     ]
     for fig in engines:
-        stages = [fig.floor(lambda s, stage=stage: s.stages[stage]) for stage in STAGES]
+        stages = [Spread.of([s.stages[stage] for s in fig.floors]) for stage in STAGES]
         lines.append(
             f"| {fig.engine} | {fig.floor(lambda s: s.cpu_s).text(1000, 1)} "
             f"| {fig.floor(lambda s: s.wall_s).text(1000, 1)} "
