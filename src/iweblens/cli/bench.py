@@ -33,7 +33,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _run_quantize(args: argparse.Namespace) -> int:
     from iweblens.config import Settings
     from iweblens.inference.quantize import calibration_set, quantize
-    from iweblens.models.store import ModelStore
+    from iweblens.models.store import ModelStore, sha256_of
 
     settings = Settings.from_env()
     paths = ModelStore(settings.model_dir).ensure()
@@ -43,6 +43,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
         return 2
     target = quantize(paths, images, settings.input_size)
     print(f"quantized on {len(images)} images of {args.images}: {target}")
+    print(f"weights sha256 {sha256_of(target.with_suffix('.bin'))}")
     return 0
 
 

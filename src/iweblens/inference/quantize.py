@@ -96,6 +96,9 @@ def quantize(paths: ModelPaths, images: Sequence[Path], input_size: int = 416) -
         "calibration_images": [image.name for image in images],
         "calibration_sha256": calibration.hexdigest(),
         "nncf_version": nncf.__version__,
+        "openvino_version": ov.get_version(),
+        # The quantization is deterministic: the same photographs and versions give these bytes.
+        "weights_sha256": sha256_of(target.with_suffix(".bin")),
     }
     int8_sidecar(target).write_text(json.dumps(provenance, indent=2) + "\n")
     return target
