@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from iweblens.study.replicas.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
+from iweblens.study.replicas.local import LocalBackend
 
 
 def test_v1_quota_files(tmp_path: Path) -> None:
@@ -52,6 +53,20 @@ def test_v1_cpu_and_cpuacct_together_need_no_twin(tmp_path: Path) -> None:
     assert cgroup.accounting is None
     assert cgroup.procs_files == [cgroup.procs_file]
     assert cgroup.cpu_seconds() == 1.0
+
+
+def test_two_local_backends_of_one_process_never_share_a_replica_cgroup(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
+    first, second = (LocalBackend(cgroup_root=tmp_path) for _ in range(2))
+    try:
+        a, b = first._limit("replica-1"), second._limit("replica-1")
+        assert a is not None and b is not None
+        assert a.path != b.path
+        assert a.path.name.startswith(f"iweblens-{os.getpid()}-")
+    finally:
+        first.close()
+        second.close()
 
 
 def test_v2_cpu_max_and_controller_enabled(tmp_path: Path) -> None:
