@@ -3,9 +3,10 @@
 #   docker build -t iweblens:latest .
 #   docker run --rm -p 5000:5000 --cpus 0.5 iweblens:latest
 #
-# The build stage installs the locked dependencies and the package, and fetches the model files,
-# sha256-verified, so the image starts and serves with no network at all. The final stage copies
-# only the virtualenv and the model: no compilers, no pip cache, no sources.
+# The build stage installs the locked dependencies and the package (compiling its C letterbox with
+# gcc), and fetches the model files, sha256-verified, so the image starts and serves with no network
+# at all. The final stage copies only the virtualenv and the model: no compilers, no pip cache, no
+# sources.
 
 FROM python:3.11-slim AS build
 
@@ -23,10 +24,21 @@ WORKDIR /src
 COPY pyproject.toml README.md requirements.lock ./
 RUN pip install --require-hashes --requirement requirements.lock
 
-# `pip check` fails the build when the lock has fallen behind pyproject.toml's dependencies.
+# The exact C letterbox (setup.py) needs a C compiler, here only: the final stage copies the venv.
+# Debian's own versions of the bookworm base; pinning them would break at its next point release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+# `pip check` fails the build when the lock has fallen behind pyproject.toml's dependencies; the
+# import fails it when the C letterbox was not built (pip would only warn, and the image would
+# letterbox with the slower NumPy fallback).
+COPY setup.py ./
 COPY src ./src
 RUN pip install --no-deps . \
     && pip check \
+    && python -c "import iweblens.inference._letterbox" \
     && pip uninstall --yes pip setuptools
 
 # `fetch-model` refuses any file whose sha256 is not the pinned one, so a bad download fails the

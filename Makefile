@@ -2,12 +2,19 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# `make run` is a developer's server: loopback only, so it is not exposed to the network by
+# surprise (HOST=0.0.0.0 to serve the LAN). The image and the pods bind 0.0.0.0 (IWEBLENS_HOST).
+HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint install
+.PHONY: run test lint install clean
 
-# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package.
-$(BIN)/iweblens: pyproject.toml requirements-dev.lock
+# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package,
+# whose editable install compiles the C letterbox into src/ (again whenever its source changes).
+# scripts/check-python.sh first: a Python without venv/ensurepip (Debian and Ubuntu without
+# python3.X-venv) gets the one command that fixes it instead of a half-made .venv.
+$(BIN)/iweblens: pyproject.toml requirements-dev.lock setup.py src/iweblens/inference/_letterbox.c
+	scripts/check-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
@@ -17,16 +24,23 @@ $(BIN)/iweblens: pyproject.toml requirements-dev.lock
 install: $(BIN)/iweblens
 
 run: install
-	$(BIN)/iweblens serve --port $(PORT)
+	$(BIN)/iweblens serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 test: install lint
 	scripts/install-system-deps.sh
+	scripts/install-kubectl.sh $(VENV)
 	$(BIN)/iweblens fetch-model
 	$(BIN)/pytest
+
+# Removes the venv and what the project cached (model, Docker data-roots, debootstrap base, podman
+# storage, test artifacts); says how much that freed. See scripts/clean.sh for the exact list.
+clean:
+	scripts/clean.sh $(VENV)
 
 # Container image and the kind cluster (README: "Deploy on Kubernetes (kind)").
 DOCKER       ?= docker

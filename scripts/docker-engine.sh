@@ -25,8 +25,10 @@ PIDFILE="$RUN_DIR/dockerd.pid"
 DATA_ROOT="$CACHE/data-$NAME"
 CGROUP_PARENT="${NAME}-docker"
 BASE_IMAGE="python:3.11-slim"
-ROOTFS_TAR="$CACHE/debian-bookworm-python3.tar"
-ROOTFS_IMAGE="local/debian-python3:bookworm"
+# Python's headers are in, as in the real python:3.11-slim (the C letterbox builds against them);
+# the names changed with that, so a cached rootfs without them is not reused.
+ROOTFS_TAR="$CACHE/debian-bookworm-python3-dev.tar"
+ROOTFS_IMAGE="local/debian-python3-dev:bookworm"
 START_TIMEOUT_S=60
 
 export DOCKER_HOST="unix://$SOCKET"
@@ -126,7 +128,15 @@ mirror() {
 
 base_image() {
     answers || { say "engine is not running; run '$0 start' first"; return 3; }
-    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+        # The real image has Python's headers; a stand-in cached before they were needed does
+        # not, and the C letterbox would then fail to build: replace it.
+        docker run --rm --network none "$BASE_IMAGE" python3 -c \
+            'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+            && return 0
+        say "$BASE_IMAGE has no Python headers (an older stand-in): building it again"
+        docker rmi --force "$BASE_IMAGE" >/dev/null
+    fi
     # Never pulled: no registry is reachable from CI, and a pull would leave loopback.
     say "building a local stand-in for $BASE_IMAGE from Debian bookworm's python3 (3.11)"
     if [ ! -s "$ROOTFS_TAR" ]; then
@@ -134,7 +144,7 @@ base_image() {
         local rootfs
         rootfs="$(mktemp -d "$CACHE/rootfs.XXXXXX")"
         debootstrap --variant=minbase \
-            --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+            --include=python3,python3-venv,python3-pip,python-is-python3,libpython3-dev,ca-certificates \
             bookworm "$rootfs" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
             || { say "debootstrap failed; see $CACHE/debootstrap.log"; rm -rf "$rootfs"; return 3; }
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*

@@ -7,9 +7,18 @@ PACKAGES=(
     haproxy  # the load balancer in front of the study's local and docker replicas
     chromium chromium-driver  # the headless browser the try-it page is tested in
     docker.io debootstrap  # the container tests' private engine and stand-in base image
+    docker-compose  # compose.yaml is run with Debian's Compose (v1)
+    podman catatonit  # `podman kube play` runs deploy/k8s/deployment.yaml; catatonit is its pause binary
 )
+# Ubuntu ships Chromium only as a snap (its apt package merely installs the snap): not from apt there.
+if grep -qx 'ID=ubuntu' /etc/os-release 2>/dev/null; then
+    PACKAGES=("${PACKAGES[@]/chromium*/}")
+    command -v chromium >/dev/null \
+        || echo "install-system-deps: on Ubuntu install Chromium yourself: sudo snap install chromium" >&2
+fi
 missing=()
 for package in "${PACKAGES[@]}"; do
+    [ -n "$package" ] || continue
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
         || missing+=("$package")
 done

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import COCO128_DIR, IMAGES_DIR, ServerProcess
+from support import API_KEYS, COCO128_DIR, IMAGES_DIR, ServerProcess
 
 from iweblens.config import Settings
 from iweblens.models.store import ModelPaths, ModelStore
@@ -35,6 +35,17 @@ def coco128() -> list[Path]:
 def live_server(model_paths: ModelPaths) -> Iterator[str]:
     """Base URL of a real gunicorn ``iweblens serve`` on loopback, ready to answer."""
     server = ServerProcess()
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_server(model_paths: ModelPaths) -> Iterator[str]:
+    """Base URL of a real server that requires one of ``support.API_KEYS``."""
+    server = ServerProcess(env={"IWEBLENS_API_KEYS": ",".join(API_KEYS)})
     try:
         server.wait_ready()
         yield server.url

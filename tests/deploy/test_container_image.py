@@ -10,9 +10,6 @@ writable /tmp, no capabilities. Where no engine can run, these tests skip and sa
 from __future__ import annotations
 
 import itertools
-import os
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,45 +20,19 @@ from typing import Any
 
 import pytest
 import requests
-from deploy_helpers import (
-    DOCKER_ENGINE_SCRIPT,
-    FIGURES,
-    REPO_DIR,
-    makefile_variable,
-    parse_docker_size,
-    parse_memory_quantity,
-)
-from support import wait_until_ready
+from deploy_helpers import FIGURES, Docker, parse_docker_size, parse_memory_quantity
+from support import free_port, wait_until_ready
 
 from iweblens.study.replicas.manifest import parse_cpu_quantity
 
 pytestmark = pytest.mark.docker
 
-ENGINE_START_TIMEOUT_S = 120
-BASE_IMAGE_TIMEOUT_S = 900
-BUILD_TIMEOUT_S = 1800
 READY_TIMEOUT_S = 180
 HEALTHY_TIMEOUT_S = 90
 CONCURRENCY = 32
 LOAD_ROUNDS = 3
 SERVED_BY = "container-under-test"
 PERSON_PHOTO = "000000012807.jpg"  # an elephant and a person
-
-
-@dataclass
-class Docker:
-    """The ``docker`` client, pointed at the private engine."""
-
-    env: dict[str, str]
-
-    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> str:
-        done = subprocess.run(
-            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check and done.returncode != 0:
-            output = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
-            raise AssertionError(f"docker {' '.join(args)} failed:\n{output}")
-        return done.stdout.strip()
 
 
 @dataclass
@@ -79,60 +50,8 @@ class RunningContainer:
         return self.docker("inspect", "--format", f"{{{{.State.{field}}}}}", self.name)
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def mebibytes(size: int) -> str:
     return f"{size / 2**20:.0f} MiB"
-
-
-def engine_script(command: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(DOCKER_ENGINE_SCRIPT), command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="module")
-def docker() -> Iterator[Docker]:
-    """A running private engine; stopped afterwards if this fixture started it."""
-    env = dict(os.environ)
-    already_running = engine_script("status", env, 30).returncode == 0
-    started = engine_script("start", env, ENGINE_START_TIMEOUT_S)
-    if started.returncode != 0:
-        pytest.skip(f"no Docker engine can run here: {started.stderr.strip()}")
-    docker_host = started.stdout.strip().removeprefix("DOCKER_HOST=")
-    # The legacy builder resolves FROM from local images only; BuildKit would ask a registry.
-    client = Docker({**env, "DOCKER_HOST": docker_host, "DOCKER_BUILDKIT": "0"})
-    try:
-        yield client
-    finally:
-        if not already_running:
-            engine_script("stop", env, 120)
-
-
-@pytest.fixture(scope="module")
-def image(docker: Docker) -> str:
-    """The service image, built from the repository's Dockerfile exactly as it is."""
-    tag = makefile_variable("IMAGE")
-    started = time.monotonic()
-    base = engine_script("base-image", docker.env, BASE_IMAGE_TIMEOUT_S)
-    assert base.returncode == 0, f"no python:3.11-slim base image: {base.stderr}"
-    FIGURES["base image"] = f"{time.monotonic() - started:.0f} s ({base.stderr.strip() or 'found'})"
-    started = time.monotonic()
-    docker("build", "--network", "host", "--tag", tag, str(REPO_DIR), timeout=BUILD_TIMEOUT_S)
-    FIGURES["build time"] = f"{time.monotonic() - started:.0f} s (layer cache as found)"
-    # Earlier builds' images are dangling now; the cached data-root would otherwise only grow.
-    docker("image", "prune", "--force")
-    size = int(docker("image", "inspect", "--format", "{{.Size}}", tag))
-    FIGURES["image size"] = f"{size / 10**6:.0f} MB (base python:3.11-slim included)"
-    return tag
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +59,7 @@ def running(docker: Docker, image: str, container: dict[str, Any]) -> Iterator[R
     """The image run with the pod's CPU, memory and security settings, on a loopback port."""
     limits = container["resources"]["limits"]
     memory_limit = parse_memory_quantity(limits["memory"])
-    port = free_loopback_port()
+    port = free_port()
     name = f"iweblens-test-{port}"
     docker(
         "run", "--detach", "--name", name,
@@ -179,6 +98,17 @@ def post_photo(url: str, photo: Path) -> requests.Response:
             files={"image": (photo.name, handle, "image/jpeg")},
             timeout=120,
         )
+
+
+def test_the_image_letterboxes_in_c_and_carries_no_compiler(docker: Docker, image: str) -> None:
+    probe = (
+        "import shutil; from iweblens.inference.letterbox import native_available; "
+        "print(native_available(), shutil.which('gcc'), shutil.which('cc'))"
+    )
+    answer = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", probe
+    )
+    assert answer == "True None None"
 
 
 def test_container_detects_a_person_and_names_itself(running: RunningContainer) -> None:

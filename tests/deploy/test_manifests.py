@@ -1,11 +1,15 @@
 """Static checks of the Kubernetes manifests and the kind cluster config.
 
 ``kubernetes-validate --strict`` checks the schema; the tests below check meaning, which no
-schema does (a CPU quantity of "5" or a Service selecting no pod both validate).
+schema does (a CPU quantity of "5" or a Service selecting no pod both validate). They are also the
+only check of the fields ``podman kube play`` cannot honour (test_podman.py lists them): the port
+mappings, the readiness probe, the liveness probe's named port, preStop and the grace period,
+runAsNonRoot and the emptyDir's sizeLimit.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from deploy_helpers import (
 )
 
 from iweblens.config import Settings
+from iweblens.detection import ModelCard
 from iweblens.inference.pool import InferencePool
 from iweblens.service.app import create_app
 from iweblens.study.replicas.manifest import parse_cpu_quantity
@@ -48,7 +53,8 @@ def kubernetes_validate(*arguments: str, stdin: str | None = None) -> subprocess
 
 def app_routes() -> set[str]:
     """The app's URL rules, from a real app whose inference pool is never started."""
-    app = create_app(Settings(), pool=InferencePool(lambda: None, workers=0))
+    card = ModelCard("opencv", "", 416, (), 0.2)
+    app = create_app(Settings(), pool=InferencePool(lambda: None, workers=0, model=card))
     return {rule.rule for rule in app.url_map.iter_rules()}
 
 
@@ -212,7 +218,11 @@ def test_read_only_pod_gets_a_writable_tmp(
     volumes = {
         volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]
     }
-    assert "emptyDir" in volumes[mounts["/tmp"]]
+    empty_dir = volumes[mounts["/tmp"]]["emptyDir"]
+    # Bounded, so a runaway writer is evicted rather than filling the node, and well inside the
+    # memory limit, so even a memory-backed emptyDir could not crowd out the service.
+    size_limit = parse_memory_quantity(empty_dir["sizeLimit"])
+    assert 0 < size_limit < parse_memory_quantity(container["resources"]["limits"]["memory"]) / 4
 
 
 def test_hpa_scales_the_deployment_one_to_three_on_cpu(deployment: dict[str, Any]) -> None:
@@ -242,3 +252,31 @@ def test_kind_maps_host_port_80_to_the_node_port(service: dict[str, Any]) -> Non
     assert mapping["hostPort"] == 80
     assert mapping["containerPort"] == port["nodePort"]
     assert mapping.get("protocol", "TCP") == "TCP"
+
+
+def uncommented(text: str, marker: str = "# ") -> str:
+    """The lines commented with exactly ``marker`` at their indentation, with it removed."""
+    lines = []
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if line[indent:].startswith(marker) and not line[indent:].startswith("##"):
+            lines.append(line[:indent] + line[indent + len(marker) :])
+    return "\n".join(lines) + "\n"
+
+
+def test_the_api_key_secret_example_is_valid_and_matches_the_deployment() -> None:
+    example = K8S_DIR / "api-keys-secret.yaml"
+    assert "api-keys-secret.yaml" not in load_one(K8S_DIR / "kustomization.yaml")["resources"]
+    assert not [doc for doc in yaml.safe_load_all(example.read_text()) if doc]
+    secret_text = uncommented(example.read_text())
+    done = kubernetes_validate("-", stdin=secret_text)
+    assert done.returncode == 0, done.stdout + done.stderr
+    secret = yaml.safe_load(secret_text)
+    deployment_text = (K8S_DIR / "deployment.yaml").read_text()
+    enabled = uncommented(deployment_text.split("containers:", 1)[1])
+    assert f"secretName: {secret['metadata']['name']}" in enabled
+    mount = re.search(r"mountPath: (/run/secrets/\S+)", enabled)
+    assert mount is not None
+    keys_file = re.search(r"value: (\S+)", enabled.split("IWEBLENS_API_KEYS_FILE", 1)[1])
+    assert keys_file is not None
+    assert keys_file.group(1) == f"{mount.group(1)}/{next(iter(secret['stringData']))}"

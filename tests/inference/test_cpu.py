@@ -1,6 +1,12 @@
 from pathlib import Path
 
-from iweblens.inference.cpu import cgroup_cpu_quota, cpu_allotment, threads_for
+from iweblens.inference.cpu import (
+    ISA_FLAGS,
+    cgroup_cpu_quota,
+    cpu_allotment,
+    isa_flags,
+    threads_for,
+)
 
 
 def test_cgroup_v2_quota_of_own_cgroup(tmp_path: Path) -> None:
@@ -50,3 +56,18 @@ def test_allotment_is_positive_and_within_visible_cpus() -> None:
     import os
 
     assert 0 < cpu_allotment() <= len(os.sched_getaffinity(0))
+
+
+def test_isa_flags_lists_the_known_flags_of_the_cpu_in_order(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse2 fma avx512_vnni avx2 avx512f\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse2 fma avx512_vnni avx2 avx512f\n"
+    )
+    assert isa_flags(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_vnni"]
+    assert isa_flags(tmp_path / "missing") == []
+
+
+def test_isa_flags_of_this_machine_are_known_names() -> None:
+    assert set(isa_flags()) <= set(ISA_FLAGS)

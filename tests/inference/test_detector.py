@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from iweblens.detection import ImageDecodeError
-from iweblens.inference.detector import Detector, darknet_resize, letterbox
-from iweblens.inference.engines import create_engine
+from iweblens.detection import DetectionParams, ImageDecodeError
+from iweblens.inference.detector import Detector
+from iweblens.inference.engines import SCORE_FLOOR, create_engine
 from iweblens.inference.images import decode_image
 from iweblens.models.store import ModelPaths
 
@@ -19,30 +19,6 @@ def detector(model_paths: ModelPaths) -> Detector:
 
 def labels_in(detector: Detector, path: Path) -> list[str]:
     return [d.label for d in detector.detect_bytes(path.read_bytes())]
-
-
-def test_darknet_resize_is_corner_aligned() -> None:
-    image = np.array([[0.0, 1.0], [2.0, 3.0]], dtype=np.float32)[:, :, None]
-    resized = darknet_resize(image, 3, 3)[:, :, 0]
-    # Corners map onto corners; the centre is the mean of the four source pixels.
-    np.testing.assert_allclose(resized, [[0, 0.5, 1], [1, 1.5, 2], [2, 2.5, 3]], atol=1e-6)
-
-
-def test_letterbox_keeps_aspect_and_pads_with_grey() -> None:
-    image = np.zeros((240, 640, 3), np.uint8)
-    blob, box = letterbox(image, 416)
-    assert blob.shape == (1, 3, 416, 416) and blob.dtype == np.float32
-    assert (box.new_width, box.new_height) == (416, 156)
-    assert box.offset_y == 130
-    assert blob[0, :, 0, 0].tolist() == [0.5, 0.5, 0.5]
-    assert blob[0, :, 208, 208].tolist() == [0.0, 0.0, 0.0]
-
-
-def test_letterbox_sends_rgb_to_the_network() -> None:
-    image = np.zeros((416, 416, 3), np.uint8)
-    image[:, :, 2] = 255  # red in OpenCV's BGR order
-    blob, _ = letterbox(image, 416)
-    assert blob[0, 0].min() == 1.0 and blob[0, 2].max() == 0.0
 
 
 @pytest.mark.parametrize(
@@ -78,7 +54,7 @@ def test_boxes_are_inside_the_image_and_sorted(detector: Detector, coco128: list
 
 
 def test_threshold_and_nms_are_configurable(detector: Detector, photos: list[Path]) -> None:
-    image = decode_image(photos[-1].read_bytes())
+    image = decode_image(photos[-1].read_bytes()).pixels
     strict = Detector(detector.engine, detector.labels, confidence=0.9).detect(image)
     loose = Detector(detector.engine, detector.labels, confidence=0.2).detect(image)
     assert all(d.confidence > 0.9 for d in strict)
@@ -113,10 +89,64 @@ def test_gif_and_grayscale_decode_to_bgr(photos: list[Path]) -> None:
 
     buffer = BytesIO()
     Image.open(photos[0]).convert("L").save(buffer, format="GIF")
-    image = decode_image(buffer.getvalue())
+    image = decode_image(buffer.getvalue()).pixels
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
 
 
 def test_undecodable_bytes_raise() -> None:
     with pytest.raises(ImageDecodeError):
         decode_image(b"definitely not an image")
+
+
+def test_per_request_thresholds_equal_a_detector_configured_with_them(
+    detector: Detector, photos: list[Path]
+) -> None:
+    for photo in photos:
+        image = decode_image(photo.read_bytes()).pixels
+        for confidence, nms in ((0.3, 0.45), (0.7, 0.45), (0.5, 0.2), (0.5, 0.9)):
+            configured = Detector(detector.engine, detector.labels, confidence=confidence, nms=nms)
+            asked = detector.detect(image, DetectionParams(confidence=confidence, nms=nms))
+            assert asked == configured.detect(image), (photo.name, confidence, nms)
+
+
+def test_thresholds_below_the_engines_floor_behave_as_the_floor(
+    detector: Detector, photos: list[Path]
+) -> None:
+    image = decode_image(photos[-1].read_bytes()).pixels
+    at_floor = detector.detect(image, DetectionParams(confidence=SCORE_FLOOR))
+    assert min(d.confidence for d in at_floor) < 0.3, "the photo must have low-score objects"
+    for below in (0.0, 0.05, 0.19999):
+        assert detector.detect(image, DetectionParams(confidence=below)) == at_floor
+
+
+def test_classes_and_max_detections_filter_the_full_answer(
+    detector: Detector, photos: list[Path]
+) -> None:
+    photo = next(p for p in photos if p.name == "000000473528.jpg")
+    image = decode_image(photo.read_bytes()).pixels
+    full = detector.detect(image, DetectionParams(confidence=0.25))
+    labels = {d.label for d in full}
+    assert {"dog", "person"} <= labels and len(labels) >= 3
+    kept = detector.detect(image, DetectionParams(confidence=0.25, classes=frozenset({"dog"})))
+    assert kept == [d for d in full if d.label == "dog"]
+    both = frozenset({"dog", "person"})
+    assert detector.detect(image, DetectionParams(confidence=0.25, classes=both)) == [
+        d for d in full if d.label in both
+    ]
+    assert detector.detect(image, DetectionParams(classes=frozenset())) == []
+    top = detector.detect(image, DetectionParams(confidence=0.25, max_detections=2))
+    assert top == full[:2]
+    assert [detector.labels[d.class_id] for d in full] == [d.label for d in full]
+
+
+def test_run_reports_the_decoded_size_and_draws_only_when_asked(
+    detector: Detector, photos: list[Path]
+) -> None:
+    data = photos[0].read_bytes()
+    height, width = decode_image(data).pixels.shape[:2]
+    plain = detector.run(data)
+    assert (plain.width, plain.height, plain.annotated_jpeg) == (width, height, None)
+    assert plain.detections == detector.detect_bytes(data)
+    drawn = detector.run(data, DetectionParams(annotate=True))
+    assert drawn.detections == plain.detections
+    assert drawn.annotated_jpeg is not None and drawn.annotated_jpeg[:3] == b"\xff\xd8\xff"

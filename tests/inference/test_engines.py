@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from iweblens.bench.agreement import differences
-from iweblens.inference.detector import Detector, letterbox
-from iweblens.inference.engines import ENGINES, create_engine
+from iweblens.inference.detector import Detector
+from iweblens.inference.engines import ENGINES, SCORE_FLOOR, create_engine
 from iweblens.inference.images import decode_image
+from iweblens.inference.letterbox import letterbox
 from iweblens.models.onnx_export import CONVERTER_VERSION, ensure_onnx, onnx_path, parse_cfg
 from iweblens.models.store import ModelPaths
 
@@ -37,7 +39,7 @@ def test_cfg_parser_reads_sections_in_order(model_paths: ModelPaths) -> None:
     assert kinds[0] == "net"
     assert kinds.count("convolutional") == 13
     assert kinds.count("yolo") == 2
-    assert sections[0].int("width", 0) == 416
+    assert sections[0].integer("width", 0) == 416
 
 
 def test_conversion_is_cached_with_its_provenance(model_paths: ModelPaths, converted: Path) -> None:
@@ -72,7 +74,7 @@ def test_stale_conversion_is_rebuilt(tmp_path: Path, model_paths: ModelPaths) ->
 def test_engine_rows_match_opencv(
     engine: str, model_paths: ModelPaths, photos: list[Path], converted: Path
 ) -> None:
-    blob, _ = letterbox(decode_image(photos[0].read_bytes()), 416)
+    blob, _ = letterbox(decode_image(photos[0].read_bytes()).pixels, 416)
     expected = create_engine("opencv", model_paths).forward(blob)
     actual = create_engine(engine, model_paths).forward(blob)
     assert actual.shape == expected.shape == (2535, 85)
@@ -106,3 +108,32 @@ def test_opencv_engine_needs_none_of_the_engines_extra() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert "opencv" in output
+
+
+@pytest.mark.parametrize("engine", ["opencv", *FLOAT_ENGINES])
+def test_every_engine_zeroes_class_scores_at_or_below_the_floor(
+    model_paths: ModelPaths, photos: list[Path], engine: str
+) -> None:
+    network = create_engine(engine, model_paths)
+    scores = np.concatenate(
+        [
+            network.forward(letterbox(decode_image(p.read_bytes()).pixels, 416)[0])[:, 5:]
+            for p in photos
+        ]
+    )
+    reported = scores[scores > 0]
+    assert reported.min() > SCORE_FLOOR
+    # ...and reports scores just above it, so the floor is the engine's, not the photos'.
+    assert reported.min() < SCORE_FLOOR + 0.02
+
+
+def test_opencv_takes_its_floor_from_the_yolo_layers_thresh(
+    model_paths: ModelPaths, photos: list[Path]
+) -> None:
+    cfg = model_paths.cfg.read_text().replace("[yolo]", "[yolo]\nthresh=0.05")
+    network = cv2.dnn.readNetFromDarknet(
+        np.frombuffer(cfg.encode(), np.uint8), np.fromfile(model_paths.weights, np.uint8)
+    )
+    network.setInput(letterbox(decode_image(photos[1].read_bytes()).pixels, 416)[0])
+    scores = np.vstack(network.forward(network.getUnconnectedOutLayersNames()))[:, 5:]
+    assert 0.05 < scores[scores > 0].min() < SCORE_FLOOR

@@ -9,7 +9,7 @@ import pytest
 from iweblens.config import Settings
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import create_engine
-from iweblens.inference.pool import InferencePool, ModelUnavailableError
+from iweblens.inference.pool import InferencePool, ModelUnavailableError, model_card
 from iweblens.models.store import ModelPaths
 from iweblens.service.app import create_app
 
@@ -25,7 +25,8 @@ def make_detector_factory(model_paths: ModelPaths, gate: threading.Event | None 
 
 def test_readyz_is_503_until_the_model_is_warm(model_paths: ModelPaths, photos: list[Path]) -> None:
     gate = threading.Event()
-    pool = InferencePool(make_detector_factory(model_paths, gate), workers=1)
+    card = model_card(Settings(), model_paths)
+    pool = InferencePool(make_detector_factory(model_paths, gate), workers=1, model=card)
     pool.start()
     client = create_app(Settings(model_dir=model_paths.cfg.parent), pool=pool).test_client()
     loading = client.get("/readyz")
@@ -46,7 +47,7 @@ def test_a_model_that_fails_to_load_is_reported(
     def broken() -> Detector:
         raise OSError("weights unreadable")
 
-    pool = InferencePool(broken, workers=1)
+    pool = InferencePool(broken, workers=1, model=model_card(Settings(), model_paths))
     pool.start()
     assert not pool.wait_ready(60)
     client = create_app(Settings(model_dir=model_paths.cfg.parent), pool=pool).test_client()
@@ -69,6 +70,7 @@ def test_one_network_serves_many_waiting_requests(
         make_detector_factory(model_paths),
         workers=1,
         observe=lambda wait, run: timings.append((wait, run)),
+        model=model_card(Settings(), model_paths),
     )
     pool.start()
     assert pool.wait_ready(60)
@@ -84,7 +86,8 @@ def test_one_network_serves_many_waiting_requests(
 
 
 def test_threads_in_the_pool_are_bounded(model_paths: ModelPaths) -> None:
-    pool = InferencePool(make_detector_factory(model_paths), workers=2)
+    card = model_card(Settings(), model_paths)
+    pool = InferencePool(make_detector_factory(model_paths), workers=2, model=card)
     pool.start()
     assert pool.wait_ready(60)
     names = [t.name for t in threading.enumerate() if t.name.startswith("inference-")]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import API_KEYS
 
 from iweblens import cli
 from iweblens.load.client import image_id, list_images, run_load
@@ -93,3 +94,23 @@ def test_command_line_ends_with_the_reference_line(
     assert rows[0] == "image,seconds,status,served_by,timed_out,error"
     assert sorted(row.split(",")[0] for row in rows[1:]) == sorted(p.name for p in photos[:3])
     assert all(",200,test-server,0," in row for row in rows[1:])
+
+
+def test_the_client_sends_a_key_from_the_option_or_the_environment(
+    keyed_server: str,
+    photos: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(photos[0], folder)
+    command = ["client", str(folder), keyed_server + ENDPOINT_PATH, "1", "--no-progress"]
+    assert cli.main(command) == 1
+    assert "HTTP 401" in capsys.readouterr().err
+    assert cli.main([*command, "--api-key", API_KEYS[1]]) == 0
+    monkeypatch.setenv("IWEBLENS_API_KEY", API_KEYS[0])
+    assert cli.main(command) == 0
+    keyed = run_load(photos, keyed_server + ENDPOINT_PATH, 2, progress=False, api_key=API_KEYS[0])
+    assert (keyed.errors, keyed.timeouts) == (0, 0)

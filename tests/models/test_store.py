@@ -1,11 +1,25 @@
+import dataclasses
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from iweblens.config import Settings
-from iweblens.models.store import MODEL_FILES, ModelIntegrityError, ModelPaths, ModelStore
+from iweblens.models.store import (
+    MODEL_FILES,
+    ModelFile,
+    ModelIntegrityError,
+    ModelPaths,
+    ModelStore,
+)
 from iweblens.service.app import create_app
 
 
@@ -67,3 +81,71 @@ def test_ensure_is_idempotent_and_repairs(model_paths: ModelPaths, tmp_path: Pat
     repaired = store.ensure()  # fetches the two files again, from the network
     assert repaired.names.read_bytes() == model_paths.names.read_bytes()
     assert repaired.cfg.read_bytes() == model_paths.cfg.read_bytes()
+
+
+# What the store says: plain lines unless stderr is a terminal --------------------------------
+
+
+@pytest.fixture
+def mirror(model_paths: ModelPaths, tmp_path: Path) -> Iterator[tuple[ModelFile, ...]]:
+    """The pinned files served by a real HTTP server on loopback: a mirror of the official URLs."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for path in (model_paths.cfg, model_paths.weights, model_paths.names):
+        shutil.copy(path, served / path.name)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield tuple(dataclasses.replace(spec, url=f"{base}/{spec.name}") for spec in MODEL_FILES)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def verified_line(spec: ModelFile, where: str) -> str:
+    return f"{spec.name}: verified, {spec.size} bytes, sha256 {spec.sha256} ({where})"
+
+
+def test_a_download_off_a_terminal_says_source_size_and_verified_hash(
+    mirror: tuple[ModelFile, ...],
+    model_paths: ModelPaths,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = ModelStore(tmp_path / "cache", files=mirror)
+    fetched = store.ensure()
+    assert fetched.weights.read_bytes() == model_paths.weights.read_bytes()
+    lines = capsys.readouterr().err.splitlines()
+    for spec in mirror:
+        assert f"{spec.name}: downloading {spec.url} ({spec.size} bytes)" in lines
+        received = f"{spec.name}: received {spec.size} bytes in "
+        assert any(line.startswith(received) for line in lines)
+        assert verified_line(spec, f"from {spec.url}") in lines
+    # No progress bar: a pipe would get a stream of carriage returns.
+    assert len(lines) == 3 * len(mirror)
+    assert "\r" not in "".join(lines)
+
+
+def test_fetch_model_off_a_terminal_lists_every_verified_file(model_paths: ModelPaths) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "iweblens.cli", "fetch-model"],
+        env={**os.environ, "IWEBLENS_MODEL_DIR": str(model_paths.cfg.parent)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    lines = done.stderr.splitlines()
+    assert lines[: len(MODEL_FILES)] == [
+        verified_line(spec, f"in {model_paths.cfg.parent}") for spec in MODEL_FILES
+    ]
+    assert str(model_paths.weights) in done.stdout.splitlines()

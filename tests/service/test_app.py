@@ -1,9 +1,8 @@
 """The HTTP API, over real HTTP against a real gunicorn server on loopback."""
 
 import base64
+import http.client
 import json
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-from support import TESTS_DIR, ServerProcess
+from support import TESTS_DIR, ServerProcess, heic_header, png_declaring, run_reference_client
 
 OPENAPI = json.loads((TESTS_DIR.parent / "src/iweblens/service/openapi.json").read_text())
 
@@ -26,20 +25,7 @@ def detect(url: str, photo: Path) -> requests.Response:
 
 
 def test_reference_client_runs_unchanged(live_server: str, photos: list[Path]) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(TESTS_DIR / "reference" / "iWebLens_client.py"),
-            str(photos[0].parent),
-            f"{live_server}/api/object_detection",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    lines = run_reference_client(photos[0].parent, f"{live_server}/api/object_detection", 4)
     assert not [line for line in lines if line.startswith(("Error", "Exception"))]
     assert lines[-1].startswith("Total client script time: ")
     assert ", average thread time: " in lines[-1]
@@ -146,8 +132,6 @@ def test_bad_input_gets_json_error_and_service_keeps_serving(
 
 
 def test_decompression_bomb_is_refused_before_decoding(live_server: str) -> None:
-    from test_protocol import png_declaring
-
     response = requests.post(
         f"{live_server}/api/object_detection",
         files={"image": ("bomb.png", png_declaring(50_000, 50_000))},
@@ -232,3 +216,126 @@ def test_sigterm_lets_in_flight_requests_finish(photos: list[Path]) -> None:
     assert exit_code == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/healthz", timeout=5)
+
+
+# ----------------------------------------------------------------------------- early refusals
+
+
+EARLY_REFUSALS = [
+    ("POST", "/api/object_detection", "text/plain", 415),
+    ("POST", "/no/such/path", "image/jpeg", 404),
+    ("PUT", "/api/object_detection", "image/jpeg", 405),
+]
+
+
+def refuse_then_detect(host: str, port: int, photo: Path, method: str, path: str, kind: str):
+    """On one keep-alive connection: a refused request with an unread 65,536-byte body, then a
+    valid detection. Returns both statuses; the second must come, whatever the first said."""
+    connection = http.client.HTTPConnection(host, port, timeout=120)
+    try:
+        connection.request(method, path, body=b"x" * 65_536, headers={"Content-Type": kind})
+        refusal = connection.getresponse()
+        refusal.read()
+        kept = not refusal.will_close  # the server promised to read the next request
+        socket_before = connection.sock
+        connection.request(
+            "POST",
+            "/api/object_detection",
+            body=photo.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+        )
+        answer = connection.getresponse()
+        answer.read()
+        if kept:
+            assert connection.sock is socket_before, "a kept-alive connection was replaced"
+        return refusal.status, answer.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(("method", "path", "kind", "status"), EARLY_REFUSALS)
+def test_the_connection_survives_an_early_refusal(
+    live_server: str, photos: list[Path], method: str, path: str, kind: str, status: int
+) -> None:
+    host, port = live_server.removeprefix("http://").split(":")
+    statuses = refuse_then_detect(host, int(port), photos[0], method, path, kind)
+    assert statuses == (status, 200)
+
+
+def test_the_connection_survives_an_early_refusal_through_haproxy(
+    live_server: str, photos: list[Path], tmp_path: Path
+) -> None:
+    from iweblens.study.replicas.balanced import free_port
+    from iweblens.study.replicas.balancer import Balancer, BalancerError, Server
+
+    host, port = live_server.removeprefix("http://").split(":")
+    try:
+        balancer = Balancer("127.0.0.1", free_port(), tmp_path)
+    except BalancerError as error:
+        pytest.skip(str(error))
+    try:
+        balancer.configure([Server("replica-1", host, int(port))])
+        for method, path, kind, status in EARLY_REFUSALS:
+            statuses = refuse_then_detect("127.0.0.1", balancer.port, photos[0], method, path, kind)
+            assert statuses == (status, 200)
+    finally:
+        balancer.close()
+
+
+# ----------------------------------------------------------------------------- images end to end
+
+
+def post_image(url: str, data: bytes, name: str = "photo.jpg") -> requests.Response:
+    return requests.post(f"{url}/api/object_detection", files={"image": (name, data)}, timeout=120)
+
+
+def test_a_heic_photo_is_unsupported_not_undecodable(live_server: str) -> None:
+    response = post_image(live_server, heic_header(), "IMG_0001.HEIC")
+    assert response.status_code == 415
+    jsonschema.validate(response.json(), schema("Error"))
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_image_format"
+    assert "JPEG, PNG, WebP" in error["message"] and "not a decodable" not in error["message"]
+
+
+def test_a_jpeg_missing_its_end_marker_gets_the_intact_answer(
+    live_server: str, photos: list[Path]
+) -> None:
+    data = photos[1].read_bytes()
+    intact = post_image(live_server, data)
+    assert intact.status_code == 200 and intact.json()["objects"]
+    assert post_image(live_server, data[:-2]).content == intact.content
+    half = post_image(live_server, data[: len(data) // 2])
+    assert half.status_code == 400 and half.json()["error"]["code"] == "invalid_image"
+
+
+def test_a_24_megapixel_progressive_photo_is_answered_in_its_own_pixels(
+    live_server: str, photos: list[Path]
+) -> None:
+    import cv2
+
+    photo = next(p for p in photos if p.name == "000000012807.jpg")
+    original = cv2.imread(str(photo))
+    large = cv2.resize(original, (5656, 4242), interpolation=cv2.INTER_CUBIC)
+    data = cv2.imencode(".jpg", large, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert len(data) < 16 * 2**20
+    response = post_image(live_server, data)
+    assert response.status_code == 200, response.text
+    objects = response.json()["objects"]
+    assert {"elephant", "person"} <= {o["label"] for o in objects}
+    # Boxes are in the 24 MP image's pixels, not the 1/4 decode's.
+    assert max(o["rectangle"]["left"] + o["rectangle"]["width"] for o in objects) > 2000
+
+
+def test_a_non_finite_id_is_refused_in_strict_json(live_server: str, photos: list[Path]) -> None:
+    encoded = base64.b64encode(photos[0].read_bytes()).decode()
+    for literal in ("1e400", "NaN", "-1e999"):
+        response = requests.post(
+            f"{live_server}/api/object_detection",
+            data=f'{{"id": {literal}, "image": "{encoded}"}}',
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            timeout=60,
+        )
+        assert response.status_code == 400
+        body = json.loads(response.text, parse_constant=lambda bad: pytest.fail(bad))
+        assert body["error"]["code"] == "non_finite_number"

@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlparse
 import pytest
 import requests
 from PIL import Image
-from support import TESTS_DIR
+from support import API_KEYS, TESTS_DIR
 
 from iweblens.config import Settings
 
@@ -384,3 +384,103 @@ def test_page_and_its_assets_come_from_this_server_only(live_server: str) -> Non
 def test_static_folder_is_flat() -> None:
     """The package data pattern ``static/*`` does not recurse: a subfolder would not ship."""
     assert [entry.name for entry in STATIC.iterdir() if entry.is_dir()] == []
+
+
+def api_detect_with(base_url: str, path: Path, **fields: Any) -> list[dict[str, Any]]:
+    """The API's objects for ``path`` with form fields (lists repeat the field)."""
+    data = [
+        (k, v)
+        for k, value in fields.items()
+        for v in (value if isinstance(value, list) else [value])
+    ]
+    with path.open("rb") as image:
+        response = requests.post(
+            f"{base_url}/api/object_detection",
+            files={"image": (path.name, image)},
+            data=data,
+            timeout=120,
+        )
+    assert response.status_code == 200, response.text
+    return response.json()["objects"]
+
+
+def wait_listed(browser: WebDriver, expected: list[dict[str, Any]]) -> None:
+    """Wait until the page lists exactly ``expected`` (a new request may still be on its way)."""
+    WebDriverWait(browser, SETTLE_TIMEOUT_S).until(
+        lambda _: wait_settled(browser) == "done" and listed_objects(browser) == expected
+    )
+
+
+def test_confidence_slider_and_class_filter_use_the_api_options(
+    page: WebDriver, live_server: str, photo: Path
+) -> None:
+    assert pick_file(page, photo) == "done"
+    slider = page.find_element(By.ID, "confidence")
+    for _ in range(6):  # 0.5 -> 0.8 in steps of 0.05, a new detection each time
+        slider.send_keys(Keys.ARROW_RIGHT)
+    assert text_of(page, "confidence-value") == "80%"
+    strict = api_detect_with(live_server, photo, min_confidence="0.8")
+    assert strict and len(strict) < len(api_detect(live_server, photo).json()["objects"])
+    wait_listed(page, strict)
+    assert unboxed_objects(page) == []
+
+    for _ in range(12):  # down to 0.2, the lowest the model reports
+        slider.send_keys(Keys.ARROW_LEFT)
+    assert text_of(page, "confidence-value") == "20%"
+    loose = api_detect_with(live_server, photo, min_confidence="0.2")
+    wait_listed(page, loose)
+
+    page.find_element(By.CSS_SELECTOR, "#classes summary").click()
+    for label in ("dog", "frisbee"):
+        page.find_element(By.CSS_SELECTOR, f"#class-list input[value='{label}']").click()
+    assert text_of(page, "classes-summary") == "dog, frisbee"
+    chosen = api_detect_with(live_server, photo, min_confidence="0.2", classes=["dog", "frisbee"])
+    assert {o["label"] for o in chosen} == {"dog", "frisbee"}
+    wait_listed(page, chosen)
+    save_screenshot(page, "page-options.png")
+
+    page.find_element(By.ID, "clear-classes").click()
+    wait_listed(page, loose)
+    assert console_errors(page) == []
+
+
+def test_the_annotated_image_downloads(
+    page: WebDriver, live_server: str, photo: Path, tmp_path: Path
+) -> None:
+    page.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
+    )
+    assert not page.find_element(By.ID, "download").is_displayed()
+    assert pick_file(page, photo) == "done"
+    page.find_element(By.ID, "download").click()
+    saved = tmp_path / f"{photo.stem}-annotated.jpg"
+    WebDriverWait(page, SETTLE_TIMEOUT_S).until(lambda _: saved.exists())
+    with photo.open("rb") as image:
+        expected = requests.post(
+            f"{live_server}/api/object_detection",
+            files={"image": (photo.name, image)},
+            data={"annotate": "true"},
+            timeout=120,
+        )
+    assert expected.headers["Content-Type"] == "image/jpeg"
+    assert saved.read_bytes() == expected.content
+    assert Image.open(saved).size == Image.open(photo).size
+
+
+def test_the_key_field_sends_the_key(browser: WebDriver, keyed_server: str, photo: Path) -> None:
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    browser.get(f"{keyed_server}/")
+    assert pick_file(browser, photo) == "error"
+    assert text_of(browser, "error-title") == "This server needs an API key."
+    assert "HTTP 401" in text_of(browser, "error-detail")
+
+    key_field = browser.find_element(By.ID, "api-key")
+    key_field.send_keys(API_KEYS[0], Keys.TAB)  # the change event sends the photo again
+    expected = requests.post(
+        f"{keyed_server}/api/object_detection",
+        files={"image": (photo.name, photo.read_bytes())},
+        headers={"Authorization": f"Bearer {API_KEYS[0]}"},
+        timeout=120,
+    ).json()["objects"]
+    wait_listed(browser, expected)
+    assert key_field.get_attribute("type") == "password"

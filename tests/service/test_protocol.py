@@ -1,14 +1,14 @@
 import base64
 import io
 import json
-import struct
-import zlib
 
 import pytest
 from PIL import Image
+from support import png_declaring
 from werkzeug.test import EnvironBuilder
 
 from iweblens.detection import Detection
+from iweblens.inference.images import ImageLimits
 from iweblens.service.protocol import (
     ApiError,
     DetectionRequest,
@@ -23,17 +23,6 @@ JPEG = b"\xff\xd8\xff\xe0 pretend jpeg"
 
 def request_of(**kwargs):
     return EnvironBuilder(method="POST", path="/api/object_detection", **kwargs).get_request()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size: a decompression bomb's calling card."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def expect_error(status: int, code: str, **kwargs) -> None:
@@ -89,20 +78,20 @@ def test_bad_requests_have_clear_codes() -> None:
 def test_check_image_reads_only_the_header() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48)).save(buffer, format="PNG")
-    header = check_image(buffer.getvalue(), max_pixels=10_000)
+    header = check_image(buffer.getvalue(), ImageLimits(max_pixels=10_000))
     assert (header.format, header.width, header.height) == ("PNG", 64, 48)
 
 
 @pytest.mark.parametrize("size", [(50_000, 50_000), (20_000, 20_000), (101, 100)])
 def test_images_declaring_too_many_pixels_are_refused(size: tuple[int, int]) -> None:
     with pytest.raises(ApiError) as raised:
-        check_image(png_declaring(*size), max_pixels=10_000)
+        check_image(png_declaring(*size), ImageLimits(max_pixels=10_000))
     assert (raised.value.status, raised.value.code) == (413, "image_too_large")
 
 
 def test_non_images_are_refused_before_decoding() -> None:
     with pytest.raises(ApiError) as raised:
-        check_image(b"PK\x03\x04 a zip file", max_pixels=10_000)
+        check_image(b"PK\x03\x04 a zip file", ImageLimits(max_pixels=10_000))
     assert (raised.value.status, raised.value.code) == (400, "invalid_image")
 
 
@@ -122,3 +111,154 @@ def test_render_shapes_per_flavour() -> None:
     assert as_json["id"] == "id-7"
     assert as_json["objects"][0]["accuracy"] == 0.8934
     assert as_json["objects"][0]["rectangle"] == multipart["objects"][0]["rectangle"]
+
+
+# ----------------------------------------------------------------------------- multipart, checked
+
+
+def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0undary") -> bytes:
+    """A multipart body of (name, filename or None for a text field, content) parts."""
+    chunks = []
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+            + content
+            + b"\r\n"
+        )
+    return b"".join(chunks) + f"--{boundary}--\r\n".encode()
+
+
+def parse_multipart(body: bytes, content_type: str = "multipart/form-data; boundary=b0undary"):
+    return parse_request(request_of(data=body, content_type=content_type))
+
+
+def refused(body: bytes, content_type: str = "multipart/form-data; boundary=b0undary"):
+    with pytest.raises(ApiError) as raised:
+        parse_multipart(body, content_type)
+    return raised.value
+
+
+def test_multipart_without_boundary_says_so() -> None:
+    """What requests sends when a user sets the Content-Type header by hand."""
+    error = refused(multipart([("image", "a.jpg", JPEG)]), "multipart/form-data")
+    assert (error.status, error.code) == (400, "missing_boundary")
+    assert "boundary" in error.message and "no file part" not in error.message
+
+
+def test_two_image_files_are_one_image_too_many() -> None:
+    error = refused(multipart([("image", "a.jpg", JPEG), ("image", "b.jpg", JPEG + b"2")]))
+    assert (error.status, error.code) == (400, "multiple_images")
+    assert error.message.startswith("one image per request")
+
+
+def test_a_text_field_named_image_is_refused_precisely() -> None:
+    error = refused(multipart([("image", None, base64.b64encode(JPEG))]))
+    assert (error.status, error.code) == (400, "image_not_a_file")
+    assert "text field" in error.message and "file part" in error.message
+
+
+def test_other_parts_are_ignored_as_deepstack_clients_send_them() -> None:
+    body = multipart(
+        [
+            ("api_key", None, b"secret"),
+            ("min_confidence", None, b"0.4"),
+            ("image", "cat.jpg", JPEG),
+            ("thumbnail", "small.jpg", b"other file"),
+        ]
+    )
+    assert parse_multipart(body) == DetectionRequest(JPEG, Flavour.MULTIPART)
+
+
+# ----------------------------------------------------------------------------- JSON, strictly
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [
+        ("application/json; charset=utf-8", "utf-8"),
+        ("application/json; charset=UTF-8", "utf-8"),
+        ("application/json;charset=utf-16", "utf-16"),
+    ],
+)
+def test_a_charset_on_the_json_content_type_works(content_type: str, encoding: str) -> None:
+    body = json.dumps({"id": "c-1", "image": base64.b64encode(JPEG).decode()}).encode(encoding)
+    parsed = parse_request(request_of(data=body, content_type=content_type))
+    assert parsed == DetectionRequest(JPEG, Flavour.JSON, "c-1")
+
+
+IMAGE_B64 = base64.b64encode(JPEG).decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f'{{"id": 1e400, "image": "{IMAGE_B64}"}}',
+        f'{{"id": -1e999, "image": "{IMAGE_B64}"}}',
+        f'{{"id": NaN, "image": "{IMAGE_B64}"}}',
+        f'{{"id": -Infinity, "image": "{IMAGE_B64}"}}',
+        f'{{"id": "x", "image": "{IMAGE_B64}", "options": {{"min_confidence": [1e400]}}}}',
+        json.dumps(f'{{"id": 1e400, "image": "{IMAGE_B64}"}}'),  # double-encoded
+    ],
+)
+def test_non_finite_numbers_anywhere_are_refused(body: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_request(request_of(data=body, content_type="application/json"))
+    assert (raised.value.status, raised.value.code) == (400, "non_finite_number")
+    assert "not finite" in raised.value.message
+    # The refusal itself is strict JSON.
+    strict_json(json.dumps(raised.value.body(), allow_nan=False))
+
+
+def strict_json(text: str):
+    def refuse(literal: str) -> None:
+        raise AssertionError(f"non-standard JSON: {literal}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_finite_ids_are_echoed_as_strict_json() -> None:
+    from flask import Flask
+
+    from iweblens.service.protocol import StrictJSONProvider
+
+    provider = StrictJSONProvider(Flask(__name__))
+    for raw_id in ("1e308", "-0.0", "123456789012345678901234567890", '"1e400"'):
+        body = f'{{"id": {raw_id}, "image": "{IMAGE_B64}"}}'
+        parsed = parse_request(request_of(data=body, content_type="application/json"))
+        answer = strict_json(provider.dumps(render_detections(parsed, [])))
+        assert answer["id"] == json.loads(raw_id)
+    with pytest.raises(ValueError):
+        provider.dumps({"id": float("inf")})
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        base64.b64encode(JPEG * 3 + b"\xfb\xff").decode().rstrip("="),  # no padding
+        base64.urlsafe_b64encode(JPEG * 3 + b"\xfb\xff").decode(),  # URL-safe
+        base64.urlsafe_b64encode(JPEG * 3 + b"\xfb\xff").decode().rstrip("="),  # both
+        " ".join(base64.b64encode(JPEG * 3 + b"\xfb\xff").decode()),  # spaced out
+    ],
+)
+def test_unpadded_and_url_safe_base64_are_accepted(encoded: str) -> None:
+    assert "-" in base64.urlsafe_b64encode(b"\xfb\xff").decode()
+    parsed = parse_request(request_of(json={"image": encoded}))
+    assert parsed.image == JPEG * 3 + b"\xfb\xff"
+
+
+@pytest.mark.parametrize(
+    ("encoded", "detail"),
+    [
+        ("abc%def", "'%' at position 3"),
+        ("abcde", "stray character"),
+        ("ab=cd", "padding inside"),
+        ("====", "only padding"),
+    ],
+)
+def test_invalid_base64_says_what_is_wrong(encoded: str, detail: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_request(request_of(json={"image": encoded}))
+    assert raised.value.code == "invalid_base64" and detail in raised.value.message

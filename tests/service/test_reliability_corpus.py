@@ -20,8 +20,7 @@ import pytest
 import requests
 from api_contract import check_answer
 from PIL import Image
-from support import TESTS_DIR
-from test_protocol import png_declaring
+from support import TESTS_DIR, png_declaring
 
 from iweblens.config import Settings
 

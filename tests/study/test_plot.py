@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from iweblens import cli
-from iweblens.load.stats import summarize
 from iweblens.study.plot import figure_from_results, save_figure
+from iweblens.study.summary import summarize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,9 +10,9 @@ import pytest
 from pypdf import PdfReader
 
 from iweblens import cli
-from iweblens.load.stats import summarize
 from iweblens.study.discussion import WORD_LIMIT, draft_discussion, word_count
 from iweblens.study.report import Identity, ReportError, render_report
+from iweblens.study.summary import summarize
 
 IDENTITY = Identity(
     name="Ada Lovelace", tutor="Charles Babbage", login="alov0001", student_id="31234567"

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import pytest
 from fake_replica import FakeReplica
+from support import API_KEYS
 
 from iweblens.study.experiment import plan, run_experiment
 from iweblens.study.replicas import BackendError
@@ -71,3 +74,18 @@ def test_no_run_starts_while_a_replica_is_not_ready(
             engine="opencv", ready_timeout=1, progress=False,
         )  # fmt: skip
     assert not output.exists()
+
+
+def test_the_study_sends_the_api_key(tmp_path: Path, photos: list[Path], keyed_server: str) -> None:
+    replica = SimpleNamespace(port=urlparse(keyed_server).port)
+    backend = StandInBackend(replica, {"test-server": True})  # type: ignore[arg-type]
+    keyless, keyed = tmp_path / "keyless.csv", tmp_path / "keyed.csv"
+    run_experiment(
+        backend, plan((1,), (2,), 1), photos[:2], keyless, engine="opencv", progress=False
+    )
+    assert read_results(keyless)[0]["errors"] == 2
+    run_experiment(
+        backend, plan((1,), (2,), 1), photos[:2], keyed,
+        engine="opencv", progress=False, api_key=API_KEYS[0],
+    )  # fmt: skip
+    assert read_results(keyed)[0]["errors"] == 0

@@ -8,12 +8,19 @@ precision and recall taken against the reference engine's detections.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from iweblens.config import Settings
 from iweblens.detection import Detection
+from iweblens.models.store import ModelStore
+
+REFERENCE_ENGINE = "opencv"
+INT8_ENGINE = "openvino-int8"
 
 IDENTICAL_IOU = 0.99
 IDENTICAL_CONFIDENCE = 0.001
@@ -103,3 +110,85 @@ def f1_noise(tallies: Sequence[F1Tally], resamples: int = 2000, seed: int = 0) -
     denominator = 2 * tp + fp + fn
     f1 = np.divide(2 * tp, denominator, out=np.ones_like(tp), where=denominator > 0)
     return float(f1.std())
+
+
+def engine_detections(
+    engine: str, images: Sequence[Path], settings: Settings
+) -> list[list[Detection]]:
+    """Every image's detections by ``engine`` (correctness only, so no quota)."""
+    from iweblens.inference.detector import Detector
+
+    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    detector = Detector.from_settings(settings, paths, engine)
+    return [detector.detect_bytes(image.read_bytes()) for image in images]
+
+
+def _quantize(images: Sequence[Path], settings: Settings) -> None:
+    from iweblens.inference.quantize import quantize
+
+    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    quantize(paths, calibration_half(images), settings.input_size)
+
+
+def prepare_int8(images: Sequence[Path], settings: Settings) -> None:
+    """Quantize with the first half of the images (by file name) as the calibration set.
+
+    In a child process: NNCF and OpenVINO leave worker threads behind that keep spinning on the
+    host's cores, and would slow the client side of the measurements that follow.
+    """
+    child = multiprocessing.get_context("spawn").Process(
+        target=_quantize, args=(list(images), settings)
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"quantization failed (exit code {child.exitcode})")
+
+
+def calibration_half(images: Sequence[Path]) -> list[Path]:
+    ordered = sorted(images, key=lambda image: image.name)
+    return ordered[: max(1, len(ordered) // 2)]
+
+
+def agreement(
+    engines: Sequence[str], images: Sequence[Path], settings: Settings
+) -> tuple[list[str], F1Tally | None]:
+    """Report lines on every engine's detections against opencv's, and INT8's F1 tally."""
+    from iweblens.inference.engines import set_compute_threads
+
+    set_compute_threads(1)
+    reference = engine_detections(REFERENCE_ENGINE, images, settings)
+    judged = set(images) - set(calibration_half(images))
+    lines, int8 = [], None
+    for engine in engines:
+        if engine == REFERENCE_ENGINE:
+            continue
+        found = engine_detections(engine, images, settings)
+        if engine == INT8_ENGINE:
+            tallies = []
+            for image, expected, actual in zip(images, reference, found, strict=True):
+                if image in judged:
+                    tallies.append(F1Tally())
+                    tallies[-1].add(expected, actual)
+            int8 = F1Tally(
+                sum(t.true_positives for t in tallies),
+                sum(t.false_positives for t in tallies),
+                sum(t.false_negatives for t in tallies),
+            )
+            lines.append(
+                f"- {engine}: F1 {int8.f1:.3f} (bootstrap s.d. {f1_noise(tallies):.3f}) on the "
+                f"{len(judged)} judged images: {int8.true_positives} matched, "
+                f"{int8.false_negatives} missed, {int8.false_positives} extra"
+            )
+            continue
+        differing = [
+            image.name
+            for image, expected, actual in zip(images, reference, found, strict=True)
+            if differences(expected, actual)
+        ]
+        verdict = "identical" if not differing else f"DIFFERENT on {', '.join(differing)}"
+        lines.append(
+            f"- {engine}: {verdict} on {len(images) - len(differing)}/{len(images)} images "
+            "(same labels, IoU >= 0.99, confidence within 0.001)"
+        )
+    return lines, int8

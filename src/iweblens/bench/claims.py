@@ -143,8 +143,9 @@ def load_text(load: Sequence[float]) -> str:
     return " / ".join(f"{value:.2f}" for value in load)
 
 
-def machine_lines(loads: Sequence[Sequence[float]]) -> list[str]:
-    """Date, CPU, ISA, versions, and the load average at the start of each round and the end."""
+def machine_lines(loads: Sequence[Sequence[float]] = ()) -> list[str]:
+    """Date, CPU, ISA, versions, and the load average at the end and, given ``loads`` (the
+    ``os.getloadavg()`` of each round's start), at the start of each round."""
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -155,7 +156,8 @@ def machine_lines(loads: Sequence[Sequence[float]]) -> list[str]:
     for package in VERSIONED_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{package} {metadata.version(package)}")
-    per_round = ", ".join(f"{load[0]:.2f}" for load in loads)
+    end = f"at the end (1/5/15 min): {load_text(os.getloadavg())}"
+    starts = ", ".join(f"{load[0]:.2f}" for load in loads)
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {cpu}, {os.cpu_count()} vCPU, {platform.platform()}",
@@ -163,6 +165,7 @@ def machine_lines(loads: Sequence[Sequence[float]]) -> list[str]:
         f"- Python {platform.python_version()}; {', '.join(versions)}",
         # Other work on the machine steals the quota's wall time (not its CPU time): a load above
         # the cores it has makes wall-clock figures noisy, whatever the CPU-time ratios say.
-        f"- load average (1 min) at the start of each round, then at the end: {per_round}; "
-        f"at the end (1/5/15 min): {load_text(os.getloadavg())}",
+        f"- load average (1 min) at the start of each round, then at the end: {starts}; {end}"
+        if loads
+        else f"- load average {end}",
     ]

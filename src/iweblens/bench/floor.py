@@ -4,7 +4,7 @@ Decode + letterbox + forward + postprocess (NMS) with one network and no HTTP, t
 service runs per request. CPU time per image (the process's CPU clock) is the figure that decides:
 on a shared machine other work steals wall time from the quota, never CPU time from the process.
 Wall time is kept beside it. Each measurement runs in a fresh child process inside a cgroup that
-holds ``QUOTA_CORES`` (``python -m iweblens.bench.floor ENGINE IMAGE...`` prints one JSON line).
+holds ``POD_CPUS`` (``python -m iweblens.bench.floor ENGINE IMAGE...`` prints one JSON line).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from iweblens.config import Settings
+from iweblens.config import POD_CPUS, Settings
 from iweblens.models.store import ModelStore
 from iweblens.study.replicas.cgroup import CpuCgroup
 
-QUOTA_CORES = 0.5
 WARMUP_IMAGES = 2
 STAGES = ("decode", "letterbox", "forward", "postprocess")
 
@@ -53,18 +52,17 @@ class CpuLaps:
         self._last = now
 
 
-def measure_floor(engine: str, images: Sequence[Path]) -> FloorSample:
+def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> FloorSample:
     """One pass of decode + letterbox + forward + postprocess over ``images``, in this process.
 
     The process's CPU clock (``time.process_time``: every thread, so an engine's worker threads
     count) is read between stages; the network was warmed up on the first images beforehand.
     """
     from iweblens.inference.cpu import cpu_allotment, threads_for
-    from iweblens.inference.detector import Detector, letterbox
+    from iweblens.inference.detector import Detector
     from iweblens.inference.engines import set_compute_threads
     from iweblens.inference.images import decode_image
 
-    settings = Settings.from_env()
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
     set_compute_threads(threads_for(cpu_allotment()))
     detector = Detector.from_settings(settings, paths, engine)
@@ -75,13 +73,13 @@ def measure_floor(engine: str, images: Sequence[Path]) -> FloorSample:
     started = time.perf_counter()
     for data in payloads:
         laps.start()
-        image = decode_image(data)
+        image = decode_image(data, settings.input_size)
         laps.mark("decode")
-        blob, box = letterbox(image, settings.input_size)
+        blob, box = detector.letterboxer(image.pixels)
         laps.mark("letterbox")
         rows = detector.engine.forward(blob)
         laps.mark("forward")
-        detector.decode(rows, box, image.shape[1], image.shape[0])
+        detector.decode(rows, box, image.width, image.height)
         laps.mark("postprocess")
     wall = time.perf_counter() - started
     count = len(payloads)
@@ -91,8 +89,8 @@ def measure_floor(engine: str, images: Sequence[Path]) -> FloorSample:
 
 @contextlib.contextmanager
 def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
-    """A fresh cgroup holding ``QUOTA_CORES``, removed (with anything left in it) afterwards."""
-    cgroup = CpuCgroup.create(f"iweblens-bench-{os.getpid()}-{label}", QUOTA_CORES)
+    """A fresh cgroup holding ``POD_CPUS``, removed (with anything left in it) afterwards."""
+    cgroup = CpuCgroup.create(f"iweblens-bench-{os.getpid()}-{label}", POD_CPUS)
     try:
         yield cgroup
     finally:
@@ -111,7 +109,8 @@ def floor_under_quota(engine: str, images: Sequence[Path]) -> FloorSample:
 
 
 def _child(argv: list[str]) -> None:
-    sample = measure_floor(argv[0], [Path(arg) for arg in argv[1:]])
+    # This process is its own edge: it reads its settings, as the command line does.
+    sample = measure_floor(argv[0], [Path(arg) for arg in argv[1:]], Settings.from_env())
     print(json.dumps({"cpu_s": sample.cpu_s, "wall_s": sample.wall_s, "stages": sample.stages}))
 
 

@@ -30,6 +30,8 @@ def create_naive_app(model_dir: Path) -> Flask:
     def object_detection():  # type: ignore[no-untyped-def]
         labels = names.read_text().strip().split("\n")
         image = cv2.imdecode(np.frombuffer(request.files["image"].read(), np.uint8), 1)
+        if image is None:  # a 500, as the usual implementation answers a non-image
+            raise ValueError("not an image")
         height, width = image.shape[:2]
         net = cv2.dnn.readNetFromDarknet(cfg, weights)
         blob = cv2.dnn.blobFromImage(image, 1 / 255.0, (416, 416), swapRB=True, crop=False)

@@ -20,7 +20,6 @@ half of the images by file name and judged by F1 on the second half.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -28,7 +27,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iweblens.bench.agreement import F1Tally, differences, f1_noise
+from iweblens.bench.agreement import (
+    INT8_ENGINE,
+    REFERENCE_ENGINE,
+    agreement,
+    calibration_half,
+    prepare_int8,
+)
 from iweblens.bench.claims import (
     Claim,
     Spread,
@@ -40,31 +45,28 @@ from iweblens.bench.claims import (
     machine_lines,
     not_measured,
 )
-from iweblens.bench.floor import QUOTA_CORES, STAGES, FloorSample, floor_under_quota
+from iweblens.bench.floor import STAGES, FloorSample, floor_under_quota
 from iweblens.bench.served import EngineService, ServedRun, measure_naive
-from iweblens.config import Settings
-from iweblens.models.store import ModelStore
+from iweblens.config import POD_CPUS, Settings
 
 DEFAULT_ENGINES = ("opencv", "onnxruntime", "openvino", "openvino-int8")
-REFERENCE_ENGINE = "opencv"
-INT8_ENGINE = "openvino-int8"
 DEFAULT_ROUNDS = 3
 QUICK_ROUNDS = 2  # the fewest that still alternates (A B, then B A)
 # Issue 16's goals (they replace issue 5's "engines >= 2x" and "INT8 >= 3.5x" lines).
 SERVED_OVER_FLOOR = 0.93
 INT8_SERVED_SPEEDUP = 1.6
 INT8_F1 = 0.97
-# Goals whose measurement arrives with other work; their rows say so until it has landed.
-PENDING = (
+# Goals measured by their own subcommands (other inputs than this run's); their rows say where.
+MEASURED_ELSEWHERE = (
     not_measured(
         "12 MP photos served / 640-px photos served (images per 0.5 CPU)",
         ">= 0.8",
-        "needs size-aware JPEG decoding and its measurement",
+        "not in this run: `iweblens bench-decode` measures the decoding",
     ),
     not_measured(
         "letterbox: bit-identical, speed-up over the NumPy letterbox",
         ">= 4",
-        "needs the native letterbox and its measurement",
+        "not in this run: `iweblens bench-letterbox` measures it",
     ),
 )
 
@@ -204,7 +206,7 @@ def floor_table(engines: Sequence[EngineFigures]) -> list[str]:
         lines.append(
             f"| {fig.engine} | {fig.floor(lambda s: s.cpu_s).text(1000, 1)} "
             f"| {fig.floor(lambda s: s.wall_s).text(1000, 1)} "
-            f"| {fig.floor(lambda s: QUOTA_CORES / s.cpu_s).text(1, 2)} | "
+            f"| {fig.floor(lambda s: POD_CPUS / s.cpu_s).text(1, 2)} | "
             + " | ".join(stage.text(1000, 1) for stage in stages)
             + " |"
         )
@@ -245,87 +247,6 @@ def served_table(
     return lines
 
 
-# ----------------------------------------------------------------------------- agreement
-
-
-def engine_detections(engine: str, images: Sequence[Path]) -> list[list]:
-    """Every image's detections by ``engine`` (correctness only, so no quota)."""
-    from iweblens.inference.detector import Detector
-
-    settings = Settings.from_env()
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
-    detector = Detector.from_settings(settings, paths, engine)
-    return [detector.detect_bytes(image.read_bytes()) for image in images]
-
-
-def calibration_half(images: Sequence[Path]) -> list[Path]:
-    ordered = sorted(images, key=lambda image: image.name)
-    return ordered[: max(1, len(ordered) // 2)]
-
-
-def _quantize(images: Sequence[Path]) -> None:
-    from iweblens.inference.quantize import quantize
-
-    settings = Settings.from_env()
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
-    quantize(paths, calibration_half(images), settings.input_size)
-
-
-def prepare_int8(images: Sequence[Path]) -> None:
-    """Quantize with the first half of the images (by file name) as the calibration set.
-
-    In a child process: NNCF and OpenVINO leave worker threads behind that keep spinning on the
-    host's cores, and would slow the client side of the measurements that follow.
-    """
-    child = multiprocessing.get_context("spawn").Process(target=_quantize, args=(list(images),))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise RuntimeError(f"quantization failed (exit code {child.exitcode})")
-
-
-def agreement(engines: Sequence[str], images: Sequence[Path]) -> tuple[list[str], F1Tally | None]:
-    """Report lines on every engine's detections against opencv's, and INT8's F1 tally."""
-    from iweblens.inference.engines import set_compute_threads
-
-    set_compute_threads(1)
-    reference = engine_detections(REFERENCE_ENGINE, images)
-    judged = set(images) - set(calibration_half(images))
-    lines, int8 = [], None
-    for engine in engines:
-        if engine == REFERENCE_ENGINE:
-            continue
-        found = engine_detections(engine, images)
-        if engine == INT8_ENGINE:
-            tallies = []
-            for image, expected, actual in zip(images, reference, found, strict=True):
-                if image in judged:
-                    tallies.append(F1Tally())
-                    tallies[-1].add(expected, actual)
-            int8 = F1Tally(
-                sum(t.true_positives for t in tallies),
-                sum(t.false_positives for t in tallies),
-                sum(t.false_negatives for t in tallies),
-            )
-            lines.append(
-                f"- {engine}: F1 {int8.f1:.3f} (bootstrap s.d. {f1_noise(tallies):.3f}) on the "
-                f"{len(judged)} judged images: {int8.true_positives} matched, "
-                f"{int8.false_negatives} missed, {int8.false_positives} extra"
-            )
-            continue
-        differing = [
-            image.name
-            for image, expected, actual in zip(images, reference, found, strict=True)
-            if differences(expected, actual)
-        ]
-        verdict = "identical" if not differing else f"DIFFERENT on {', '.join(differing)}"
-        lines.append(
-            f"- {engine}: {verdict} on {len(images) - len(differing)}/{len(images)} images "
-            "(same labels, IoU >= 0.99, confidence within 0.001)"
-        )
-    return lines, int8
-
-
 # ----------------------------------------------------------------------------- orchestration
 
 
@@ -357,12 +278,18 @@ def _importable(module: str) -> bool:
 
 
 def measure_rounds(
-    engines: Sequence[str], images: Sequence[Path], clients: int, replicas: int, rounds: int
+    engines: Sequence[str],
+    images: Sequence[Path],
+    clients: int,
+    replicas: int,
+    rounds: int,
+    api_key: str | None = None,
 ) -> tuple[list[EngineFigures], list[tuple[float, float, float]]]:
     """Every engine's floor and service once per round, alternating A B C, C B A, ...
 
     Each engine's replicas stay up for the whole measurement; only one engine is loaded at a time.
-    Returns the figures and the load average at the start of each round.
+    ``api_key`` is sent by the load client. Returns the figures and the load average at the start
+    of each round.
     """
     figures = {engine: EngineFigures(engine) for engine in engines}
     loads = []
@@ -370,7 +297,7 @@ def measure_rounds(
         services = {}
         for engine in engines:
             log(f"{engine}: starting its replica")
-            services[engine] = stack.enter_context(EngineService(engine))
+            services[engine] = stack.enter_context(EngineService(engine, api_key))
         for index in range(rounds):
             loads.append(os.getloadavg())
             order = engines if index % 2 == 0 else list(reversed(engines))
@@ -386,21 +313,27 @@ def run_bench(
     engines: Sequence[str],
     clients: int,
     replicas: int,
-    rounds: int = DEFAULT_ROUNDS,
+    rounds: int,
+    settings: Settings,
+    api_key: str | None = None,
 ) -> list[str]:
-    """Measure everything and return the report as Markdown lines."""
+    """Measure everything and return the report as Markdown lines.
+
+    ``api_key`` is the key the load client sends to the replicas (which take their keys from the
+    environment, as ``iweblens serve`` does).
+    """
     engines, notes = available_engines(engines)
     if REFERENCE_ENGINE not in engines:
         raise ValueError("the opencv engine is the reference and must be benchmarked")
     engines = [REFERENCE_ENGINE, *(engine for engine in engines if engine != REFERENCE_ENGINE)]
     if INT8_ENGINE in engines:
         log(f"quantizing on {len(calibration_half(images))} calibration images")
-        prepare_int8(images)
-    figures, loads = measure_rounds(engines, images, clients, replicas, rounds)
+        prepare_int8(images, settings)
+    figures, loads = measure_rounds(engines, images, clients, replicas, rounds, api_key)
     log(f"naive baseline at 1 and {clients} clients")
-    naive = measure_naive(images, clients)
+    naive = measure_naive(images, clients, settings.model_dir)
     log("agreement with opencv's detections")
-    agreement_text, int8_tally = agreement(engines, images)
+    agreement_text, int8_tally = agreement(engines, images, settings)
 
     reference = figures[0]
     fastest = max(
@@ -421,9 +354,9 @@ def run_bench(
                 note="one value; its noise is under Detections",
             )
         )
-    claims += PENDING
+    claims += MEASURED_ELSEWHERE
     isa = isa_line(isa_flags())
-    quota = f"{QUOTA_CORES} CPU (cgroup cpu.cfs_quota_us) per process under test"
+    quota = f"{POD_CPUS} CPU (cgroup cpu.cfs_quota_us) per process under test"
     return [
         "# Benchmarks",
         "",

@@ -1,7 +1,7 @@
 """Served figures: the service (and the naive baseline) under load, each replica at the pod's quota.
 
 The service is the study's ``local`` backend: ``iweblens serve`` replicas, each in a cgroup that
-holds ``QUOTA_CORES`` and counts its CPU time, round-robin behind HAProxy, loaded with the
+holds ``POD_CPUS`` and counts its CPU time, round-robin behind HAProxy, loaded with the
 reference client's multipart requests. Every run records wall-clock figures (throughput, latency),
 the replicas' CPU seconds per image (the cgroups' own count: it includes HTTP, decoding and
 everything else a pod pays for, and no time stolen by other work on the machine) and their peak
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import requests
 
-from iweblens.bench.floor import QUOTA_CORES, quota_cgroup
-from iweblens.config import Settings
+from iweblens.bench.floor import quota_cgroup
+from iweblens.config import POD_CPUS
 from iweblens.load.client import LoadResult, run_load
 from iweblens.study.replicas.cgroup import CpuCgroup
 from iweblens.study.replicas.local import LocalBackend
@@ -83,7 +83,7 @@ class ServedRun:
     @property
     def cpu_rate(self) -> float | None:
         """Images per second one pod's quota buys, from CPU time (what a 0.5-CPU pod serves)."""
-        return QUOTA_CORES / self.cpu_s if self.cpu_s else None
+        return POD_CPUS / self.cpu_s if self.cpu_s else None
 
 
 def _cpu_seconds(cgroups: Sequence[CpuCgroup]) -> float | None:
@@ -97,11 +97,13 @@ def measured_run(
     endpoint: str,
     clients: int,
     timeout: float = 60.0,
+    api_key: str | None = None,
 ) -> ServedRun:
-    """Every image posted once by ``clients`` threads; CPU and memory of ``cgroups`` meanwhile."""
+    """Every image posted once by ``clients`` threads (sending ``api_key`` as a bearer token when
+    given); CPU and memory of ``cgroups`` meanwhile."""
     before = _cpu_seconds(cgroups)
     with RssSampler(lambda: [pid for cgroup in cgroups for pid in cgroup.pids()]) as rss:
-        load = run_load(images, endpoint, clients, timeout=timeout, progress=False)
+        load = run_load(images, endpoint, clients, timeout=timeout, progress=False, api_key=api_key)
     after = _cpu_seconds(cgroups)
     if load.errors or load.timeouts:
         raise RuntimeError(f"{load.errors} errors, {load.timeouts} timeouts at {endpoint}")
@@ -110,11 +112,16 @@ def measured_run(
 
 
 class EngineService:
-    """One engine's replicas (``iweblens serve`` in quota cgroups) behind HAProxy."""
+    """One engine's replicas (``iweblens serve`` in quota cgroups) behind HAProxy.
 
-    def __init__(self, engine: str) -> None:
+    The replicas inherit this process's environment, IWEBLENS_API_KEYS included; ``api_key`` is
+    the key the load client sends.
+    """
+
+    def __init__(self, engine: str, api_key: str | None = None) -> None:
         self.engine = engine
-        self.backend = LocalBackend(cpu_limit=QUOTA_CORES, engine=engine)
+        self.api_key = api_key
+        self.backend = LocalBackend(cpu_limit=POD_CPUS, engine=engine)
 
     def __enter__(self) -> EngineService:
         try:
@@ -133,15 +140,17 @@ class EngineService:
             raise RuntimeError("a replica runs without a CPU quota; the figures would lie")
         return [cgroup for cgroup in cgroups if cgroup is not None]
 
+    def _run(self, images: Sequence[Path], clients: int) -> ServedRun:
+        return measured_run(
+            self._cgroups(), images, self.backend.endpoint, clients, api_key=self.api_key
+        )
+
     def round(self, images: Sequence[Path], clients: int, replicas: int) -> list[ServedRun]:
         """1 replica at 1 and ``clients`` threads, then ``replicas`` at ``clients``; back to 1."""
-        runs = [
-            measured_run(self._cgroups(), images, self.backend.endpoint, threads)
-            for threads in (1, clients)
-        ]
+        runs = [self._run(images, threads) for threads in (1, clients)]
         self.backend.scale(replicas)
         try:
-            runs.append(measured_run(self._cgroups(), images, self.backend.endpoint, clients))
+            runs.append(self._run(images, clients))
         finally:
             self.backend.scale(1)
         return runs
@@ -159,12 +168,11 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"the naive baseline did not answer at {url}")
 
 
-def measure_naive(images: Sequence[Path], clients: int) -> list[ServedRun]:
+def measure_naive(images: Sequence[Path], clients: int, model_dir: Path) -> list[ServedRun]:
     """The naive baseline (``iweblens.bench.naive``) at 1 and ``clients`` threads, same quota."""
     from iweblens.study.replicas.balanced import LOOPBACK, free_port
 
     port = free_port()
-    model_dir = Settings.from_env().model_dir
     command = [sys.executable, "-m", "iweblens.bench.naive", "--port", str(port)]
     runs = []
     with quota_cgroup("naive") as cgroup:

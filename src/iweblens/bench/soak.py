@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from iweblens.config import Settings
+from iweblens.config import POD_CPUS, Settings
 
 REFUSED = "refused"  # no connection was made: nothing reached the server
 LOST = "lost"  # connected, then no answer: the request may have reached the server
@@ -302,16 +302,16 @@ def judge(
 
 def soak(
     images: Sequence[Path],
+    settings: Settings,
     *,
     duration_s: float,
     clients: int = 32,
-    cpu_limit: float = 0.5,
+    cpu_limit: float = POD_CPUS,
     sample_every_s: float = 2.0,
 ) -> SoakReport:
     """Start one CPU-limited replica behind the balancer, load it for ``duration_s``, judge it."""
     from iweblens.study.replicas.local import LocalBackend
 
-    settings = Settings.from_env()
     backend = LocalBackend(cpu_limit=cpu_limit)
     try:
         backend.scale(1)

@@ -12,44 +12,77 @@ import argparse
 import importlib
 import sys
 from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+from iweblens.config import Settings, SettingsError, env_name
 
-# name -> (module defining its arguments, one-line help), in the order ``--help`` lists them. Each
-# module's ``configure(name, parser)`` adds the arguments and a ``run`` default that is called
-# with the parsed arguments and returns the exit status.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("iweblens.cli.service", "run the detection service (gunicorn)"),
-    "detect": ("iweblens.cli.service", "detect objects in images, without a server"),
-    "fetch-model": ("iweblens.cli.service", "fetch and verify the model files"),
-    "client": (
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+
+class Command(NamedTuple):
+    module: str  # its ``ARGUMENTS[name](parser)`` defines the arguments
+    help: str
+    extra: str | None = None  # the optional dependencies (pyproject.toml) it needs
+
+
+# In the order ``--help`` lists them. Each module's ``ARGUMENTS[name](parser)`` adds the
+# arguments and a ``run`` default, called with the parsed arguments and the settings, that
+# returns the exit status.
+COMMANDS: dict[str, Command] = {
+    "serve": Command("iweblens.cli.service", "run the detection service (gunicorn)"),
+    "detect": Command("iweblens.cli.service", "detect objects in images, without a server"),
+    "fetch-model": Command("iweblens.cli.service", "fetch and verify the model files"),
+    "client": Command(
         "iweblens.cli.load",
         "closed-loop load client, wire-compatible with the reference iWebLens client",
+        "load",
     ),
-    "plot": (
+    "plot": Command(
         "iweblens.cli.study",
         "draw the pods x threads figure from a results CSV (PNG and SVG)",
+        "study",
     ),
-    "report": (
+    "report": Command(
         "iweblens.cli.study",
         "write the study's PDF report (two pages max) from a results CSV",
+        "study",
     ),
-    "experiment": (
+    "experiment": Command(
         "iweblens.cli.study",
         "run the pods x threads study and append one CSV row per run",
+        "study",
     ),
-    "bench": (
+    "bench": Command(
         "iweblens.cli.bench",
         "measure the floor, the service and the naive baseline under 0.5 CPU",
+        "bench",
     ),
-    "quantize": (
+    "bench-letterbox": Command(
         "iweblens.cli.bench",
-        "build the INT8 model for IWEBLENS_ENGINE=openvino-int8 from calibration photos",
+        "CPU time and page faults per image of each letterbox implementation",
     ),
-    "soak": (
+    "quantize": Command(
+        "iweblens.cli.bench",
+        f"build the INT8 model for {env_name('engine')}=openvino-int8 from calibration photos",
+    ),
+    "soak": Command(
         "iweblens.cli.bench",
         "long closed-loop load on one CPU-limited replica: errors, memory, fds",
+        "bench",
     ),
+    "bench-decode": Command(
+        "iweblens.cli.bench",
+        "size-aware JPEG decoding: agreement at 12/24 MP, CPU ms, peak memory",
+    ),
+}
+
+# The third-party packages of the engine extras, by import name: what a command without an
+# extra of its own (``quantize``, ``fetch-model``) may be missing.
+EXTRA_OF_MODULE = {
+    "onnx": "engines",
+    "onnxruntime": "engines",
+    "openvino": "engines",
+    "nncf": "int8",
 }
 
 
@@ -60,10 +93,10 @@ def build_parser(configured: Collection[str] | None = None) -> argparse.Argument
         description="YOLOv3-tiny object detection as a web service, and the tools to measure it.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
-        subparser = subparsers.add_parser(name, help=help_text)
+    for name, command in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=command.help)
         if configured is None or name in configured:
-            importlib.import_module(module).configure(name, subparser)
+            importlib.import_module(command.module).ARGUMENTS[name](subparser)
     return parser
 
 
@@ -72,9 +105,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     # The top-level parser takes no option but -h, so the first other word names the command.
     command = next((word for word in arguments if not word.startswith("-")), None)
+    try:
+        return _run(arguments, command)
+    except ModuleNotFoundError as error:
+        # Only a missing third-party package: a module of ours missing is a broken install.
+        missing = (error.name or "").partition(".")[0]
+        needs = COMMANDS[command].extra if command in COMMANDS else None
+        extra = EXTRA_OF_MODULE.get(missing) or (needs if missing != "iweblens" else None)
+        if extra is None:
+            raise
+        print(
+            f"iweblens {command}: {error.name} is missing; install the {extra!r} extra: "
+            f"pip install 'iweblens[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _run(arguments: list[str], command: str | None) -> int:
     args = build_parser({command} if command else set()).parse_args(arguments)
     try:
-        return int(args.run(args) or 0)
+        # The one place the environment is read; everything below is handed these settings.
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"iweblens: {error}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.run(args, settings) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

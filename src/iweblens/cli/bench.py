@@ -1,14 +1,16 @@
-"""The bench and reliability subcommands: ``bench``, ``quantize`` and ``soak``."""
+"""The bench and reliability subcommands: ``bench``, ``bench-letterbox``, ``bench-decode``,
+``quantize``, ``soak``."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from iweblens.config import POD_CPUS, Settings, bench_images, env_name
 
-def _run_bench(args: argparse.Namespace) -> int:
+
+def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.run import DEFAULT_ENGINES, QUICK_ROUNDS, log, run_bench
 
     images = sorted(args.images.glob("*.jpg"))[: args.count]
@@ -20,7 +22,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         clients, replicas, rounds = 4, 2, QUICK_ROUNDS
     else:
         clients, replicas, rounds = args.clients, args.replicas, args.rounds
-    report = run_bench(images, engines, clients, replicas, rounds)
+    report = run_bench(images, engines, clients, replicas, rounds, settings, api_key=args.api_key)
     text = "\n".join(report)
     print(text)
     if args.output:
@@ -30,12 +32,43 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_quantize(args: argparse.Namespace) -> int:
-    from iweblens.config import Settings
+def _run_bench_letterbox(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.bench.letterbox import letterbox_bench
+
+    photos = sorted(args.images.glob("*.jpg"))[: args.count]
+    if not photos:
+        print(f"iweblens bench-letterbox: no .jpg images in {args.images}", file=sys.stderr)
+        return 2
+    print("\n".join(letterbox_bench(photos, args.size, args.rounds)))
+    return 0
+
+
+def _run_bench_decode(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.bench import decoding
+
+    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    if not images:
+        print(f"iweblens bench-decode: no .jpg images in {args.images}", file=sys.stderr)
+        return 2
+    parts = args.parts or ["agreement", "cpu", "memory"]
+    if "memory" in parts:
+        print("\n".join(decoding.memory(images[0], settings)) + "\n", flush=True)
+    if "cpu" in parts:
+        print("\n".join(decoding.cpu(images[: args.cpu_count], settings)) + "\n", flush=True)
+    if "agreement" in parts:
+        lines = decoding.agreement(images, settings, log=_log, sizes_mp=args.sizes)
+        print("\n".join(lines) + "\n", flush=True)
+    return 0
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.inference.quantize import calibration_set, quantize
     from iweblens.models.store import ModelStore, sha256_of
 
-    settings = Settings.from_env()
     paths = ModelStore(settings.model_dir).ensure()
     images = calibration_set(args.images, args.count)
     if not images:
@@ -47,7 +80,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_soak(args: argparse.Namespace) -> int:
+def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.soak import soak
     from iweblens.load.client import list_images
 
@@ -55,21 +88,28 @@ def _run_soak(args: argparse.Namespace) -> int:
     if not images:
         print(f"iweblens soak: no images in {args.images}", file=sys.stderr)
         return 2
-    report = soak(images, duration_s=args.duration, clients=args.clients, cpu_limit=args.cpus)
+    report = soak(
+        images, settings, duration_s=args.duration, clients=args.clients, cpu_limit=args.cpus
+    )
     print("\n".join(report.lines()))
     return 1 if report.failures else 0
 
 
-def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from iweblens.bench.run import DEFAULT_ENGINES, DEFAULT_ROUNDS
-
+def _photo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images",
         type=Path,
-        default=Path(os.environ.get("IWEBLENS_BENCH_IMAGES", "../shared/images/coco128")),
-        help="folder of .jpg photographs (default: IWEBLENS_BENCH_IMAGES or %(default)s)",
+        default=bench_images(),
+        help=f"folder of .jpg photographs (default: {env_name('bench_images')} or %(default)s)",
     )
     parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.bench.run import DEFAULT_ENGINES, DEFAULT_ROUNDS
+    from iweblens.cli.load import add_api_key_argument
+
+    _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
@@ -80,12 +120,41 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="rounds of alternated measurements; figures are their medians (default %(default)s)",
     )
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
+    add_api_key_argument(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
         help="a short proof that it works: 4 clients, 2 replicas, 2 rounds",
     )
     parser.set_defaults(run=_run_bench)
+
+
+def _bench_letterbox_arguments(parser: argparse.ArgumentParser) -> None:
+    _photo_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of each (default 9)")
+    parser.add_argument("--size", type=int, default=416, help="network input (default 416)")
+    parser.set_defaults(run=_run_bench_letterbox)
+
+
+def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    _photo_arguments(parser)
+    parser.add_argument(
+        "--cpu-count", type=int, default=16, help="photographs in the CPU rounds (default 16)"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        default=[12, 24],
+        help="megapixels the photographs are upscaled to for the agreement (default 12 24)",
+    )
+    parser.add_argument(
+        "parts",
+        nargs="*",
+        choices=["agreement", "cpu", "memory"],
+        help="what to measure (default: all three)",
+    )
+    parser.set_defaults(run=_run_bench_decode)
 
 
 def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,17 +174,16 @@ def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, help="folder of images to post (cycled)")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--cpus", type=float, default=0.5, help="replica CPU limit (default 0.5)")
+    parser.add_argument(
+        "--cpus", type=float, default=POD_CPUS, help=f"replica CPU limit (default {POD_CPUS})"
+    )
     parser.set_defaults(run=_run_soak)
 
 
 ARGUMENTS = {
     "bench": _bench_arguments,
+    "bench-letterbox": _bench_letterbox_arguments,
+    "bench-decode": _bench_decode_arguments,
     "quantize": _quantize_arguments,
     "soak": _soak_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)

@@ -8,15 +8,17 @@ import json
 import sys
 from pathlib import Path
 
+from iweblens.config import Settings
 
-def _run_client(args: argparse.Namespace) -> int:
+
+def _run_client(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.load import client
 
     images = client.list_images(args.inputfolder)
     if not images:
         print(f"no .jpg, .jpeg or .png files in {args.inputfolder}", file=sys.stderr)
         return 2
-    post = client.Poster(args.endpoint, args.protocol, args.timeout, args.keep_alive)
+    post = client.Poster(args.endpoint, args.protocol, args.timeout, args.keep_alive, args.api_key)
     outcomes, wall_s = client.send_all(
         images, post, args.num_threads, progress=not args.no_progress
     )
@@ -41,8 +43,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of ``iweblens client`` (the only subcommand here)."""
+def add_api_key_argument(parser: argparse.ArgumentParser) -> None:
+    """``--api-key``, defaulting to IWEBLENS_API_KEY (client, experiment and bench share it)."""
+    from iweblens.config import client_api_key
+
+    parser.add_argument(
+        "--api-key",
+        default=client_api_key(),
+        metavar="KEY",
+        help="send Authorization: Bearer KEY, for a service started with IWEBLENS_API_KEYS "
+        "(default: IWEBLENS_API_KEY; none is sent without it)",
+    )
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.load.client import PROTOCOLS
 
     parser.description = (
@@ -68,7 +82,11 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="reuse one connection per thread (the reference opens a new one per request)",
     )
+    add_api_key_argument(parser)
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the run summary as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per request as CSV")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(run=_run_client)
+
+
+ARGUMENTS = {"client": _client_arguments}

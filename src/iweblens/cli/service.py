@@ -8,19 +8,38 @@ import json
 import sys
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from iweblens.config import Settings
-from iweblens.models.store import ModelIntegrityError, ModelPaths, ModelStore
+from iweblens.config import Settings, SettingsError, env_name
+
+if TYPE_CHECKING:
+    from iweblens.models.store import ModelPaths
 
 
 def _ensure_model(settings: Settings) -> ModelPaths:
+    """The verified model files, fetched if missing; exits with the reason if they are bad.
+
+    Reports on stderr: bars on a terminal, plain lines in logs (CI, docker build, a pod's log).
+    """
+    from iweblens.models.store import ModelIntegrityError, ModelStore
+
     try:
-        return ModelStore(settings.model_dir, progress=sys.stderr.isatty()).ensure()
+        return ModelStore(settings.model_dir).ensure()
     except ModelIntegrityError as error:
         raise SystemExit(f"iweblens: {error}") from None
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def _check_engine(settings: Settings) -> None:
+    """Refuse an unknown engine now, rather than in an inference thread (``/readyz`` failing)."""
+    from iweblens.inference.engines import UnknownEngineError, check_engine
+
+    try:
+        check_engine(settings.engine)
+    except UnknownEngineError as error:
+        raise SystemExit(f"iweblens: {env_name('engine')}: {error}") from None
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.service.server import serve
 
     overrides = {
@@ -28,18 +47,22 @@ def run_serve(args: argparse.Namespace) -> int:
         for name in ("host", "port", "threads")
         if (value := getattr(args, name)) is not None
     }
-    settings = dataclasses.replace(Settings.from_env(), **overrides)
+    try:
+        settings = dataclasses.replace(settings, **overrides)
+    except SettingsError as error:
+        raise SystemExit(f"iweblens: {error}") from None
+    _check_engine(settings)
     _ensure_model(settings)
     serve(settings)
     return 0
 
 
-def run_detect(args: argparse.Namespace) -> int:
+def run_detect(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.detection import ImageDecodeError
     from iweblens.inference.detector import Detector
     from iweblens.service.protocol import DetectionRequest, Flavour, render_detections
 
-    settings = Settings.from_env()
+    _check_engine(settings)
     paths = _ensure_model(settings)
     detector = Detector.from_settings(settings, paths)
     results = {}
@@ -58,8 +81,7 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_fetch_model(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
     paths = _ensure_model(settings)
     for path in (paths.cfg, paths.weights, paths.names):
         print(path)
@@ -72,10 +94,16 @@ def run_fetch_model(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="address to bind (IWEBLENS_HOST, default 0.0.0.0)")
-    parser.add_argument("--port", type=int, help="port to bind (IWEBLENS_PORT, default 5000)")
     parser.add_argument(
-        "--threads", type=int, help="request threads (IWEBLENS_THREADS, default 64)"
+        "--host", help=f"address to bind ({env_name('host')}, default {Settings.host})"
+    )
+    parser.add_argument(
+        "--port", type=int, help=f"port to bind ({env_name('port')}, default {Settings.port})"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help=f"request threads ({env_name('threads')}, default {Settings.threads})",
     )
     parser.set_defaults(run=run_serve)
 
@@ -94,8 +122,3 @@ ARGUMENTS = {
     "detect": _detect_arguments,
     "fetch-model": _fetch_model_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)

@@ -6,14 +6,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from iweblens.config import POD_CPUS, Settings, env_name
 
 if TYPE_CHECKING:
     from iweblens.study.experiment import Point
-    from iweblens.study.replicas import Backend
+    from iweblens.study.results import ResultRow
 
 
-def _run_plot(args: argparse.Namespace) -> int:
+def _run_plot(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.study.plot import figure_from_results, save_figure
     from iweblens.study.results import read_results
 
@@ -23,11 +25,11 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_report(args: argparse.Namespace) -> int:
-    from iweblens.load.stats import summarize
+def _run_report(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.study.discussion import draft_discussion
     from iweblens.study.report import Identity, ReportError, render_report
     from iweblens.study.results import read_results
+    from iweblens.study.summary import summarize
 
     rows = read_results(args.results)
     if args.discussion:
@@ -52,34 +54,7 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _create_backend(args: argparse.Namespace) -> Backend:
-    """The backend chosen on the command line."""
-    from iweblens.study.replicas.docker import DockerBackend
-    from iweblens.study.replicas.kubernetes import KubernetesBackend
-    from iweblens.study.replicas.local import LocalBackend
-    from iweblens.study.replicas.manifest import manifest_cpu_limit
-
-    if args.backend == "local":
-        return LocalBackend(
-            cpu_limit=args.cpu_limit or 0.5, engine=args.engine, balancer_port=args.balancer_port
-        )
-    if args.backend == "docker":
-        return DockerBackend(
-            cpu_limit=args.cpu_limit or manifest_cpu_limit(args.manifest),
-            image=args.image,
-            engine=args.engine,
-            balancer_port=args.balancer_port,
-        )
-    return KubernetesBackend(
-        endpoint=args.endpoint,
-        deployment=args.deployment,
-        namespace=args.namespace,
-        context=args.context,
-    )
-
-
-def _run_experiment(args: argparse.Namespace) -> int:
-    from iweblens.config import Settings
+def _run_experiment(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.load.client import list_images
     from iweblens.study.experiment import interrupts_unwind, pending, plan
     from iweblens.study.replicas import BackendError
@@ -90,7 +65,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
     if not images:
         print(f"no .jpg, .jpeg or .png images in {args.images}", file=sys.stderr)
         return 2
-    args.engine = args.engine or Settings.from_env().engine
+    args.engine = args.engine or settings.engine
     rows = read_results(args.output) if args.output.exists() else []
     points = plan(args.pods, args.threads, args.repeats)
     todo = pending(points, rows, args.backend, args.engine)
@@ -116,15 +91,27 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 def _sweep(
     args: argparse.Namespace, todo: Sequence[Point], images: Sequence[Path]
-) -> list[dict[str, Any]]:
+) -> list[ResultRow]:
     from iweblens.study.experiment import run_experiment
+    from iweblens.study.replicas.registry import ReplicaOptions, create_backend
 
-    backend = _create_backend(args)
+    options = ReplicaOptions(
+        cpu_limit=args.cpu_limit,
+        engine=args.engine,
+        balancer_port=args.balancer_port,
+        image=args.image,
+        manifest=args.manifest,
+        endpoint=args.endpoint,
+        deployment=args.deployment,
+        namespace=args.namespace,
+        context=args.context,
+    )
+    backend = create_backend(args.backend, options)
     try:
         return run_experiment(
             backend, todo, images, args.output,
             engine=args.engine, protocol=args.protocol, timeout=args.timeout,
-            ready_timeout=args.ready_timeout,
+            ready_timeout=args.ready_timeout, api_key=args.api_key,
         )  # fmt: skip
     finally:
         backend.close()
@@ -199,6 +186,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.cli.load import add_api_key_argument
     from iweblens.load.client import PROTOCOLS
     from iweblens.study.experiment import (
         DEFAULT_IMAGES,
@@ -207,10 +195,9 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULT_REPEATS,
         DEFAULT_THREADS,
     )
-    from iweblens.study.replicas import BACKEND_NAMES
-    from iweblens.study.replicas.docker import DEFAULT_IMAGE
-    from iweblens.study.replicas.kubernetes import DEFAULT_ENDPOINT
-    from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
+    from iweblens.study.replicas.registry import BACKENDS, ReplicaOptions
+
+    defaults = ReplicaOptions()
 
     parser.description = (
         "Sweep pods x client threads x repeats, one load run each over the same images, one "
@@ -220,7 +207,7 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=BACKEND_NAMES,
+        choices=tuple(BACKENDS),
         default="local",
         help="where the replicas run (default local: cgroup-limited processes behind HAProxy)",
     )
@@ -249,10 +236,11 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--engine",
-        help="the replicas' inference engine (default IWEBLENS_ENGINE or the service's); "
+        help=f"the replicas' inference engine (default {env_name('engine')} or the service's); "
         "for kubernetes, name the one the Deployment runs, it is only recorded",
     )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="multipart")
+    add_api_key_argument(parser)
     parser.add_argument(
         "--timeout", type=_positive_float, default=60.0, help="per-request seconds (default 60)"
     )
@@ -267,28 +255,32 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
         "--cpu-limit",
         type=_positive_float,
         metavar="CORES",
-        help="per replica (default 0.5 for local, the manifest's limit for docker)",
+        help=f"per replica (default {POD_CPUS} for local, the manifest's limit for docker)",
     )
     local.add_argument(
         "--balancer-port", type=int, default=0, help="HAProxy's loopback port (default: a free one)"
     )
     local.add_argument(
-        "--image", default=DEFAULT_IMAGE, help=f"docker: the service image, default {DEFAULT_IMAGE}"
+        "--image",
+        default=defaults.image,
+        help=f"docker: the service image, default {defaults.image}",
     )
     local.add_argument(
         "--manifest",
         type=Path,
-        default=DEFAULT_MANIFEST,
+        default=defaults.manifest,
         help=f"docker: the Deployment whose resources.limits.cpu each container gets "
-        f"(default {DEFAULT_MANIFEST})",
+        f"(default {defaults.manifest})",
     )
     cluster = parser.add_argument_group("kubernetes backend")
     cluster.add_argument(
         "--endpoint",
-        default=DEFAULT_ENDPOINT,
-        help=f"the Service's URL (default {DEFAULT_ENDPOINT}: kind maps the NodePort there)",
+        default=defaults.endpoint,
+        help=f"the Service's URL (default {defaults.endpoint}: kind maps the NodePort there)",
     )
-    cluster.add_argument("--deployment", default="iweblens", help="default iweblens")
+    cluster.add_argument(
+        "--deployment", default=defaults.deployment, help=f"default {defaults.deployment}"
+    )
     cluster.add_argument("--namespace", help="default: kubectl's")
     cluster.add_argument("--context", help="kubectl context (default: the current one)")
     parser.set_defaults(run=_run_experiment)
@@ -299,8 +291,3 @@ ARGUMENTS = {
     "report": _report_arguments,
     "experiment": _experiment_arguments,
 }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of the subcommand ``name`` (a key of ``ARGUMENTS``)."""
-    ARGUMENTS[name](parser)

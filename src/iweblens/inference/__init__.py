@@ -4,31 +4,42 @@ Never imports Flask or the service; the web layer calls in through ``InferencePo
 """
 
 from iweblens.inference.cpu import cpu_allotment, threads_for
-from iweblens.inference.detector import Detector, letterbox
+from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
 from iweblens.inference.images import (
+    DecodedImage,
     ImageHeader,
+    ImageLimits,
     ImageTooLargeError,
+    UnsupportedImageFormatError,
+    decode_cost,
     decode_image,
     inspect_image,
     limit_decoded_pixels,
 )
+from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
 
+# Not letterbox() itself: that name would hide the module iweblens.inference.letterbox.
 __all__ = [
     "ENGINES",
+    "DecodedImage",
     "Detector",
     "Engine",
     "ImageHeader",
+    "ImageLimits",
     "ImageTooLargeError",
     "InferencePool",
+    "Letterbox",
+    "Letterboxer",
     "ModelUnavailableError",
+    "UnsupportedImageFormatError",
     "build_pool",
     "cpu_allotment",
     "create_engine",
+    "decode_cost",
     "decode_image",
     "inspect_image",
-    "letterbox",
     "limit_decoded_pixels",
     "set_compute_threads",
     "threads_for",

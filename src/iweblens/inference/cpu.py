@@ -81,3 +81,28 @@ def cpu_allotment() -> float:
 def threads_for(allotment: float) -> int:
     """Compute threads worth running for an allotment: 0.5 CPU gets 1, 1.5 gets 2."""
     return max(1, math.ceil(allotment - 1e-9))
+
+
+# The instruction sets that change which engine or kernel is fastest here (and by how much).
+ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+)
+
+
+def isa_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of ``ISA_FLAGS`` the CPU exposes to this machine, in that order (Linux only;
+    an empty list where /proc/cpuinfo is missing or lists no flags)."""
+    flags: set[str] = set()
+    for line in (_read(cpuinfo) or "").splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return [flag for flag in ISA_FLAGS if flag in flags]

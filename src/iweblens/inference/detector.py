@@ -8,81 +8,22 @@ and NMS per class at IoU 0.45.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from iweblens.config import Settings
-from iweblens.detection import Detection
-from iweblens.inference.engines import Engine, create_engine
+from iweblens.detection import Detection, DetectionParams, Inference
+from iweblens.inference.annotate import MAX_SIDE, annotate
+from iweblens.inference.engines import SCORE_FLOOR, Engine, create_engine
 from iweblens.inference.images import decode_image
+from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.models.store import ModelPaths
 
-
-@dataclass(frozen=True)
-class Letterbox:
-    """Where the resized image sits inside the square network input."""
-
-    size: int
-    new_width: int
-    new_height: int
-
-    @property
-    def offset_x(self) -> int:
-        return (self.size - self.new_width) // 2
-
-    @property
-    def offset_y(self) -> int:
-        return (self.size - self.new_height) // 2
-
-
-def _axis_weights(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of darknet's corner-aligned linear resize along one axis."""
-    scale = np.float32(source - 1) / np.float32(target - 1) if target > 1 else np.float32(0)
-    coords = np.arange(target, dtype=np.float32) * scale
-    low = coords.astype(np.int64)
-    frac = (coords - low).astype(np.float32)
-    return low, np.minimum(low + 1, source - 1), frac
-
-
-def darknet_resize(image: np.ndarray, width: int, height: int, scale: float = 1.0) -> np.ndarray:
-    """Resize an HxWxC image exactly as darknet's ``resize_image`` does, on float pixels.
-
-    Pixels are multiplied by ``scale`` as they are turned into floats; only the source columns
-    the resize reads are converted, so a large photograph never exists as a float copy.
-    """
-    src_h, src_w = image.shape[:2]
-    low, high, frac = _axis_weights(src_w, width)
-    # darknet takes the last column straight from the source's last column.
-    low[-1], frac[-1] = src_w - 1, 0.0
-    left = image[:, low].astype(np.float32) * np.float32(scale)
-    right = image[:, high].astype(np.float32) * np.float32(scale)
-    part = left * (1 - frac)[None, :, None] + right * frac[None, :, None]
-    low, high, frac = _axis_weights(src_h, height)
-    below = frac.copy()
-    # ...and gives the last row no share of the row below it (even if the float index fell short).
-    below[-1] = 0.0
-    return part[low] * (1 - frac)[:, None, None] + part[high] * below[:, None, None]
-
-
-def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Make the network input: aspect-preserving resize, centred on 0.5 grey, RGB, NCHW."""
-    height, width = image_bgr.shape[:2]
-    if size / width < size / height:
-        new_w, new_h = size, max(1, height * size // width)
-    else:
-        new_w, new_h = max(1, width * size // height), size
-    box = Letterbox(size, new_w, new_h)
-    canvas = np.full((size, size, 3), 0.5, dtype=np.float32)
-    canvas[box.offset_y : box.offset_y + new_h, box.offset_x : box.offset_x + new_w] = (
-        darknet_resize(image_bgr[:, :, ::-1], new_w, new_h, scale=1 / 255)
-    )
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None]), box
+DEFAULT_PARAMS = DetectionParams()
 
 
 class Detector:
-    """Letterbox, forward, decode: one engine, so one detector per inference thread."""
+    """Letterbox, forward, decode: one engine and one letterbox blob, so one detector per thread."""
 
     def __init__(
         self,
@@ -98,6 +39,7 @@ class Detector:
         self.input_size = input_size
         self.confidence = confidence
         self.nms = nms
+        self.letterboxer = Letterboxer(input_size)
 
     @classmethod
     def from_settings(
@@ -113,20 +55,66 @@ class Detector:
         )
 
     def detect_bytes(self, data: bytes) -> list[Detection]:
-        """Decode an encoded image and detect objects in it."""
-        return self.detect(decode_image(data))
+        """Decode an encoded image (large JPEGs at reduced size) and detect objects in it.
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        """Detect objects in a BGR image; the result is sorted by confidence, highest first."""
-        blob, box = letterbox(image_bgr, self.input_size)
-        return self.decode(self.engine.forward(blob), box, image_bgr.shape[1], image_bgr.shape[0])
+        Boxes are in the original image's pixels, in the orientation a viewer shows.
+        """
+        return self.run(data).detections
 
-    def decode(self, rows: np.ndarray, box: Letterbox, width: int, height: int) -> list[Detection]:
-        """Turn YOLO rows into detections in original-image pixels (darknet's box arithmetic)."""
+    def run(self, data: bytes, params: DetectionParams = DEFAULT_PARAMS) -> Inference:
+        """Decode, detect with ``params``, and draw the boxes if ``params.annotate`` asks.
+
+        Large JPEGs are decoded at reduced size; boxes, width and height are the original's, in
+        the orientation a viewer shows. Raises ``ImageDecodeError`` for bytes that are not an
+        image (``UnsupportedImageFormatError``, ``ImageTooLargeError`` for the kinds of refusal).
+        """
+        image = decode_image(data, self.input_size)
+        frame = (image.width, image.height)
+        detections = self.detect(image.pixels, params, size=frame)
+        drawn = annotate(image.pixels, detections, MAX_SIDE, frame) if params.annotate else None
+        return Inference(detections, image.width, image.height, drawn)
+
+    def detect(
+        self,
+        image_bgr: np.ndarray,
+        params: DetectionParams = DEFAULT_PARAMS,
+        *,
+        size: tuple[int, int] | None = None,
+    ) -> list[Detection]:
+        """Detect objects in a BGR image; the result is sorted by confidence, highest first.
+
+        Boxes are in pixels of a ``size`` = (width, height) image (default: the array's own); a
+        larger size maps the boxes of a reduced decode back to the original's pixels.
+        """
+        blob, box = self.letterboxer(image_bgr)
+        width, height = size or (image_bgr.shape[1], image_bgr.shape[0])
+        return self.decode(self.engine.forward(blob), box, width, height, params)
+
+    def decode(
+        self,
+        rows: np.ndarray,
+        box: Letterbox,
+        width: int,
+        height: int,
+        params: DetectionParams = DEFAULT_PARAMS,
+    ) -> list[Detection]:
+        """Turn YOLO rows into detections in original-image pixels (darknet's box arithmetic).
+
+        A confidence below ``SCORE_FLOOR`` behaves as the floor: the engine zeroed those scores.
+        """
+        requested = self.confidence if params.confidence is None else params.confidence
+        confidence = max(requested, SCORE_FLOOR)
+        nms = self.nms if params.nms is None else params.nms
         scores = rows[:, 5:]
-        row_idx, class_idx = np.nonzero(scores > self.confidence)
+        columns = None
+        if params.classes is not None:
+            wanted = [i for i, name in enumerate(self.labels) if name in params.classes]
+            columns = np.array(wanted, dtype=np.int64)
+            scores = scores[:, columns]
+        row_idx, column_idx = np.nonzero(scores > confidence)
         if row_idx.size == 0:
             return []
+        class_idx = column_idx if columns is None else columns[column_idx]
         size = np.float32(box.size)
         cx = (rows[row_idx, 0] - box.offset_x / size) / (box.new_width / size)
         cy = (rows[row_idx, 1] - box.offset_y / size) / (box.new_height / size)
@@ -134,13 +122,13 @@ class Detector:
         bh = rows[row_idx, 3] * (size / box.new_height)
         left, right = (cx - bw / 2) * width, (cx + bw / 2) * width
         top, bottom = (cy - bh / 2) * height, (cy + bh / 2) * height
-        confidences = scores[row_idx, class_idx]
+        confidences = scores[row_idx, column_idx]
         keep = cv2.dnn.NMSBoxesBatched(
             np.stack([left, top, right - left, bottom - top], axis=1).tolist(),
             confidences.tolist(),
             class_idx.tolist(),
-            self.confidence,
-            self.nms,
+            confidence,
+            nms,
         )
         detections = []
         for i in np.asarray(keep, dtype=np.int64).reshape(-1):
@@ -155,7 +143,8 @@ class Detector:
                     top=y0,
                     width=max(x1 - x0, 0),
                     height=max(y1 - y0, 0),
+                    class_id=int(class_idx[i]),
                 )
             )
         detections.sort(key=lambda d: (-d.confidence, d.label, d.left, d.top))
-        return detections
+        return detections[: params.max_detections]

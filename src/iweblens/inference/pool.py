@@ -15,17 +15,17 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from iweblens.config import Settings
-from iweblens.detection import Detection
+from iweblens.detection import DetectionParams, Inference, ModelCard
 from iweblens.inference.cpu import cpu_allotment, threads_for
-from iweblens.inference.detector import Detector
-from iweblens.inference.engines import set_compute_threads
+from iweblens.inference.detector import DEFAULT_PARAMS, Detector
+from iweblens.inference.engines import SCORE_FLOOR, set_compute_threads
 from iweblens.inference.images import limit_decoded_pixels
-from iweblens.models.store import ModelStore
+from iweblens.models.store import ModelPaths, ModelStore, pinned_sha256
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ TimingObserver = Callable[[float, float], None]
 @dataclass
 class _Job:
     image: bytes
-    future: Future[list[Detection]]
+    future: Future[Inference]
     enqueued: float
+    params: DetectionParams
 
 
 class ModelUnavailableError(RuntimeError):
@@ -52,7 +53,10 @@ class InferencePool:
         make_detector: Callable[[], Detector],
         workers: int,
         observe: TimingObserver | None = None,
+        *,
+        model: ModelCard,
     ) -> None:
+        self.model = model
         self._make_detector = make_detector
         self._workers = workers
         self._observe = observe
@@ -81,12 +85,12 @@ class InferencePool:
         self._settled.wait(timeout)
         return self.ready
 
-    def submit(self, image: bytes) -> Future[list[Detection]]:
-        """Queue an encoded image; the future resolves to its detections."""
+    def submit(self, image: bytes, params: DetectionParams = DEFAULT_PARAMS) -> Future[Inference]:
+        """Queue an encoded image; the future resolves to what ``Detector.run`` gives, timed."""
         if self.failure:
             raise ModelUnavailableError(self.failure)
-        future: Future[list[Detection]] = Future()
-        self._jobs.put(_Job(image, future, time.perf_counter()))
+        future: Future[Inference] = Future()
+        self._jobs.put(_Job(image, future, time.perf_counter(), params))
         return future
 
     def close(self) -> None:
@@ -112,11 +116,15 @@ class InferencePool:
                 continue
             started = time.perf_counter()
             try:
-                job.future.set_result(detector.detect_bytes(job.image))
+                result = detector.run(job.image, job.params)
             except Exception as error:
                 job.future.set_exception(error)
+                result = None
+            waited, took = started - job.enqueued, time.perf_counter() - started
+            if result is not None:
+                job.future.set_result(replace(result, queue_wait_s=waited, inference_s=took))
             if self._observe is not None:
-                self._observe(started - job.enqueued, time.perf_counter() - started)
+                self._observe(waited, took)
 
     def _mark_warm(self) -> None:
         with self._lock:
@@ -138,7 +146,7 @@ class InferencePool:
 def build_pool(settings: Settings, observe: TimingObserver | None = None) -> InferencePool:
     """Verify the model files and size a pool to this process's CPU allotment (not started)."""
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
-    limit_decoded_pixels(settings.max_pixels)
+    limit_decoded_pixels(settings.max_declared_pixels)
     allotment_threads = threads_for(cpu_allotment())
     workers = settings.inference_workers or allotment_threads
     # OpenCV's thread count is process-wide: split the allotment between the networks.
@@ -147,4 +155,15 @@ def build_pool(settings: Settings, observe: TimingObserver | None = None) -> Inf
     def make_detector() -> Detector:
         return Detector.from_settings(settings, paths)
 
-    return InferencePool(make_detector, workers, observe)
+    return InferencePool(make_detector, workers, observe, model=model_card(settings, paths))
+
+
+def model_card(settings: Settings, paths: ModelPaths) -> ModelCard:
+    """What the detectors ``build_pool`` makes answer with (engine, weights, labels, floor)."""
+    return ModelCard(
+        engine=settings.engine,
+        weights_sha256=pinned_sha256(paths.weights.name),
+        input_size=settings.input_size,
+        labels=tuple(paths.labels()),
+        score_floor=SCORE_FLOOR,
+    )

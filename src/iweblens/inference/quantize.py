@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iweblens.inference.detector import letterbox
 from iweblens.inference.engines.openvino import int8_path, int8_sidecar
 from iweblens.inference.images import decode_image
+from iweblens.inference.letterbox import letterbox
 from iweblens.models.store import ModelPaths, sha256_of
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def quantize(paths: ModelPaths, images: Sequence[Path], input_size: int = 416) -
     from iweblens.models.onnx_export import ensure_onnx  # needs the engines extra
 
     source = ensure_onnx(paths)
-    blobs = [letterbox(decode_image(image.read_bytes()), input_size)[0] for image in images]
+    blobs = [letterbox(decode_image(image.read_bytes()).pixels, input_size)[0] for image in images]
     model = ov.Core().read_model(str(source))
     # Measured on the 128 COCO photographs, calibrated on the first 64 by name, judged on the
     # other 64 against opencv's detections (docs/benchmarks.md has the table): NNCF's defaults

@@ -4,17 +4,14 @@ Talks to the service over HTTP only.
 """
 
 from iweblens.load.client import PROTOCOLS, LoadResult, list_images, run_load
-from iweblens.load.stats import Cell, by_threads, mean, percentile, std, summarize
+from iweblens.load.stats import mean, percentile, std
 
 __all__ = [
     "PROTOCOLS",
-    "Cell",
     "LoadResult",
-    "by_threads",
     "list_images",
     "mean",
     "percentile",
     "run_load",
     "std",
-    "summarize",
 ]

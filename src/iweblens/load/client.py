@@ -81,13 +81,24 @@ def image_id(image: Path) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_OID, str(image)))
 
 
-def _multipart_request(image: Path) -> tuple[dict, Callable[[requests.Response], str | None]]:
+@dataclass(frozen=True)
+class _Body:
+    """What one request sends: a multipart file part, or a JSON document (``requests``' names)."""
+
+    files: dict[str, tuple[str, bytes]] | None = None
+    json: str | None = None
+
+
+Check = Callable[[requests.Response], str | None]
+
+
+def _multipart_request(image: Path) -> tuple[_Body, Check]:
     # A (filename, bytes) pair puts the same part on the wire as the reference's open file:
     # name "image", filename = basename, no part Content-Type.
-    return {"files": {"image": (image.name, image.read_bytes())}}, lambda response: None
+    return _Body(files={"image": (image.name, image.read_bytes())}), lambda response: None
 
 
-def _json_request(image: Path) -> tuple[dict, Callable[[requests.Response], str | None]]:
+def _json_request(image: Path) -> tuple[_Body, Check]:
     sent_id = image_id(image)
     payload = {"id": sent_id, "image": base64.b64encode(image.read_bytes()).decode("ascii")}
 
@@ -99,30 +110,55 @@ def _json_request(image: Path) -> tuple[dict, Callable[[requests.Response], str 
         return None if echoed == sent_id else f"response id {echoed!r} is not {sent_id!r}"
 
     # json.dumps first: the later clients double-encode (the body is a JSON string of JSON).
-    return {"json": json.dumps(payload)}, check
+    return _Body(json=json.dumps(payload)), check
 
 
 _REQUEST_BUILDERS = {"multipart": _multipart_request, "json": _json_request}
 
 
 class Poster:
-    """POSTs one image; a new connection per request unless ``keep_alive`` (one per thread)."""
+    """POSTs one image; a new connection per request unless ``keep_alive`` (one per thread).
 
-    def __init__(self, endpoint: str, protocol: str, timeout: float, keep_alive: bool) -> None:
+    With ``api_key``, every request carries ``Authorization: Bearer <key>``; without, the wire
+    traffic is the reference client's exactly.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        protocol: str,
+        timeout: float,
+        keep_alive: bool,
+        api_key: str | None = None,
+    ) -> None:
         if protocol not in _REQUEST_BUILDERS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         self._endpoint = endpoint
         self._build = _REQUEST_BUILDERS[protocol]
         self._timeout = timeout
         self._keep_alive = keep_alive
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self._local = threading.local()
 
-    def _post(self, **kwargs: object) -> requests.Response:
+    def _post(self, body: _Body) -> requests.Response:
         if not self._keep_alive:
-            return requests.post(self._endpoint, timeout=self._timeout, **kwargs)
+            return requests.post(
+                self._endpoint,
+                timeout=self._timeout,
+                headers=self._headers,
+                files=body.files,
+                json=body.json,
+            )
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
-        return self._local.session.post(self._endpoint, timeout=self._timeout, **kwargs)
+        session: requests.Session = self._local.session
+        return session.post(
+            self._endpoint,
+            timeout=self._timeout,
+            headers=self._headers,
+            files=body.files,
+            json=body.json,
+        )
 
     def __call__(self, image: Path) -> RequestOutcome:
         # Timed like the reference: reading the file and the whole exchange, failures included.
@@ -130,8 +166,8 @@ class Poster:
         status = served_by = error = None
         timed_out = False
         try:
-            kwargs, check = self._build(image)
-            response = self._post(**kwargs)
+            body, check = self._build(image)
+            response = self._post(body)
             status = response.status_code
             served_by = response.headers.get(SERVED_BY_HEADER)
             error = check(response) if response.ok else f"HTTP {status}: {response.text[:200]}"
@@ -203,9 +239,10 @@ def run_load(
     timeout: float = 60.0,
     keep_alive: bool = False,
     progress: bool = True,
+    api_key: str | None = None,
 ) -> LoadResult:
     """One closed-loop run: every image posted once by ``threads`` workers."""
-    post = Poster(endpoint, protocol, timeout, keep_alive)
+    post = Poster(endpoint, protocol, timeout, keep_alive, api_key)
     return summarize_load(*send_all(images, post, threads, progress=progress))
 
 

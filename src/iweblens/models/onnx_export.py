@@ -17,6 +17,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -46,10 +47,12 @@ class Section:
     kind: str
     options: dict[str, str] = field(default_factory=dict)
 
-    def int(self, key: str, default: int) -> int:
+    def integer(self, key: str, default: int) -> int:
+        """The option as an int (``default`` when absent)."""
         return int(self.options.get(key, default))
 
     def ints(self, key: str) -> list[int]:
+        """A comma-separated option as ints."""
         return [int(part) for part in self.options[key].split(",") if part.strip()]
 
 
@@ -110,7 +113,7 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs: Any) -> str:
         output = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
         return output
@@ -128,12 +131,12 @@ class _Tensor:
 def _convolution(
     graph: _GraphBuilder, section: Section, source: _Tensor, weights: _WeightReader
 ) -> _Tensor:
-    filters, size = section.int("filters", 1), section.int("size", 1)
-    stride = section.int("stride", 1)
-    padding = size // 2 if section.int("pad", 0) else section.int("padding", 0)
+    filters, size = section.integer("filters", 1), section.integer("size", 1)
+    stride = section.integer("stride", 1)
+    padding = size // 2 if section.integer("pad", 0) else section.integer("padding", 0)
     bias = weights.take(filters)
     kernel_count = filters * source.channels * size * size
-    if section.int("batch_normalize", 0):
+    if section.integer("batch_normalize", 0):
         scale, mean, variance = weights.take(filters), weights.take(filters), weights.take(filters)
         factor = scale / np.sqrt(variance + np.float32(BATCH_NORM_EPS))
         kernel = weights.take(kernel_count).reshape(filters, -1) * factor[:, None]
@@ -157,11 +160,11 @@ def _convolution(
 
 
 def _maxpool(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tensor:
-    stride = section.int("stride", 1)
-    size = section.int("size", stride)
+    stride = section.integer("stride", 1)
+    size = section.integer("size", stride)
     # darknet pads (size - 1) in total, size // 2 of it before: with size 2 all of it lands after,
     # which is how a 13x13 map stays 13x13 under a stride-1 pool.
-    total = section.int("padding", size - 1)
+    total = section.integer("padding", size - 1)
     before = total // 2
     out = graph.op(
         "MaxPool",
@@ -174,7 +177,7 @@ def _maxpool(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tensor
 
 
 def _upsample(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tensor:
-    stride = section.int("stride", 2)
+    stride = section.integer("stride", 2)
     scales = graph.const("scales", np.array([1, 1, stride, stride], np.float32))
     out = graph.op("Resize", [source.name, "", scales], mode="nearest")
     return _Tensor(out, source.channels, source.side * stride)
@@ -197,7 +200,7 @@ def _yolo_decode(
     """Turn one head's raw map into OpenCV's rows: boxes relative to the input, scores x obj."""
     mask = section.ints("mask")
     anchors = np.array(section.ints("anchors"), np.float32).reshape(-1, 2)[mask]
-    classes = section.int("classes", 80)
+    classes = section.integer("classes", 80)
     per_anchor = 5 + classes
     count = grid * grid * len(mask)
     # NCHW (1, A*85, H, W) -> rows ordered (y, x, anchor) as OpenCV orders them.
@@ -253,12 +256,12 @@ def build_model(cfg_path: Path, weights_path: Path) -> onnx.ModelProto:
     """Build the ONNX graph (input ``images`` 1x3xSxS RGB in [0,1], output ``rows`` (N, 85))."""
     sections = parse_cfg(cfg_path.read_text())
     net, layers = sections[0], sections[1:]
-    input_size = net.int("width", 416)
-    if net.int("height", input_size) != input_size:
+    input_size = net.integer("width", 416)
+    if net.integer("height", input_size) != input_size:
         raise ValueError("only square network inputs are supported")
     weights = _WeightReader(weights_path)
     graph = _GraphBuilder()
-    source = _Tensor(INPUT_NAME, net.int("channels", 3), input_size)
+    source = _Tensor(INPUT_NAME, net.integer("channels", 3), input_size)
     outputs: list[_Tensor] = []
     heads: list[str] = []
     for index, layer in enumerate(layers):
@@ -280,7 +283,7 @@ def build_model(cfg_path: Path, weights_path: Path) -> onnx.ModelProto:
     weights.finish()
     rows = graph.op("Concat", heads, axis=0) if len(heads) > 1 else heads[0]
     graph.nodes.append(helper.make_node("Identity", [rows], [OUTPUT_NAME]))
-    classes = layers[[layer.kind for layer in layers].index("yolo")].int("classes", 80)
+    classes = layers[[layer.kind for layer in layers].index("yolo")].integer("classes", 80)
     model = helper.make_model(
         helper.make_graph(
             graph.nodes,

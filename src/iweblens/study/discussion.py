@@ -8,11 +8,11 @@ is why it is also saved as a text file next to the report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any
 
-from iweblens.load.stats import Cell, by_threads
+from iweblens.study.results import ResultRow
+from iweblens.study.summary import Cell, by_threads
 
 WORD_LIMIT = 500
 WORTHWHILE_GAIN = 1.10  # below a 10 % improvement, adding a pod or doubling threads "stops helping"
@@ -55,7 +55,8 @@ def _pods_paragraph(lines: dict[int, list[Cell]]) -> str:
         f"Adding pods: relative to {_pods(baseline)}, the mean response time is divided by "
         f"{'; '.join(ratios)}. Perfect scaling would divide it by the ratio of pod counts."
     )
-    idle, contended = [], []
+    idle: list[str] = []
+    contended: list[str] = []
     for threads, line in lines.items():
         for before, after in pairwise(line):
             if before.mean_s / after.mean_s < WORTHWHILE_GAIN:
@@ -136,7 +137,7 @@ def _why_paragraph(cells: Sequence[Cell], cpu_limit: str) -> str:
     )
 
 
-def draft_discussion(rows: Sequence[Mapping[str, Any]], cells: Sequence[Cell]) -> str:
+def draft_discussion(rows: Sequence[ResultRow], cells: Sequence[Cell]) -> str:
     """Paragraphs (separated by blank lines) describing and explaining ``cells``."""
     repeats = sorted({cell.repeats for cell in cells})
     images = sorted({row["images"] for row in rows})

@@ -14,19 +14,18 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from tqdm import tqdm
 
 from iweblens.load.client import LoadResult, run_load
 from iweblens.study.replicas import Backend, BackendError
-from iweblens.study.results import append_result
+from iweblens.study.results import ResultRow, append_result
 
 DEFAULT_PODS = (1, 2, 3)
 DEFAULT_THREADS = (1, 2, 4, 8, 16, 32)
@@ -57,7 +56,7 @@ def plan(pods: Sequence[int], threads: Sequence[int], repeats: int) -> list[Poin
 
 
 def pending(
-    points: Sequence[Point], rows: Sequence[Mapping[str, Any]], backend: str, engine: str
+    points: Sequence[Point], rows: Sequence[ResultRow], backend: str, engine: str
 ) -> list[Point]:
     """The points the CSV does not hold yet for this backend and engine."""
     done = {
@@ -87,27 +86,27 @@ def served_counts(result: LoadResult, replicas: Sequence[str]) -> dict[str, int]
 
 def result_row(
     backend: Backend, engine: str, point: Point, result: LoadResult, per_replica: dict[str, int]
-) -> dict[str, Any]:
+) -> ResultRow:
     """The CSV row of one finished run."""
-    return {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "backend": backend.name,
-        "engine": engine,
-        "pods": point.pods,
-        "threads": point.threads,
-        "repeat": point.repeat,
-        "images": result.images,
-        "mean_s": result.mean_s,
-        "p50_s": result.p50_s,
-        "p95_s": result.p95_s,
-        "p99_s": result.p99_s,
-        "throughput": result.throughput,
-        "errors": result.errors,
-        "timeouts": result.timeouts,
-        "per_replica": per_replica,
-        "cpu_limit": backend.cpu_limit,
-        "load1": os.getloadavg()[0],
-    }
+    return ResultRow(
+        timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+        backend=backend.name,
+        engine=engine,
+        pods=point.pods,
+        threads=point.threads,
+        repeat=point.repeat,
+        images=result.images,
+        mean_s=result.mean_s,
+        p50_s=result.p50_s,
+        p95_s=result.p95_s,
+        p99_s=result.p99_s,
+        throughput=result.throughput,
+        errors=result.errors,
+        timeouts=result.timeouts,
+        per_replica=per_replica,
+        cpu_limit=backend.cpu_limit,
+        load1=os.getloadavg()[0],
+    )
 
 
 def warn(message: str) -> None:
@@ -126,7 +125,8 @@ def run_experiment(
     timeout: float = 60.0,
     ready_timeout: float = 180.0,
     progress: bool = True,
-) -> list[dict[str, Any]]:
+    api_key: str | None = None,
+) -> list[ResultRow]:
     """Make the runs in ``points`` (pod counts kept together) and append each to ``output``."""
     written = []
     with tqdm(total=len(points), desc="study", unit="run", disable=not progress) as bar:
@@ -139,7 +139,7 @@ def run_experiment(
                 replicas = backend.replica_names()
                 result = run_load(
                     images, backend.endpoint, point.threads,
-                    protocol=protocol, timeout=timeout, progress=False,
+                    protocol=protocol, timeout=timeout, progress=False, api_key=api_key,
                 )  # fmt: skip
                 per_replica = served_counts(result, replicas)
                 silent = sorted(name for name, count in per_replica.items() if count == 0)

@@ -7,22 +7,23 @@ it works headless, in threads and inside the report generator.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from iweblens.load.stats import Cell, by_threads, summarize
+from iweblens.study.results import ResultRow
+from iweblens.study.summary import Cell, by_threads, summarize
 
 MARKERS = "osD^vP*X"
 TITLE = "Mean response time vs number of pods"
 
 
-def _distinct(rows: Sequence[Mapping[str, Any]], column: str) -> str:
+def _distinct(rows: Sequence[ResultRow], column: Literal["backend", "engine", "cpu_limit"]) -> str:
     values = {row[column] for row in rows}
     shown = sorted(
         "no limit" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -31,7 +32,7 @@ def _distinct(rows: Sequence[Mapping[str, Any]], column: str) -> str:
     return "/".join(shown)
 
 
-def describe_setup(rows: Sequence[Mapping[str, Any]]) -> str:
+def describe_setup(rows: Sequence[ResultRow]) -> str:
     """E.g. ``local backend, opencv engine, 0.5 CPU per pod``: what the figure was measured on."""
     return (
         f"{_distinct(rows, 'backend')} backend, {_distinct(rows, 'engine')} engine, "
@@ -75,7 +76,7 @@ def draw_figure(cells: Sequence[Cell], *, subtitle: str = "", log_y: bool = Fals
     return figure
 
 
-def figure_from_results(rows: Sequence[Mapping[str, Any]], *, log_y: bool = False) -> Figure:
+def figure_from_results(rows: Sequence[ResultRow], *, log_y: bool = False) -> Figure:
     """The figure for a results CSV's rows, subtitled with the setup they were measured on."""
     if not rows:
         raise ValueError("no result rows to plot")

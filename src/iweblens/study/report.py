@@ -8,10 +8,9 @@ never written.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -20,9 +19,10 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import inch
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from iweblens.load.stats import Cell, by_threads, summarize
 from iweblens.study.discussion import check_word_limit
 from iweblens.study.plot import describe_setup, figure_from_results, png_bytes
+from iweblens.study.results import ResultRow
+from iweblens.study.summary import Cell, by_threads, summarize
 
 MAX_PAGES = 2
 PAPER_SIZES = {"a4": A4, "letter": letter}
@@ -101,13 +101,13 @@ def _numbers_table(cells: Sequence[Cell]) -> Table:
     return table
 
 
-def _measured_when(rows: Sequence[Mapping[str, Any]]) -> str:
+def _measured_when(rows: Sequence[ResultRow]) -> str:
     days = sorted({datetime.fromisoformat(row["timestamp"]).date().isoformat() for row in rows})
     return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
 
 
 def render_report(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[ResultRow],
     identity: Identity,
     discussion: str,
     *,

@@ -14,27 +14,32 @@ import io
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast, get_type_hints
 
-RESULT_COLUMNS: tuple[str, ...] = (
-    "timestamp",
-    "backend",
-    "engine",
-    "pods",
-    "threads",
-    "repeat",
-    "images",
-    "mean_s",
-    "p50_s",
-    "p95_s",
-    "p99_s",
-    "throughput",
-    "errors",
-    "timeouts",
-    "per_replica",
-    "cpu_limit",
-    "load1",
-)
+
+class ResultRow(TypedDict):
+    """One load run of the study: the one definition of the CSV's columns, in order, and types."""
+
+    timestamp: str  # ISO 8601, UTC, when the run ended
+    backend: str
+    engine: str
+    pods: int
+    threads: int
+    repeat: int
+    images: int
+    mean_s: float
+    p50_s: float
+    p95_s: float
+    p99_s: float
+    throughput: float  # successful images per second
+    errors: int
+    timeouts: int
+    per_replica: dict[str, int]  # responses per replica (X-Served-By), 0 for a silent one
+    cpu_limit: float | None  # cores per replica; None when no limit could be applied
+    load1: float | None  # the machine's 1-minute load average at the end
+
+
+RESULT_COLUMNS: tuple[str, ...] = tuple(ResultRow.__annotations__)
 
 
 def format_per_replica(counts: Mapping[str, int]) -> str:
@@ -58,22 +63,15 @@ def _optional_float(text: str) -> float | None:
     return float(text) if text else None
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "pods": int,
-    "threads": int,
-    "repeat": int,
-    "images": int,
-    "mean_s": float,
-    "p50_s": float,
-    "p95_s": float,
-    "p99_s": float,
-    "throughput": float,
-    "errors": int,
-    "timeouts": int,
-    "per_replica": parse_per_replica,
-    "cpu_limit": _optional_float,
-    "load1": _optional_float,
+# A column's type (as declared in ResultRow) -> how to read its cell.
+_PARSERS_BY_TYPE: dict[object, Callable[[str], Any]] = {
+    str: str,
+    int: int,
+    float: float,
+    float | None: _optional_float,
+    dict[str, int]: parse_per_replica,
 }
+_PARSERS = {column: _PARSERS_BY_TYPE[kind] for column, kind in get_type_hints(ResultRow).items()}
 
 
 def _cell(column: str, value: Any) -> str:
@@ -98,7 +96,7 @@ def _check_header(header: list[str], path: Path) -> None:
         )
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
+def read_results(path: Path) -> list[ResultRow]:
     """All complete rows of ``path`` with typed values (ints, floats, ``per_replica`` as a dict)."""
     path = Path(path)
     reader = csv.reader(io.StringIO(_complete_text(path)))
@@ -106,18 +104,20 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     if header is None:
         return []
     _check_header(header, path)
-    rows = []
+    rows: list[ResultRow] = []
     for line_number, cells in enumerate(reader, start=2):
         if len(cells) != len(RESULT_COLUMNS):
             raise ValueError(
                 f"{path}:{line_number}: {len(cells)} cells, expected {len(RESULT_COLUMNS)}"
             )
         raw = dict(zip(RESULT_COLUMNS, cells, strict=True))
-        rows.append({column: _PARSERS.get(column, str)(text) for column, text in raw.items()})
+        rows.append(
+            cast(ResultRow, {column: _PARSERS[column](text) for column, text in raw.items()})
+        )
     return rows
 
 
-def append_result(path: Path, row: Mapping[str, Any]) -> None:
+def append_result(path: Path, row: ResultRow) -> None:
     """Append one run to ``path`` (header first if the file is new) and force it to disk.
 
     ``per_replica`` may be a mapping or its formatted text; ``None`` becomes an empty cell. A
@@ -138,6 +138,7 @@ def append_result(path: Path, row: Mapping[str, Any]) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         if not existing:
             writer.writerow(RESULT_COLUMNS)
-        writer.writerow([_cell(column, row[column]) for column in RESULT_COLUMNS])
+        cells = cast(Mapping[str, Any], row)
+        writer.writerow([_cell(column, cells[column]) for column in RESULT_COLUMNS])
         handle.flush()
         os.fsync(handle.fileno())

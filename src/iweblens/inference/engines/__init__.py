@@ -19,6 +19,12 @@ from iweblens.inference.engines.opencv import OpenCVEngine, set_compute_threads
 from iweblens.inference.engines.openvino import OpenVinoEngine, OpenVinoInt8Engine
 from iweblens.models.store import ModelPaths
 
+# Every engine zeroes class scores at or below this, so no threshold below it can be honoured.
+# OpenCV's darknet importer gives each [yolo] layer a `thresh` of 0.2 when the cfg names none (the
+# official cfg names none): adding `thresh=0.05` to the cfg lets scores down to 0.05 through, seen
+# on 000000012807.jpg with OpenCV 4.14. The ONNX graph imitates it (models/onnx_export.SCORE_FLOOR).
+SCORE_FLOOR = 0.2
+
 
 class Engine(Protocol):
     """One network instance, owned by one thread."""
@@ -38,20 +44,31 @@ ENGINES: dict[str, EngineFactory] = {
 }
 
 
-def create_engine(name: str, paths: ModelPaths) -> Engine:
-    """Build a fresh engine instance by name (``IWEBLENS_ENGINE``)."""
+class UnknownEngineError(ValueError):
+    """No engine of that name is registered."""
+
+
+def check_engine(name: str) -> EngineFactory:
+    """The factory registered as ``name``; ``UnknownEngineError`` lists the known names."""
     try:
-        factory = ENGINES[name]
+        return ENGINES[name]
     except KeyError:
         known = ", ".join(sorted(ENGINES))
-        raise ValueError(f"unknown engine {name!r}; choose one of {known}") from None
-    return factory(paths)
+        raise UnknownEngineError(f"unknown engine {name!r}; choose one of {known}") from None
+
+
+def create_engine(name: str, paths: ModelPaths) -> Engine:
+    """Build a fresh engine instance by name (``Settings.engine``)."""
+    return check_engine(name)(paths)
 
 
 __all__ = [
     "ENGINES",
+    "SCORE_FLOOR",
     "Engine",
     "EngineFactory",
+    "UnknownEngineError",
+    "check_engine",
     "create_engine",
     "set_compute_threads",
 ]

@@ -32,4 +32,5 @@ class OnnxRuntimeEngine:
         )
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: blob})[0]
+        rows: np.ndarray = self.session.run(None, {self.input_name: blob})[0]
+        return rows

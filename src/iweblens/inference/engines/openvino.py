@@ -54,7 +54,8 @@ class OpenVinoEngine:
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
         self.request.infer({0: blob})
-        return self.request.get_output_tensor(0).data.copy()
+        rows: np.ndarray = self.request.get_output_tensor(0).data.copy()
+        return rows
 
 
 def int8_path(paths: ModelPaths) -> Path:

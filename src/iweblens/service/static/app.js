@@ -1,15 +1,20 @@
 /* iWebLens try-it page: send a photo to the detection API, draw the boxes it answers with.
  *
  * The photo goes to the API as multipart/form-data with one part named "image", the same request
- * the reference client sends, so the page exercises the path real users take. The browser decodes
- * the photo itself only to draw it; the boxes come from the API, in original-image pixels, and are
- * scaled to whatever size the photo is displayed at.
+ * the reference client sends, so the page exercises the path real users take; the options (minimum
+ * confidence, classes) become form fields only when they differ from the defaults, and an API key
+ * becomes an Authorization header. The browser decodes the photo itself only to draw it; the boxes
+ * come from the API, in original-image pixels, and are scaled to whatever size the photo is
+ * displayed at. The annotated image to download is the API's own (annotate=true).
  */
 "use strict";
 
 (() => {
   // Relative, so the page keeps working behind a reverse proxy that mounts it under a path.
   const API_URL = "api/object_detection";
+  const OPENAPI_URL = "openapi.json";
+  const DEFAULT_CONFIDENCE = "0.5"; // the service's own default: not sent
+  const KEY_STORAGE = "iweblens-api-key"; // this tab only (sessionStorage)
   // Bright enough for dark label text; the first few, used most, are the most distinct.
   const PALETTE = [
     "#4dabf7", "#ffd43b", "#ff6b6b", "#69db7c", "#b197fc",
@@ -23,7 +28,11 @@
   const PROBLEMS = {
     invalid_image: {
       title: "This file is not an image the service can read.",
-      advice: "Pick a photo in JPEG, PNG, WebP or BMP format.",
+      advice: "Pick a complete photo in JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF format.",
+    },
+    unsupported_format: {
+      title: "This image format is not supported.",
+      advice: "Pick a photo in JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF format (save HEIC photos as JPEG).",
     },
     empty_image: {
       title: "This file is empty.",
@@ -49,6 +58,14 @@
       title: "The service could not be reached.",
       advice: "Check that iWebLens is running and try again.",
     },
+    needs_key: {
+      title: "This server needs an API key.",
+      advice: "Enter the key in the API key field under Options, then try again.",
+    },
+    bad_option: {
+      title: "The service did not accept the options.",
+      advice: "Change the options and try again.",
+    },
     unexpected: {
       title: "Something went wrong on the server.",
       advice: "Try again, or try another photo.",
@@ -60,10 +77,15 @@
     image_too_large: PROBLEMS.too_large,
     payload_too_large: PROBLEMS.too_large,
     unsupported_media_type: PROBLEMS.unsupported,
+    unsupported_image_format: PROBLEMS.unsupported_format,
     model_unavailable: PROBLEMS.not_ready,
+    unauthorized: PROBLEMS.needs_key,
+    invalid_option: PROBLEMS.bad_option,
+    unknown_class: PROBLEMS.bad_option,
   };
   const PROBLEM_BY_STATUS = {
     400: PROBLEMS.invalid_image,
+    401: PROBLEMS.needs_key,
     404: PROBLEMS.not_found,
     405: PROBLEMS.not_found,
     413: PROBLEMS.too_large,
@@ -89,9 +111,18 @@
     elapsed: byId("elapsed"),
     servedBy: byId("served-by"),
     objects: byId("objects"),
+    confidence: byId("confidence"),
+    confidenceValue: byId("confidence-value"),
+    classes: byId("classes"),
+    classList: byId("class-list"),
+    classesSummary: byId("classes-summary"),
+    clearClasses: byId("clear-classes"),
+    apiKey: byId("api-key"),
+    download: byId("download"),
   };
 
   let shown = null; // {image, objects} currently on the canvas
+  let current = null; // {blob, name} of the photo last sent, for new options and the download
   let highlighted = -1;
   let latestRequest = 0;
   let drawnFor = ""; // the layout size the canvas was last drawn for
@@ -128,20 +159,44 @@
       .finally(() => URL.revokeObjectURL(url));
   }
 
-  async function postImage(blob, name) {
+  function chosenClasses() {
+    return [...els.classList.querySelectorAll("input:checked")].map((box) => box.value);
+  }
+
+  /** The options that differ from the service's defaults, as form fields. */
+  function optionFields() {
+    const fields = [];
+    if (els.confidence.value !== DEFAULT_CONFIDENCE) {
+      fields.push(["min_confidence", els.confidence.value]);
+    }
+    for (const label of chosenClasses()) fields.push(["classes", label]);
+    return fields;
+  }
+
+  function send(blob, name, extra = []) {
     const form = new FormData();
     form.append("image", blob, name);
-    const started = performance.now();
-    const response = await fetch(API_URL, { method: "POST", body: form });
-    const text = await response.text();
-    const elapsed = performance.now() - started;
-    let payload = null;
+    for (const [field, value] of [...optionFields(), ...extra]) form.append(field, value);
+    const key = els.apiKey.value.trim();
+    const headers = key ? { Authorization: `Bearer ${key}` } : {};
+    return fetch(API_URL, { method: "POST", body: form, headers });
+  }
+
+  function parseJson(text) {
     try {
-      payload = JSON.parse(text);
+      return JSON.parse(text);
     } catch {
       // A proxy in front of the service may answer in HTML; the status code still explains it.
+      return null;
     }
-    return { response, payload, elapsed };
+  }
+
+  async function postImage(blob, name) {
+    const started = performance.now();
+    const response = await send(blob, name);
+    const text = await response.text();
+    const elapsed = performance.now() - started;
+    return { response, payload: parseJson(text), elapsed };
   }
 
   function explain(status, payload) {
@@ -180,6 +235,7 @@
     els.errorDetail.textContent = problem.detail || "";
     els.error.hidden = false;
     els.stats.hidden = true; // until an answer, if any, says how long it took and who sent it
+    els.download.hidden = true;
     setState("error", "");
   }
 
@@ -361,6 +417,7 @@
         `This browser cannot display ${name}; the list shows what the model found.`;
     }
     listObjects(objects, colours);
+    els.download.hidden = false;
     setState("done", `Found ${found} in ${name}.`);
   }
 
@@ -371,6 +428,7 @@
   }
 
   async function detect(blob, name) {
+    current = { blob, name };
     const request = ++latestRequest;
     setState("busy", `Detecting objects in ${name}…`);
     revealResult();
@@ -404,6 +462,68 @@
     } catch {
       showError({ ...PROBLEMS.unreachable, detail: `The sample ${name} could not be loaded.` });
     }
+  }
+
+  function annotatedName(name) {
+    const dot = name.lastIndexOf(".");
+    return `${dot > 0 ? name.slice(0, dot) : name}-annotated.jpg`;
+  }
+
+  /** Ask the API for the same detection drawn on the photo, and save what it answers. */
+  async function downloadAnnotated() {
+    if (!current) return;
+    const { blob, name } = current;
+    els.download.disabled = true;
+    try {
+      const response = await send(blob, name, [["annotate", "true"]]);
+      if (!response.ok) {
+        showError(explain(response.status, parseJson(await response.text())));
+        return;
+      }
+      const url = URL.createObjectURL(await response.blob());
+      const link = document.createElement("a");
+      link.href = url;
+      link.download = annotatedName(name);
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch {
+      showError({ ...PROBLEMS.unreachable, detail: "" });
+    } finally {
+      els.download.disabled = false;
+    }
+  }
+
+  function detectAgain() {
+    if (current) detect(current.blob, current.name);
+  }
+
+  function summariseClasses() {
+    const chosen = chosenClasses();
+    els.classesSummary.textContent = chosen.length ? chosen.join(", ") : "all";
+  }
+
+  /** One checkbox per label the model knows, from the API description's Label list. */
+  async function listClasses() {
+    let labels;
+    try {
+      const response = await fetch(OPENAPI_URL);
+      labels = (await response.json()).components.schemas.Label.enum;
+    } catch {
+      return; // without the list, the page still works with every class
+    }
+    const boxes = labels.map((label) => {
+      const item = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.name = "classes";
+      box.value = label;
+      item.append(box, ` ${label}`);
+      return item;
+    });
+    els.classList.append(...boxes);
+    els.classes.hidden = false;
   }
 
   function firstFile(transfer) {
@@ -452,5 +572,27 @@
   new ResizeObserver(redrawIfLayoutChanged).observe(els.stage);
   window.addEventListener("resize", redrawIfLayoutChanged);
 
+  els.confidence.addEventListener("input", () => {
+    els.confidenceValue.textContent = `${Math.round(Number(els.confidence.value) * 100)}%`;
+  });
+  els.confidence.addEventListener("change", detectAgain);
+  els.classList.addEventListener("change", () => {
+    summariseClasses();
+    detectAgain();
+  });
+  els.clearClasses.addEventListener("click", () => {
+    for (const box of els.classList.querySelectorAll("input:checked")) box.checked = false;
+    summariseClasses();
+    detectAgain();
+  });
+  els.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
+  els.apiKey.addEventListener("change", () => {
+    sessionStorage.setItem(KEY_STORAGE, els.apiKey.value.trim());
+    detectAgain();
+  });
+  els.download.addEventListener("click", downloadAnnotated);
+  document.getElementById("options").addEventListener("submit", (event) => event.preventDefault());
+
+  listClasses();
   setState("empty", "");
 })();

@@ -2,7 +2,7 @@
 
 Every backend answers the same few questions for ``iweblens experiment``: scale to N ready
 replicas, which URL to load, which replicas exist and whether each is ready, the CPU limit each
-one has, and how to make one disappear (for replica-loss tests).
+one has, and how to make one disappear (for replica-loss tests). ``registry`` names them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ class Backend(Protocol):
     """What the experiment runner needs from wherever the replicas run."""
 
     name: str
-    # Cores each replica may use; None when no limit could be applied (recorded as unknown).
-    cpu_limit: float | None
+
+    @property
+    def cpu_limit(self) -> float | None:
+        """Cores each replica may use; None when no limit could be applied (recorded unknown)."""
+        ...
 
     @property
     def endpoint(self) -> str:
@@ -47,7 +50,4 @@ class Backend(Protocol):
         ...
 
 
-BACKEND_NAMES = ("local", "docker", "kubernetes")
-
-
-__all__ = ["BACKEND_NAMES", "Backend", "BackendError"]
+__all__ = ["Backend", "BackendError"]

@@ -11,6 +11,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 
+from iweblens.config import Settings
 from iweblens.study.replicas import BackendError
 from iweblens.study.replicas.balanced import LOOPBACK, BalancedBackend, Replica
 
@@ -32,12 +33,10 @@ def docker_run_command(
         "--name", container,
         "--network", "host",
         "--cpus", f"{cpus:g}",
-        "--env", f"IWEBLENS_HOST={LOOPBACK}",
-        "--env", f"IWEBLENS_PORT={port}",
-        "--env", f"IWEBLENS_SERVED_BY={name}",
     ]  # fmt: skip
-    if engine:
-        command += ["--env", f"IWEBLENS_ENGINE={engine}"]
+    environment = Settings.to_env(host=LOOPBACK, port=port, served_by=name, engine=engine or None)
+    for variable, value in environment.items():
+        command += ["--env", f"{variable}={value}"]
     return [*command, image]
 
 

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from iweblens.config import POD_CPUS, Settings
 from iweblens.study.replicas.balanced import LOOPBACK, BalancedBackend, Replica
 from iweblens.study.replicas.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
 
@@ -41,7 +42,7 @@ class LocalBackend(BalancedBackend[LocalReplica]):
     def __init__(
         self,
         *,
-        cpu_limit: float = 0.5,
+        cpu_limit: float = POD_CPUS,
         engine: str | None = None,
         balancer_port: int = 0,
         ready_timeout: float = 180.0,
@@ -69,12 +70,10 @@ class LocalBackend(BalancedBackend[LocalReplica]):
             command = cgroup.command(command)
         env = {
             **os.environ,
-            "IWEBLENS_SERVED_BY": name,
-            "IWEBLENS_HOST": LOOPBACK,
-            "IWEBLENS_PORT": str(port),
+            **Settings.to_env(
+                served_by=name, host=LOOPBACK, port=port, engine=self._engine or None
+            ),
         }
-        if self._engine:
-            env["IWEBLENS_ENGINE"] = self._engine
         log = self.workdir / f"{name}.log"
         with log.open("ab") as output:
             process = subprocess.Popen(

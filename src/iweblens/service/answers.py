@@ -1,0 +1,94 @@
+"""The answer of ``POST /api/object_detection`` once the image is detected, per the options.
+
+No option: the flavour's own shape, byte for byte what it always was (``render_detections``).
+``details``: that shape plus each object's ``class_id`` and the image size, timings, model and
+applied thresholds. ``annotate``: a JPEG of the image with the boxes drawn.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Response, current_app, g, jsonify
+
+from iweblens.config import Settings
+from iweblens.detection import DetectionParams, Inference, ModelCard
+from iweblens.service.options import DetectionOptions
+from iweblens.service.protocol import DetectionRequest, render_detections
+
+
+def answer(
+    request: DetectionRequest,
+    options: DetectionOptions,
+    params: DetectionParams,
+    inference: Inference,
+) -> Response:
+    """The HTTP response for a detected image (JSON, or ``image/jpeg`` when annotated)."""
+    if options.annotate:
+        response = Response(inference.annotated_jpeg, mimetype="image/jpeg")
+        response.headers["Content-Disposition"] = 'inline; filename="annotated.jpg"'
+        return response
+    body = render_detections(request, inference.detections)
+    if options.details:
+        for shown, detection in zip(body["objects"], inference.detections, strict=True):
+            shown["class_id"] = detection.class_id
+        settings: Settings = current_app.extensions["iweblens.settings"]
+        model: ModelCard = current_app.extensions["iweblens.pool"].model
+        body.update(details(options, params, inference, model, settings, elapsed_s()))
+    return jsonify(body)
+
+
+def details(
+    options: DetectionOptions,
+    params: DetectionParams,
+    inference: Inference,
+    model: ModelCard,
+    settings: Settings,
+    total_s: float,
+) -> dict[str, Any]:
+    """The detailed answer's extra members (see ``DetailedFields`` in openapi.json)."""
+    asked = settings.confidence if options.min_confidence is None else options.min_confidence
+    applied = max(asked, model.score_floor)
+    notes = []
+    if applied > asked:
+        notes.append(
+            f"min_confidence {asked:g} is below {model.score_floor:g}, the lowest score the "
+            f"{model.engine} engine reports (it zeroes lower class scores): {applied:g} applied"
+        )
+    applied_options: dict[str, Any] = {
+        "min_confidence": asked,
+        "min_confidence_applied": applied,
+        "score_floor": model.score_floor,
+        "nms": settings.nms if params.nms is None else params.nms,
+    }
+    if params.classes is not None:
+        applied_options["classes"] = sorted(params.classes)
+    if params.max_detections is not None:
+        applied_options["max_detections"] = params.max_detections
+    return {
+        "image": {"width": inference.width, "height": inference.height},
+        "timings_ms": {
+            "queue_wait": _ms(inference.queue_wait_s),
+            "inference": _ms(inference.inference_s),
+            "total": _ms(total_s),
+        },
+        "model": {
+            "engine": model.engine,
+            "weights_sha256": model.weights_sha256,
+            "input_size": model.input_size,
+        },
+        "options": applied_options,
+        "notes": notes,
+    }
+
+
+def elapsed_s() -> float:
+    """Seconds since this request began (the app's ``before_request`` hook set ``g.started``)."""
+    now = time.perf_counter()
+    started: float = g.get("started", now)
+    return now - started
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

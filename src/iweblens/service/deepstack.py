@@ -1,0 +1,139 @@
+"""``POST /v1/vision/detection``: the DeepStack / CodeProject.AI object detection API.
+
+Home Assistant (through PyPI ``deepstack-python``), Frigate, Blue Iris, Agent DVR and many scripts
+speak it. What they send and read, from DeepStack's server and docs (johnolafenwa/DeepStack,
+``server/`` and ``intelligencelayer/shared/detection.py``; deepstack-docs' object detection and
+security pages), CodeProject.AI Server's SDK (``BackendResponseBase``) and ``deepstack-python``'s
+``deepstack/core.py``:
+
+* a multipart body: the file part ``image``, optional ``min_confidence`` (default 0.45) and
+  ``api_key`` fields (``deepstack-python`` always sends both, the key empty by default);
+* ``{"success": true, "predictions": [{"label", "confidence", "x_min", "y_min", "x_max",
+  "y_max"}]}``, to which CodeProject.AI adds ``count``, ``message``, ``code``, ``command``,
+  ``moduleId``, ``moduleName``, ``inferenceMs``, ``processMs``, ``analysisRoundTripMs``,
+  ``processedBy`` and ``timestampUTC``: all of them are returned;
+* errors as ``{"success": false, "error": "..."}`` with DeepStack's statuses: 400 "No valid image
+  file found", 400 "invalid image file", 400 for a ``min_confidence`` that is not a number or is
+  above 1, 401 "Incorrect api key", 500 otherwise; CodeProject.AI's ``code`` (the status) is
+  added. DeepStack's ``duration`` (never set by its server, so always 0) is not.
+
+Labels use COCO's spelling, which these clients configure their targets with (``airplane``,
+``couch``, ``tv``...); the boxes and confidences are the native endpoint's at the same threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from iweblens.detection import DetectionParams, Inference
+from iweblens.service.answers import elapsed_s
+from iweblens.service.options import coco_name, parse_number
+from iweblens.service.protocol import ApiError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_CONFIDENCE = 0.45  # DeepStack's documented default, and deepstack-python's
+MODULE_ID = "iweblens"
+MODULE_NAME = "iWebLens object detection (YOLOv3-tiny)"
+NO_IMAGE = "No valid image file found"
+# DeepStack's own words, keyed by the native error codes that mean the same thing.
+MESSAGES = {
+    "missing_image": NO_IMAGE,
+    "empty_image": NO_IMAGE,
+    "invalid_image": "invalid image file",
+    "unauthorized": "Incorrect api key",
+}
+
+Detect = Callable[[bytes, DetectionParams], Inference]
+
+
+def deepstack_blueprint(detect: Detect) -> Blueprint:
+    """The endpoint, detecting through ``detect`` (the service's one detection path)."""
+    blueprint = Blueprint("deepstack", __name__)
+
+    @blueprint.post("/v1/vision/detection")
+    def detection() -> Response:
+        upload = request.files.get("image")
+        image = upload.read() if upload is not None else b""
+        if not image:
+            raise ApiError(400, "missing_image", NO_IMAGE)
+        given = request.form.getlist("min_confidence")
+        if len(given) > 1:
+            raise ApiError(400, "invalid_option", "min_confidence was given more than once")
+        confidence = min_confidence(given[0] if given else None)
+        inference = detect(image, DetectionParams(confidence=confidence))
+        return jsonify(render(inference, elapsed_s()))
+
+    @blueprint.errorhandler(ApiError)
+    def api_error(error: ApiError) -> tuple[Response, int]:
+        return failure(error.status, MESSAGES.get(error.code, error.message))
+
+    @blueprint.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        return failure(error.code or 500, error.description or error.name)
+
+    @blueprint.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error while serving %s %s", request.method, request.path)
+        return failure(500, "error occurred on the server")
+
+    return blueprint
+
+
+def min_confidence(text: str | None) -> float:
+    """DeepStack's rules: absent or empty is 0.45, above 1 or not a number is a 400.
+
+    Anything lower than the engine's floor, even negative, is accepted (DeepStack accepts it too)
+    and behaves as the floor.
+    """
+    if text is None or text == "":
+        return DEFAULT_MIN_CONFIDENCE
+    value = parse_number(text)
+    if value is None:
+        raise ApiError(400, "invalid_option", "Invalid value for min_confidence")
+    if value > 1.0:
+        raise ApiError(400, "invalid_option", "min_confidence cannot be greater than 1")
+    return value
+
+
+def render(inference: Inference, total_s: float) -> dict[str, Any]:
+    """The success answer, most confident first (DeepStack and CodeProject.AI fields)."""
+    predictions = [
+        {
+            "label": coco_name(d.label),
+            "confidence": round(d.confidence, 4),
+            "x_min": d.left,
+            "y_min": d.top,
+            "x_max": d.left + d.width,
+            "y_max": d.top + d.height,
+        }
+        for d in inference.detections
+    ]
+    labels = [str(p["label"]) for p in predictions]
+    found = sorted(set(labels), key=labels.index)
+    inference_ms = round(inference.inference_s * 1000)
+    return {
+        "success": True,
+        "predictions": predictions,
+        "count": len(predictions),
+        "message": f"Found {', '.join(found)}" if found else "No objects found",
+        "code": 200,
+        "command": "detect",
+        "moduleId": MODULE_ID,
+        "moduleName": MODULE_NAME,
+        "inferenceMs": inference_ms,
+        "processMs": round((inference.queue_wait_s + inference.inference_s) * 1000),
+        "analysisRoundTripMs": round(total_s * 1000),
+        "processedBy": current_app.extensions["iweblens.settings"].served_by,
+        "timestampUTC": formatdate(usegmt=True),
+    }
+
+
+def failure(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"success": False, "error": message, "code": status}), status

@@ -1,0 +1,204 @@
+"""Per-request options of ``POST /api/object_detection``: parsing, validation, and their effect.
+
+An option is read from the body's fields (multipart form fields, members of the JSON object) or
+from the query string, the one place a raw image body leaves for them; naming the same option in
+both is refused. Every refusal is a 400 in the service's error shape, with code ``invalid_option``
+or ``unknown_class``. With no option given, the answer is exactly today's.
+
+=================  =========================================================================
+``min_confidence``  0-1; keep scores strictly above it (default IWEBLENS_CONFIDENCE, 0.5). The
+                    engines zero scores at or below ``ModelCard.score_floor`` (0.2): a lower
+                    value is accepted and behaves as the floor; the detailed answer says so.
+``nms``             0-1; IoU above which the weaker box of one class is dropped (default 0.45)
+``classes``         COCO labels to keep: repeated fields/parameters, comma-separated text, or a
+                    JSON array; darknet's spelling (``aeroplane``) or COCO's (``airplane``)
+``max_detections``  a whole number >= 1: the most confident N objects
+``details``         true/false: add class ids, image size, timings and model identity
+``annotate``        true/false: answer with a JPEG of the image with the boxes drawn
+=================  =========================================================================
+
+Booleans are ``true/false``, ``1/0``, ``yes/no`` or ``on/off`` (JSON booleans in a JSON body).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from iweblens.detection import DetectionParams, ModelCard
+from iweblens.service.protocol import ApiError, DetectionRequest, Flavour
+
+OPTION_NAMES = ("min_confidence", "nms", "classes", "max_detections", "details", "annotate")
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+# darknet's coco.names spells six of COCO's 80 categories its own way; the COCO dataset itself,
+# DeepStack, CodeProject.AI and Home Assistant use the names on the right.
+COCO_SPELLING: dict[str, str] = {
+    "motorbike": "motorcycle",
+    "aeroplane": "airplane",
+    "sofa": "couch",
+    "pottedplant": "potted plant",
+    "diningtable": "dining table",
+    "tvmonitor": "tv",
+}
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """What one request asked for; None or False means the service's default behaviour."""
+
+    min_confidence: float | None = None
+    nms: float | None = None
+    classes: tuple[str, ...] | None = None  # as the client spelled them
+    max_detections: int | None = None
+    details: bool = False
+    annotate: bool = False
+
+    def params(self, model: ModelCard) -> DetectionParams:
+        """The inference layer's parameters; ``ApiError`` 400 names unknown classes."""
+        return DetectionParams(
+            confidence=self.min_confidence,
+            nms=self.nms,
+            classes=None if self.classes is None else resolve_classes(self.classes, model),
+            max_detections=self.max_detections,
+            annotate=self.annotate,
+        )
+
+
+def coco_name(label: str) -> str:
+    """COCO's own name for a darknet label (``aeroplane`` -> ``airplane``); others unchanged."""
+    return COCO_SPELLING.get(label, label)
+
+
+def resolve_classes(names: Iterable[str], model: ModelCard) -> frozenset[str]:
+    """The model's labels for ``names`` (either spelling, any case), or ``ApiError`` 400."""
+    known = {label.lower(): label for label in model.labels}
+    known.update((coco_name(label).lower(), label) for label in model.labels)
+    resolved, unknown = set(), []
+    for name in names:
+        label = known.get(name.strip().lower())
+        if label is None:
+            unknown.append(name)
+        else:
+            resolved.add(label)
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown)
+        raise ApiError(
+            400,
+            "unknown_class",
+            f"unknown class {listed}; the model knows {', '.join(model.labels)} "
+            f"(COCO's spellings {', '.join(sorted(COCO_SPELLING.values()))} are accepted too)",
+        )
+    return frozenset(resolved)
+
+
+def parse_options(request: DetectionRequest, query: Mapping[str, list[str]]) -> DetectionOptions:
+    """The options of a parsed request and its query string (name -> every value given)."""
+    if request.flavour is Flavour.JSON:
+        body = {name: [value] for name, value in request.fields.items() if name in OPTION_NAMES}
+    else:
+        body = {name: values for name, values in request.fields.items() if name in OPTION_NAMES}
+    given = {name: values for name, values in query.items() if name in OPTION_NAMES and values}
+    if twice := sorted(body.keys() & given.keys()):
+        message = f"{', '.join(twice)} given both in the body and in the query string"
+        raise ApiError(400, "invalid_option", message)
+    given.update(body)
+    options = DetectionOptions(
+        min_confidence=_fraction(given, "min_confidence"),
+        nms=_fraction(given, "nms"),
+        classes=_classes(given),
+        max_detections=_count(given),
+        details=_flag(given, "details"),
+        annotate=_flag(given, "annotate"),
+    )
+    if options.details and options.annotate:
+        raise ApiError(
+            400, "invalid_option", "details and annotate exclude each other: an image has no room"
+        )
+    return options
+
+
+def query_lists(args: MultiDict[str, str]) -> dict[str, list[str]]:
+    """Query parameters (``request.args``) as name -> every value given."""
+    return {name: args.getlist(name) for name in args}
+
+
+def _one(given: Mapping[str, list[Any]], name: str) -> Any:
+    values = given.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ApiError(400, "invalid_option", f"{name} is given {len(values)} times; give it once")
+    return values[0]
+
+
+def parse_number(value: Any) -> float | None:
+    """A finite number from a JSON number or a text field; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _fraction(given: Mapping[str, list[Any]], name: str) -> float | None:
+    value = _one(given, name)
+    if value is None:
+        return None
+    number = parse_number(value)
+    if number is None or not 0.0 <= number <= 1.0:
+        raise ApiError(400, "invalid_option", f"{name} must be a number from 0 to 1, not {value!r}")
+    return number
+
+
+def _count(given: Mapping[str, list[Any]]) -> int | None:
+    value = _one(given, "max_detections")
+    if value is None:
+        return None
+    count = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str) and value.strip().isdigit():
+        count = int(value.strip())
+    if count is None or count < 1:
+        message = f"max_detections must be a whole number of at least 1, not {value!r}"
+        raise ApiError(400, "invalid_option", message)
+    return count
+
+
+def _flag(given: Mapping[str, list[Any]], name: str) -> bool:
+    value = _one(given, name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    word = str(value).strip().lower() if isinstance(value, str | int) else None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ApiError(400, "invalid_option", f"{name} must be true or false, not {value!r}")
+
+
+def _classes(given: Mapping[str, list[Any]]) -> tuple[str, ...] | None:
+    values = given.get("classes")
+    if not values:
+        return None
+    names: list[str] = []
+    for value in values:
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if not isinstance(item, str):
+                message = f"classes must be labels (text), not {item!r}"
+                raise ApiError(400, "invalid_option", message)
+            names += [name.strip() for name in item.split(",") if name.strip()]
+    if not names:
+        raise ApiError(400, "invalid_option", "classes names no label; leave it out to keep all")
+    return tuple(names)

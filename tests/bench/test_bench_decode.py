@@ -1,0 +1,28 @@
+"""``iweblens bench-decode`` on two committed photographs: its tables are there and sane."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iweblens.bench import decoding
+from iweblens.config import Settings
+
+
+def test_agreement_table_has_every_decode(photos: list[Path]) -> None:
+    """3 MP (2000 x 1500) is decoded at 1/2 by the service's rule; 12 MP at 1/4."""
+    lines = decoding.agreement(photos[:2], Settings(), log=lambda _: None, sizes_mp=(3, 12))
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "MP |" in line]
+    assert [(row[0].strip(), row[1].strip()) for row in rows] == [
+        (f"{size} MP", decode)
+        for size in (3, 12)
+        for decode in ("full", "1/8", "1/4", "1/2", "the rule")
+    ]
+    # The rule decodes 3 MP at 1/2 and 12 MP at 1/4: the same long sides as those rows.
+    assert rows[4][2] == rows[3][2] and rows[9][2] == rows[7][2]
+    assert all(0.0 <= float(row[3]) <= 1.0 for row in rows)
+
+
+def test_cpu_table_compares_full_size_with_size_aware(photos: list[Path]) -> None:
+    lines = decoding.cpu(photos[:1], Settings(), rounds=1)
+    assert [line.split("|")[1].strip() for line in lines[2:4]] == ["full size", "size-aware"]
+    assert all(float(line.split("|")[2]) > 0 for line in lines[2:4])

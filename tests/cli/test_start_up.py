@@ -1,0 +1,46 @@
+"""``iweblens`` refuses bad settings at start-up, before any model is loaded or port opened."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from iweblens.inference.engines import ENGINES
+
+
+def iweblens(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "iweblens.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_serve_exits_at_once_on_an_unknown_engine_and_lists_the_known_ones() -> None:
+    done = iweblens("serve", "--host", "127.0.0.1", "--port", "1", env={"IWEBLENS_ENGINE": "yolo"})
+    assert done.returncode != 0
+    assert "unknown engine 'yolo'" in done.stderr
+    assert all(name in done.stderr for name in ENGINES)
+
+
+def test_a_malformed_variable_stops_the_command_with_its_name() -> None:
+    done = iweblens("fetch-model", env={"IWEBLENS_PORT": "five thousand"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "iweblens: IWEBLENS_PORT='five thousand' is not a whole number"
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra_to_install() -> None:
+    # As on an install without the `study` extra: matplotlib cannot be imported.
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from iweblens.cli import main; "
+        "sys.exit(main(['plot', 'results.csv']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2
+    assert "pip install 'iweblens[study]'" in done.stderr

@@ -1,0 +1,158 @@
+"""Optional API keys: enforced on the detection endpoints when configured, absent when not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+import requests
+from api_contract import schema
+from support import API_KEYS
+
+from iweblens.config import Settings
+from iweblens.detection import ModelCard
+from iweblens.inference.engines import SCORE_FLOOR
+from iweblens.inference.pool import InferencePool
+from iweblens.service.app import create_app
+from iweblens.service.auth import ApiKeys, presented_key
+
+
+def detect(base_url: str, photo: Path, **kwargs: object) -> requests.Response:
+    return requests.post(
+        f"{base_url}/api/object_detection",
+        files={"image": (photo.name, photo.read_bytes())},
+        timeout=120,
+        **kwargs,
+    )
+
+
+def refused(response: requests.Response) -> None:
+    assert response.status_code == 401, response.text
+    jsonschema.validate(response.json(), schema("Error"))
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="iweblens"'
+
+
+def test_every_way_of_sending_a_key_is_accepted(keyed_server: str, photos: list[Path]) -> None:
+    photo = photos[0]
+    for key in API_KEYS:
+        for sent in (
+            {"headers": {"Authorization": f"Bearer {key}"}},
+            {"headers": {"authorization": f"bearer {key}"}},
+            {"headers": {"X-API-Key": key}},
+            {"data": {"api_key": key}},
+        ):
+            response = detect(keyed_server, photo, **sent)
+            assert response.status_code == 200, (sent, response.text)
+            assert response.json()["objects"]
+
+
+def test_requests_without_a_valid_key_are_refused(keyed_server: str, photos: list[Path]) -> None:
+    photo = photos[0]
+    refused(detect(keyed_server, photo))
+    assert "Bearer" in detect(keyed_server, photo).json()["error"]["message"]
+    for sent in (
+        {"headers": {"Authorization": "Bearer wrong"}},
+        {"headers": {"Authorization": f"Basic {API_KEYS[0]}"}},
+        {"headers": {"X-API-Key": API_KEYS[0].upper()}},
+        {"data": {"api_key": ""}},
+        {"data": {"api_key": API_KEYS[0][:-1]}},
+        # The first key a request carries is the one checked.
+        {"headers": {"X-API-Key": "wrong"}, "data": {"api_key": API_KEYS[0]}},
+    ):
+        refused(detect(keyed_server, photo, **sent))
+    raw = requests.post(
+        f"{keyed_server}/api/object_detection",
+        data=photo.read_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=60,
+    )
+    refused(raw)
+
+
+def test_probes_page_and_document_stay_open(keyed_server: str) -> None:
+    for path in ("/healthz", "/readyz", "/", "/openapi.json", "/static/app.js"):
+        assert requests.get(f"{keyed_server}{path}", timeout=30).status_code == 200, path
+
+
+def test_metrics_need_the_key_by_default(keyed_server: str) -> None:
+    refused(requests.get(f"{keyed_server}/metrics", timeout=30))
+    bearer = {"Authorization": f"Bearer {API_KEYS[0]}"}
+    response = requests.get(f"{keyed_server}/metrics", headers=bearer, timeout=30)
+    assert response.status_code == 200 and "iweblens_requests_total" in response.text
+
+
+def test_without_keys_nothing_is_checked(live_server: str, photos: list[Path]) -> None:
+    for sent in ({}, {"headers": {"Authorization": "Bearer anything"}}, {"data": {"api_key": ""}}):
+        assert detect(live_server, photos[0], **sent).status_code == 200
+    assert requests.get(f"{live_server}/metrics", timeout=30).status_code == 200
+
+
+def unstarted_app(settings: Settings):  # type: ignore[no-untyped-def]
+    card = ModelCard("opencv", "", 416, (), SCORE_FLOOR)
+    return create_app(settings, pool=InferencePool(lambda: None, workers=0, model=card))
+
+
+def test_metrics_can_be_left_open() -> None:
+    keyed = Settings(api_keys=("k",))
+    assert unstarted_app(keyed).test_client().get("/metrics").status_code == 401
+    opened = Settings(api_keys=("k",), metrics_require_key=False)
+    assert unstarted_app(opened).test_client().get("/metrics").status_code == 200
+
+
+def test_a_key_file_is_read_and_reread_when_it_changes(tmp_path: Path) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("alpha\n\n  beta  \n")
+    keys = ApiKeys(key_file=secret)
+    assert keys.enabled
+    assert keys.accepts("alpha") and keys.accepts("beta")
+    assert not keys.accepts("gamma") and not keys.accepts(None) and not keys.accepts("")
+    secret.write_text("gamma")
+    stat = secret.stat()
+    os.utime(secret, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert keys.accepts("gamma") and not keys.accepts("alpha")
+    secret.unlink()  # an unreadable file keeps the keys read before
+    assert keys.accepts("gamma")
+
+
+def test_an_empty_key_file_refuses_everything(tmp_path: Path) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("\n")
+    keys = ApiKeys(key_file=secret)
+    assert keys.enabled and not keys.accepts("") and not keys.accepts("anything")
+
+
+def test_keys_from_the_environment_and_a_file_together(tmp_path: Path) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("from-file")
+    keys = ApiKeys(["from-env"], secret)
+    assert keys.accepts("from-env") and keys.accepts("from-file")
+    assert not ApiKeys().enabled and ApiKeys().accepts(None)
+
+
+def test_a_missing_key_file_stops_the_app_from_starting(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        unstarted_app(Settings(api_keys_file=tmp_path / "absent"))
+
+
+def test_settings_read_the_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IWEBLENS_API_KEYS", " one, two ,,")
+    monkeypatch.setenv("IWEBLENS_API_KEYS_FILE", "/run/secrets/iweblens/api-keys")
+    monkeypatch.setenv("IWEBLENS_METRICS_REQUIRE_KEY", "0")
+    settings = Settings.from_env()
+    assert settings.api_keys == ("one", "two")
+    assert settings.api_keys_file == Path("/run/secrets/iweblens/api-keys")
+    assert settings.metrics_require_key is False
+    assert "one" not in repr(settings)
+
+
+def test_the_key_a_request_presents() -> None:
+    def no_form() -> str | None:
+        raise AssertionError("the body must not be read when a header has the key")
+
+    assert presented_key({"Authorization": "Bearer  k1 "}, no_form) == "k1"
+    assert presented_key({"X-API-Key": "k2"}, no_form) == "k2"
+    assert presented_key({"Authorization": "Bearer "}, lambda: "k3") == "k3"
+    assert presented_key({}, lambda: None) is None
