@@ -1,4 +1,4 @@
-# iWebLens: YOLOv3-tiny object detection as a web service (gunicorn, one thread per request).
+# iWebLens: YOLOv3-tiny object detection as a web service (uvicorn front, a thread per request).
 #
 #   docker build -t iweblens:latest .
 #   docker run --rm -p 5000:5000 --cpus 0.5 iweblens:latest

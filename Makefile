@@ -101,6 +101,19 @@ soak: install
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens soak $(SOAK_IMAGES) --duration 600 --clients 32 --cpus 0.5
 
+# Issue 12: one pod imitated by cgroups (the Deployment's CPU and memory limits, its probes) under
+# each attack, judged by the issue's outcomes (root: cgroups). Figures go to STRESS_JSON; give an
+# earlier run's JSON as STRESS_COMPARE to print the two side by side (docs/reliability.md).
+STRESS_JSON    ?= docs/results/stress-after.json
+STRESS_COMPARE ?= $(wildcard docs/results/stress-before.json)
+
+.PHONY: stress
+
+stress: install
+	$(BIN)/iweblens fetch-model
+	$(BIN)/iweblens stress $(SOAK_IMAGES) --label $(basename $(notdir $(STRESS_JSON))) \
+		--json $(STRESS_JSON) $(addprefix --compare ,$(STRESS_COMPARE))
+
 # Regenerate requirements.lock and requirements-dev.lock (hash-pinned) after editing dependencies.
 lock: install
 	scripts/lock.sh

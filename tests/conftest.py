@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import API_KEYS, COCO128_DIR, IMAGES_DIR, ServerProcess
+from support import API_KEYS, COCO128_DIR, DEPLOYMENT_MANIFEST, IMAGES_DIR, ServerProcess
 
 from iweblens.config import Settings
 from iweblens.models.store import ModelPaths, ModelStore
+from iweblens.study.replicas.cgroup import CgroupUnavailable, PodCgroup
+from iweblens.study.replicas.manifest import PodSpec, manifest_pod_spec
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +36,7 @@ def coco128() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def live_server(model_paths: ModelPaths) -> Iterator[str]:
-    """Base URL of a real gunicorn ``iweblens serve`` on loopback, ready to answer."""
+    """Base URL of a real ``iweblens serve`` on loopback, ready to answer."""
     server = ServerProcess()
     try:
         server.wait_ready()
@@ -51,3 +54,20 @@ def keyed_server(model_paths: ModelPaths) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pod_spec(model_paths: ModelPaths) -> PodSpec:
+    """The Deployment's pod (CPU and memory limits, probes, grace) for ``bench.pod.Pod``.
+
+    Skips where this machine lets us write no CPU and memory cgroup (v1 or v2): without the
+    limits, the pod tests would measure nothing a pod meets.
+    """
+    spec = manifest_pod_spec(DEPLOYMENT_MANIFEST)
+    try:
+        PodCgroup.create(
+            f"iweblens-check-{os.getpid()}", spec.cpu_cores, spec.memory_bytes
+        ).remove()
+    except CgroupUnavailable as error:
+        pytest.skip(f"no writable CPU and memory cgroup (v1 or v2) to hold a pod: {error}")
+    return spec

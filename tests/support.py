@@ -21,6 +21,7 @@ REPO_DIR = TESTS_DIR.parent
 IMAGES_DIR = TESTS_DIR / "images"
 # CI clones the repo with shared/ beside it; the lead's checkout lives at /work/main.
 COCO128_DIR = REPO_DIR.parent / "shared" / "images" / "coco128"
+DEPLOYMENT_MANIFEST = REPO_DIR / "deploy" / "k8s" / "deployment.yaml"
 SERVER_START_TIMEOUT_S = 180
 REFERENCE_CLIENT = TESTS_DIR / "reference" / "iWebLens_client.py"
 API_KEYS = ("first-key-7f3a", "second-key-91c2")  # what ``keyed_server`` requires
@@ -61,7 +62,7 @@ def wait_until_ready(base_url: str, died: Callable[[], str | None], timeout: flo
 
 
 class ServerProcess:
-    """``iweblens serve`` (gunicorn) on a loopback port, in its own process group."""
+    """``iweblens serve`` on a loopback port, in its own process group."""
 
     def __init__(self, env: dict[str, str] | None = None, served_by: str = "test-server") -> None:
         self.port = free_port()

@@ -27,7 +27,7 @@ KITS = ("iweblens.study", "iweblens.load", "iweblens.bench")
 IN_PROCESS = (SERVICE, INFERENCE, MODELS)
 PIXELS = ("cv2", "PIL")
 PLOTTING = ("matplotlib", "reportlab")
-WEB = ("flask", "werkzeug", "gunicorn")
+WEB = ("flask", "werkzeug", "uvicorn", "a2wsgi", "httptools", "uvloop")
 
 # Module prefix -> prefixes of what no module under it may import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
@@ -128,7 +128,7 @@ def test_each_package_states_its_public_names(package: str) -> None:
 
 
 def test_serve_imports_no_study_load_bench_or_plotting(model_paths: object) -> None:
-    # Python reports every import of both gunicorn processes (master and worker) on stderr.
+    # Python reports every import of the server process on stderr.
     server = ServerProcess(env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
         server.wait_ready()
@@ -145,7 +145,7 @@ def test_serve_imports_no_study_load_bench_or_plotting(model_paths: object) -> N
         for line in server.log().splitlines()
         if line.startswith("import time:") and "|" in line
     }
-    assert {"iweblens.service.app", "gunicorn", "cv2"} <= imported  # the report is complete
+    assert {"iweblens.service.app", "uvicorn", "cv2"} <= imported  # the report is complete
     unwanted = sorted(
         name
         for name in imported

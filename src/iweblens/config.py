@@ -59,9 +59,10 @@ class Settings:
     nms: float = 0.45
     input_size: int = 416
     max_body_bytes: int = 16 * 1024 * 1024
-    # Decoded pixels, after any reduced JPEG decode: 4096 x 4096, as decoding costs bytes per
-    # pixel and a 512 MiB pod has ~140 MiB to spare.
-    max_pixels: int = 16_777_216
+    # Decoded pixels, after any reduced JPEG decode: 4000 x 3000. Decoding costs ~6 bytes a pixel
+    # (OpenCV's JPEG decoder holds two copies at its peak) and a 512 MiB pod has ~96 MiB for
+    # requests, so one maximal request fits with room to spare (docs/reliability.md).
+    max_pixels: int = 12_000_000
     # Pixels a header may declare: 48 MP phone photos (8064 x 6048), which are decoded at 1/8.
     max_declared_pixels: int = 50_000_000
     inference_workers: int = 0  # 0 = one per core of the CPU allotment
@@ -77,6 +78,15 @@ class Settings:
     read_timeout: int = 30  # seconds a request may take to arrive in full (headers and body)
     timeout: int = 120
     graceful_timeout: int = 30
+    # Longest expected wait in the inference queue before a request is refused (503). 1 pod x 32
+    # reference-client threads waits ~4.6 s (p99 ~5.6 s) on the study's machine, and 2-3x that on
+    # a busy shared one (16 s seen): 30 s leaves the study error-free with margin.
+    max_wait: float = 30.0
+    # Bytes of requests in flight (bodies, decoding); 0 = the memory limit less what the loaded
+    # networks and the process take, less a margin (see service/admission.py and sizing).
+    memory_budget: int = 0
+    # Open connections; past it the oldest idle one is closed to make room.
+    max_connections: int = 1000
 
     def __post_init__(self) -> None:
         checks = {
@@ -94,6 +104,9 @@ class Settings:
             "read_timeout": self.read_timeout > 0,
             "timeout": self.timeout >= 0,
             "graceful_timeout": self.graceful_timeout >= 0,
+            "max_wait": self.max_wait > 0,
+            "memory_budget": self.memory_budget >= 0,
+            "max_connections": self.max_connections >= 1,
         }
         for name, valid in checks.items():
             if not valid:

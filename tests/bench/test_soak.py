@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from iweblens.bench.soak import Outcome, Vitals, judge, soak
+from iweblens.bench.soak import Outcome, Vitals, judge, rss_slope, soak
 from iweblens.config import Settings
+from iweblens.study.replicas.manifest import PodSpec
 
 CI_SOAK_S = 60
 
 
-def test_one_minute_soak_of_32_clients_on_half_a_cpu(
-    model_paths: object, coco128: list[Path]
-) -> None:
-    report = soak(coco128, Settings.from_env(), duration_s=CI_SOAK_S, clients=32, cpu_limit=0.5)
+def test_one_minute_soak_of_32_clients_on_one_pod(pod_spec: PodSpec, coco128: list[Path]) -> None:
+    report = soak(coco128, pod_spec, Settings.from_env(), duration_s=CI_SOAK_S, clients=32)
     print("\n" + "\n".join(report.lines()))
     assert report.requests > 32
     assert report.failures == []
@@ -39,6 +38,39 @@ def verdict(samples: list[Vitals], after: Vitals, statuses: list[int | None]) ->
         cpu_limit=0.5,
         thread_cap=64,
     ).failures
+
+
+def verdict_of_a_long_run(rss_kb_per_minute: float, oom_kills: int = 0) -> list[str]:
+    """A 30-minute run read every 10 s, its RSS rising steadily."""
+    samples = [
+        Vitals(float(t), 400_000 + round(rss_kb_per_minute * t / 60), 12, 40)
+        for t in range(0, 1801, 10)
+    ]
+    return judge(
+        [Outcome(0.0, 1.0, 200, "r", None)],
+        samples,
+        Vitals(0.0, 100_000, 10, 3),
+        Vitals(0.0, 1, 10, 40),
+        started=0.0,
+        duration_s=1800,
+        clients=16,
+        cpu_limit=0.5,
+        thread_cap=64,
+        oom_kills=oom_kills,
+    ).failures
+
+
+def test_a_long_run_judges_the_slope_after_warm_up() -> None:
+    assert verdict_of_a_long_run(0.4 * 1024) == []
+    assert verdict_of_a_long_run(0.6 * 1024) == [
+        "RSS rising 0.60 MiB/min after warm-up (limit 0.5 MiB/min)"
+    ]
+    assert verdict_of_a_long_run(0, oom_kills=1) == ["1 OOM kills"]
+
+
+def test_rss_slope_in_mib_per_minute() -> None:
+    assert rss_slope(readings([1024 * minute for minute in range(5)])) == 60.0
+    assert rss_slope(readings([1])) == 0.0
 
 
 # 200 one-second readings: warm-up is the first 50 s, the windows are 20 s long.

@@ -57,7 +57,7 @@ def duration_s(text: str) -> float:
 
 
 def tmpfs_mounts(service: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """``/tmp:size=64m`` entries as {path: {option: value}}."""
+    """``/tmp:size=16m`` entries as {path: {option: value}}."""
     mounts = {}
     for entry in service["tmpfs"]:
         path, _, options = entry.partition(":")
@@ -207,7 +207,7 @@ def test_compose_container_gets_what_the_file_says(
     assert host_config["ReadonlyRootfs"] is True
     assert (
         host_config["Tmpfs"]
-        == {"/tmp": "size=64m"}
+        == {"/tmp": "size=16m"}
         == {
             path: ",".join(f"{key}={value}" for key, value in options.items())
             for path, options in tmpfs_mounts(compose_service).items()
@@ -243,7 +243,7 @@ def test_compose_health_check_turns_healthy(
 
 
 def test_compose_stops_cleanly_and_down_leaves_nothing(compose: ComposeProject) -> None:
-    # Last. Compose stops with the file's stop_grace_period; gunicorn drains and exits 0.
+    # Last. Compose stops with the file's stop_grace_period; the server drains and exits 0.
     compose("stop")
     assert compose.inspect("{{.State.ExitCode}}") == "0"
     compose("down")

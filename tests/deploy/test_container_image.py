@@ -167,6 +167,6 @@ def test_the_pre_stop_hook_can_run_in_the_image(
 
 
 def test_stop_drains_and_exits_cleanly(running: RunningContainer) -> None:
-    # Last: SIGTERM, as Kubernetes sends after preStop; gunicorn must exit 0 well in time.
+    # Last: SIGTERM, as Kubernetes sends after preStop; the server must exit 0 well in time.
     running.docker("stop", "--time", "30", running.name, timeout=60)
     assert running.state("ExitCode") == "0"

@@ -32,6 +32,7 @@ from iweblens.config import Settings
 from iweblens.detection import ModelCard
 from iweblens.inference.pool import InferencePool
 from iweblens.service.app import create_app
+from iweblens.service.server import SHUTDOWN_SLACK_S
 from iweblens.study.replicas.manifest import parse_cpu_quantity
 
 MANIFESTS = sorted(path for path in K8S_DIR.glob("*.yaml") if path.name != "kustomization.yaml")
@@ -195,8 +196,9 @@ def test_scale_down_drains_before_the_pod_is_killed(
     graceful_s = int(env_value(container, "IWEBLENS_GRACEFUL_TIMEOUT")["value"])
     grace_s = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert pre_stop_s > 0
-    # Kubernetes counts the preStop hook inside the grace period, then gunicorn drains.
-    assert grace_s > pre_stop_s + graceful_s
+    # Kubernetes counts the preStop hook inside the grace period, then the server drains:
+    # the graceful timeout, then a few seconds for the last answers to leave.
+    assert grace_s > pre_stop_s + graceful_s + SHUTDOWN_SLACK_S
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
@@ -213,7 +215,7 @@ def test_pod_runs_locked_down(deployment: dict[str, Any], container: dict[str, A
 def test_read_only_pod_gets_a_writable_tmp(
     deployment: dict[str, Any], container: dict[str, Any]
 ) -> None:
-    # gunicorn's worker heartbeat lives in the temporary directory.
+    # A read-only root filesystem still needs a temporary directory for libraries that ask.
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
     volumes = {
         volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]

@@ -325,7 +325,7 @@ def test_liveness_probe_passes_in_the_pod(pod: Pod, container: dict[str, Any]) -
 def test_pod_stops_cleanly_and_kube_down_leaves_nothing(
     pod: Pod, deployment: dict[str, Any]
 ) -> None:
-    # Last. The kubelet's stop: SIGTERM, then up to the grace period for gunicorn to drain.
+    # Last. The kubelet's stop: SIGTERM, then up to the grace period for the server to drain.
     grace_s = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     pod.podman("pod", "stop", "--time", str(grace_s), pod.name, timeout=grace_s + 30)
     assert pod.container_field("{{.State.ExitCode}}") == "0"

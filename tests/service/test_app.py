@@ -1,4 +1,4 @@
-"""The HTTP API, over real HTTP against a real gunicorn server on loopback."""
+"""The HTTP API, over real HTTP against a real server (``iweblens serve``) on loopback."""
 
 import base64
 import http.client

@@ -1,4 +1,4 @@
-"""The try-it page, end to end: a real headless Chromium on a real gunicorn server on loopback.
+"""The try-it page, end to end: a real headless Chromium on a real server on loopback.
 
 The browser picks files through the page's own file input, the page posts them to the API, and the
 tests compare what the page lists and draws with what the API answers for the same bytes.

@@ -1,9 +1,10 @@
 """Slow and idle clients must not stop normal requests (slowloris, trickled bodies, silence).
 
-gunicorn's gthread worker reads a request with a blocking ``recv``: a client that sends part of a
-request and stalls holds a request thread. ``iweblens.service.server`` gives each request
-``IWEBLENS_READ_TIMEOUT`` seconds to arrive; these tests hold 20 hostile connections open while
-normal requests are served, and check that the server drops the hostile ones by itself.
+A thread-per-connection server lets a client that sends part of a request and stalls hold a
+request thread; this server reads requests in its event loop, and ``iweblens.service.server``
+gives each request ``IWEBLENS_READ_TIMEOUT`` seconds to arrive. These tests hold 20 hostile
+connections open while normal requests are served, and check that the server drops the hostile
+ones by itself.
 """
 
 from __future__ import annotations

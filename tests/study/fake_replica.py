@@ -11,8 +11,10 @@ from iweblens.study.replicas.balancer import Server
 class FakeReplica:
     """A loopback HTTP server that signs responses like a replica and counts the POSTs it got.
 
-    ``ready`` drives ``/readyz``; ``mode`` is ``"ok"`` or ``"hang-up"`` (read the request, then
-    close the connection without answering, as a replica that dies mid-request).
+    ``ready`` drives ``/readyz``; ``mode`` is ``"ok"``, ``"hang-up"`` (read the request, then
+    close the connection without answering, as a replica that dies mid-request) or ``"shed"``
+    (answer 503 with ``Connection: close``, as a stopping or overloaded replica that did not run
+    the request).
     """
 
     def __init__(self, name: str) -> None:
@@ -41,6 +43,10 @@ class FakeReplica:
                 if replica.mode == "hang-up":
                     self.close_connection = True
                     self.connection.close()
+                    return
+                if replica.mode == "shed":
+                    self.close_connection = True
+                    self._answer(503)
                     return
                 self._answer(200)
 

@@ -42,7 +42,7 @@ VERSIONED_PACKAGES = (
     "nncf",
     "numpy",
     "flask",
-    "gunicorn",
+    "uvicorn",
 )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import requests
 
 from iweblens.bench.floor import quota_cgroup
+from iweblens.bench.pod import Background, rss_bytes
 from iweblens.config import POD_CPUS
 from iweblens.load.client import LoadResult, run_load
 from iweblens.study.replicas.cgroup import CpuCgroup
@@ -35,39 +35,19 @@ NAIVE_START_TIMEOUT_S = 60.0
 NAIVE_REQUEST_TIMEOUT_S = 600.0
 
 
-class RssSampler:
+class RssSampler(Background):
     """Peak resident memory of a set of processes, sampled in the background during a run."""
 
     def __init__(self, pids: Callable[[], list[int]]) -> None:
         self._pids = pids
-        self._stop = threading.Event()
         self.peak_bytes = 0
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        super().__init__("rss-sampler")
 
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
+    def _run(self) -> None:
         while True:
             self.peak_bytes = max(self.peak_bytes, sum(map(rss_bytes, self._pids())))
             if self._stop.wait(RSS_SAMPLE_S):
                 return
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 @dataclass

@@ -3,8 +3,9 @@
 The study's client summarises a run; reliability questions need more: *when* each request started
 and ended (was it in flight when a replica died?), and *how* it failed (refused before any
 connection, which a client may safely retry, or lost after the server accepted it, which is the
-failure that must never happen). ``iweblens soak`` runs 32 clients against one CPU-limited replica
-for minutes and checks for errors, memory drift, and leaked file descriptors or threads.
+failure that must never happen). ``iweblens soak`` runs 32 clients against one pod (the
+Deployment's CPU and memory limits, ``bench.pod``) for minutes and checks for errors, OOM kills,
+memory drift and slope, and leaked file descriptors or threads.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ from pathlib import Path
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from iweblens.config import POD_CPUS, Settings
+from iweblens.config import Settings
+from iweblens.study.replicas.manifest import PodSpec
 
 REFUSED = "refused"  # no connection was made: nothing reached the server
 LOST = "lost"  # connected, then no answer: the request may have reached the server
 RSS_DRIFT_LIMIT = 0.10
+# Issue 12: after warm-up, RSS may rise by less than this over a long soak (30 min at 16 clients).
+RSS_SLOPE_LIMIT_MIB_PER_MIN = 0.5
+# A slope over less time than this is allocator noise more than a trend: reported, not judged.
+RSS_SLOPE_MIN_S = 600.0
+WARM_UP_MAX_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -138,18 +145,6 @@ def read_vitals(pid: int) -> Vitals:
     )
 
 
-def gunicorn_worker(master_pid: int, timeout: float = 30.0) -> int:
-    """The pid of the (single) worker forked by the gunicorn master ``master_pid``."""
-    deadline = time.monotonic() + timeout
-    children_file = Path(f"/proc/{master_pid}/task/{master_pid}/children")
-    while time.monotonic() < deadline:
-        children = children_file.read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise RuntimeError(f"gunicorn master {master_pid} has no worker")
-
-
 class VitalsSampler:
     """Reads a process's vitals every ``interval`` seconds on a background thread."""
 
@@ -210,6 +205,9 @@ class SoakReport:
     threads_warm: int  # most threads seen in the window right after warm-up
     threads_end: int  # most threads seen in the last window
     rss_by_tenth_kb: list[float]  # median RSS in each tenth of the run: a leak's slope shows here
+    rss_slope_mib_per_min: float  # least-squares slope of RSS after warm-up
+    oom_kills: int = 0
+    peak_memory_bytes: int | None = None  # the pod's high-water mark (its memory cgroup)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -231,11 +229,25 @@ class SoakReport:
             f"{self.rss_end_kb / 1024:.1f} MiB at the end: drift {self.rss_drift:+.1%}",
             "RSS by tenth of the run (MiB): "
             + " ".join(f"{kb / 1024:.0f}" for kb in self.rss_by_tenth_kb),
+            f"RSS slope after warm-up: {self.rss_slope_mib_per_min:+.2f} MiB/min",
+            f"pod memory: peak {_mib(self.peak_memory_bytes)}, OOM kills {self.oom_kills}",
             f"open fds when idle: {self.idle_before.fds} before, {self.idle_after.fds} after",
             f"threads: {self.idle_before.threads} idle before, {self.threads_warm} after warm-up, "
             f"{self.threads_end} at the end, {self.idle_after.threads} idle after",
             "verdict: " + ("PASS" if not self.failures else "FAIL: " + "; ".join(self.failures)),
         ]
+
+
+def _mib(size: int | None) -> str:
+    return "unknown" if size is None else f"{size / 2**20:.1f} MiB"
+
+
+def rss_slope(samples: Sequence[Vitals]) -> float:
+    """Least-squares slope of RSS over time, in MiB per minute (0 with fewer than 2 readings)."""
+    if len(samples) < 2 or len({s.at for s in samples}) < 2:
+        return 0.0
+    fit = statistics.linear_regression([s.at for s in samples], [s.rss_kb for s in samples])
+    return fit.slope * 60 / 1024
 
 
 def _window(samples: Sequence[Vitals], start: float, end: float) -> list[Vitals]:
@@ -259,13 +271,16 @@ def judge(
     clients: int,
     cpu_limit: float | None,
     thread_cap: int,
+    oom_kills: int = 0,
+    peak_memory_bytes: int | None = None,
 ) -> SoakReport:
     """Reduce a soak to its figures; memory is compared between the first and last windows.
 
     The first window starts after a warm-up (allocators and the request thread pool grow to their
-    working size under the first minutes of load); a leak shows as growth after that.
+    working size under the first minutes of load: a quarter of the run, at most 5 minutes); a leak
+    shows as growth after that, and as the slope of RSS over everything after it.
     """
-    warm_up = min(60.0, duration_s / 4)
+    warm_up = min(WARM_UP_MAX_S, duration_s / 4)
     window = max(5.0, duration_s / 10)
     first = _window(samples, started + warm_up, started + warm_up + window)
     last = _window(samples, started + duration_s - window, started + duration_s)
@@ -286,14 +301,25 @@ def judge(
         threads_warm=max(s.threads for s in first),
         threads_end=max(s.threads for s in last),
         rss_by_tenth_kb=_rss_by_tenth(samples, started, duration_s),
+        rss_slope_mib_per_min=rss_slope(_window(samples, started + warm_up, started + duration_s)),
+        oom_kills=oom_kills,
+        peak_memory_bytes=peak_memory_bytes,
     )
     if report.errors:
         report.failures.append(f"{report.errors} requests did not get a 200")
+    if oom_kills:
+        report.failures.append(f"{oom_kills} OOM kills")
+    slope = report.rss_slope_mib_per_min
+    if duration_s - warm_up >= RSS_SLOPE_MIN_S and slope >= RSS_SLOPE_LIMIT_MIB_PER_MIN:
+        report.failures.append(
+            f"RSS rising {slope:.2f} MiB/min after warm-up "
+            f"(limit {RSS_SLOPE_LIMIT_MIB_PER_MIN} MiB/min)"
+        )
     if report.rss_drift >= RSS_DRIFT_LIMIT:
         report.failures.append(f"RSS drift {report.rss_drift:+.1%} (limit {RSS_DRIFT_LIMIT:.0%})")
     if idle_after.fds > idle_before.fds:
         report.failures.append(f"{idle_after.fds - idle_before.fds} file descriptors leaked")
-    # gunicorn's request threads are pooled and started on demand, up to ``thread_cap``: the count
+    # The request threads (a2wsgi's pool) are started on demand, up to ``thread_cap``: the count
     # creeps towards the cap under load, and only going past it would be a leak.
     if max(report.threads_end, idle_after.threads) > idle_before.threads + thread_cap:
         report.failures.append(f"more threads than the {thread_cap} pooled request threads")
@@ -302,32 +328,37 @@ def judge(
 
 def soak(
     images: Sequence[Path],
+    spec: PodSpec,
     settings: Settings,
     *,
     duration_s: float,
     clients: int = 32,
-    cpu_limit: float = POD_CPUS,
     sample_every_s: float = 2.0,
 ) -> SoakReport:
-    """Start one CPU-limited replica behind the balancer, load it for ``duration_s``, judge it."""
-    from iweblens.study.replicas.local import LocalBackend
+    """Start one pod held to ``spec``'s limits, load it for ``duration_s``, judge it.
 
-    backend = LocalBackend(cpu_limit=cpu_limit)
-    try:
-        backend.scale(1)
-        (name,) = backend.replica_names()
-        worker = gunicorn_worker(backend.pid_of(name))
-        idle_before = settled_vitals(worker)
-        sampler = VitalsSampler(worker, sample_every_s).start()
+    ``settings`` are the ones the pod's server reads too (it inherits this environment): its
+    keep-alive and request threads bound what the judge expects.
+
+    The clients post to the pod directly, each on a new connection (as the reference client).
+    Vitals are those of the pod's largest process, the one holding the networks.
+    """
+    from iweblens.bench.pod import Pod
+
+    with Pod(spec, name="soak") as pod:
+        pod.wait_ready()
+        server = pod.largest_process()
+        assert server is not None, "a ready pod has a process"
+        idle_before = settled_vitals(server)
+        sampler = VitalsSampler(server, sample_every_s).start()
         started = time.monotonic()
-        load = ClosedLoop(backend.endpoint, images, clients).start()
+        load = ClosedLoop(f"{pod.url}/api/object_detection", images, clients).start()
         time.sleep(duration_s)
         outcomes = load.stop()
         samples = sampler.stop()
-        # The balancer pools idle keep-alive connections to the replica; the replica closes them
-        # after its keep-alive timeout, then drains each socket for up to 2 s.
+        # Connections the clients closed last are released within the keep-alive timeout.
         time.sleep(settings.keepalive + 5)
-        idle_after = settled_vitals(worker)
+        idle_after = settled_vitals(server)
         return judge(
             outcomes,
             samples,
@@ -336,8 +367,8 @@ def soak(
             started=started,
             duration_s=duration_s,
             clients=clients,
-            cpu_limit=backend.cpu_limit,
+            cpu_limit=spec.cpu_cores,
             thread_cap=settings.threads,
+            oom_kills=pod.oom_kills(),
+            peak_memory_bytes=pod.peak_memory_bytes(),
         )
-    finally:
-        backend.close()

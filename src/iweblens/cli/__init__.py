@@ -29,7 +29,7 @@ class Command(NamedTuple):
 # arguments and a ``run`` default, called with the parsed arguments and the settings, that
 # returns the exit status.
 COMMANDS: dict[str, Command] = {
-    "serve": Command("iweblens.cli.service", "run the detection service (gunicorn)"),
+    "serve": Command("iweblens.cli.service", "run the detection service (uvicorn)"),
     "detect": Command("iweblens.cli.service", "detect objects in images, without a server"),
     "fetch-model": Command("iweblens.cli.service", "fetch and verify the model files"),
     "client": Command(
@@ -73,6 +73,11 @@ COMMANDS: dict[str, Command] = {
     "bench-decode": Command(
         "iweblens.cli.bench",
         "size-aware JPEG decoding: agreement at 12/24 MP, CPU ms, peak memory",
+    ),
+    "stress": Command(
+        "iweblens.cli.bench",
+        "attack one imitated pod (its limits, the kubelet's probes): issue 12's outcomes",
+        "bench",
     ),
 }
 

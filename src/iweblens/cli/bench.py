@@ -1,13 +1,14 @@
 """The bench and reliability subcommands: ``bench``, ``bench-letterbox``, ``bench-decode``,
-``quantize``, ``soak``."""
+``quantize``, ``soak``, ``stress``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from iweblens.config import POD_CPUS, Settings, bench_images, env_name
+from iweblens.config import Settings, bench_images, env_name
 
 
 def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,16 +84,40 @@ def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
 def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.soak import soak
     from iweblens.load.client import list_images
+    from iweblens.study.replicas.manifest import manifest_pod_spec
 
     images = list_images(args.images)
     if not images:
         print(f"iweblens soak: no images in {args.images}", file=sys.stderr)
         return 2
-    report = soak(
-        images, settings, duration_s=args.duration, clients=args.clients, cpu_limit=args.cpus
-    )
+    spec = manifest_pod_spec(args.manifest)
+    if args.cpus is not None:
+        spec = dataclasses.replace(spec, cpu_cores=args.cpus)
+    report = soak(images, spec, settings, duration_s=args.duration, clients=args.clients)
     print("\n".join(report.lines()))
     return 1 if report.failures else 0
+
+
+def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from iweblens.bench.stress import ATTACKS, all_passed, run_stress, table
+    from iweblens.load.client import list_images
+    from iweblens.study.replicas.manifest import manifest_pod_spec
+
+    images = list_images(args.images)
+    if not images:
+        print(f"iweblens stress: no images in {args.images}", file=sys.stderr)
+        return 2
+    spec = manifest_pod_spec(args.manifest)
+    spec = dataclasses.replace(spec, env={**spec.env, **dict(args.env)})
+    results = run_stress(spec, images, args.attack or ATTACKS)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    columns = {path.stem: json.loads(path.read_text()) for path in args.compare}
+    print("\n".join(table({**columns, args.label: results})))
+    return 0 if all_passed(results) else 1
 
 
 def _photo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,10 +199,56 @@ def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, help="folder of images to post (cycled)")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument(
-        "--cpus", type=float, default=POD_CPUS, help=f"replica CPU limit (default {POD_CPUS})"
-    )
+    parser.add_argument("--cpus", type=float, help="the pod's CPU limit (default: the manifest's)")
+    _manifest_argument(parser)
     parser.set_defaults(run=_run_soak)
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def _manifest_argument(parser: argparse.ArgumentParser) -> None:
+    from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
+
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=DEFAULT_MANIFEST,
+        help="the Deployment whose limits (and probes) the pod gets (default %(default)s)",
+    )
+
+
+def _stress_arguments(parser: argparse.ArgumentParser) -> None:
+    from iweblens.bench.stress import ATTACKS
+
+    parser.add_argument("images", type=Path, help="folder of photographs")
+    parser.add_argument(
+        "--attack", action="append", choices=ATTACKS, help="run only this one (repeatable)"
+    )
+    _manifest_argument(parser)
+    parser.add_argument(
+        "--env",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the pod's environment, over the manifest's (repeatable); e.g. PYTHONPATH="
+        "to another checkout's src to run its server under the same harness",
+    )
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--label", default="this run", help="column heading of this run")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        help="the --json of an earlier run, shown beside this one (repeatable)",
+    )
+    parser.set_defaults(run=_run_stress)
 
 
 ARGUMENTS = {
@@ -186,4 +257,5 @@ ARGUMENTS = {
     "bench-decode": _bench_decode_arguments,
     "quantize": _quantize_arguments,
     "soak": _soak_arguments,
+    "stress": _stress_arguments,
 }

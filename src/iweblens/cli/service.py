@@ -40,6 +40,7 @@ def _check_engine(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.inference.sizing import InsufficientMemoryError
     from iweblens.service.server import serve
 
     overrides = {
@@ -53,7 +54,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit(f"iweblens: {error}") from None
     _check_engine(settings)
     _ensure_model(settings)
-    serve(settings)
+    try:
+        serve(settings)
+    except InsufficientMemoryError as error:
+        # Exits non-zero with the reason, rather than being OOM-killed while loading, in a loop.
+        raise SystemExit(f"iweblens: {error}") from None
     return 0
 
 

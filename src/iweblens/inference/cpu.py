@@ -1,4 +1,4 @@
-"""How much CPU this process may really use.
+"""How much CPU and memory this process may really use.
 
 A pod limited to 0.5 CPU still sees every core of the node in ``os.cpu_count()``; sizing thread
 pools from that number makes OpenCV spawn threads that only fight over the quota. The cgroup CPU
@@ -81,6 +81,47 @@ def cpu_allotment() -> float:
 def threads_for(allotment: float) -> int:
     """Compute threads worth running for an allotment: 0.5 CPU gets 1, 1.5 gets 2."""
     return max(1, math.ceil(allotment - 1e-9))
+
+
+def _memory_v2(directory: Path) -> int | None:
+    text = _read(directory / "memory.max")
+    return int(text) if text and text != "max" else None
+
+
+def _memory_v1(directory: Path) -> int | None:
+    text = _read(directory / "memory.limit_in_bytes")
+    # cgroup v1 reports "no limit" as a huge number near 2**63 rounded down to a page.
+    return int(text) if text and int(text) < 2**62 else None
+
+
+def cgroup_memory_limit(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> int | None:
+    """Memory limit of this process's cgroup in bytes (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``), or None when it has none. Found as ``cgroup_cpu_quota`` finds the
+    quota (own path and mount root); the tightest limit wins."""
+    if proc_cgroup is None:
+        proc_cgroup = _read(Path("/proc/self/cgroup")) or ""
+    paths = _own_cgroup_paths(proc_cgroup)
+    limits: list[int | None] = []
+    v2_path = paths.get("", "/").lstrip("/")
+    for base in (root, root / "unified"):
+        limits += [_memory_v2(base / v2_path), _memory_v2(base)]
+    v1_path = paths.get("memory", "/").lstrip("/")
+    limits += [_memory_v1(root / "memory" / v1_path), _memory_v1(root / "memory")]
+    found = [limit for limit in limits if limit is not None]
+    return min(found) if found else None
+
+
+def memory_allotment() -> int:
+    """Bytes this process may use: the cgroup memory limit, else the machine's physical memory."""
+    limit = cgroup_memory_limit()
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(limit, physical) if limit is not None else physical
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now, in bytes (``/proc/self/statm``)."""
+    pages = int((_read(Path("/proc/self/statm")) or "0 0").split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 # The instruction sets that change which engine or kernel is fastest here (and by how much).

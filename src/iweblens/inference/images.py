@@ -297,6 +297,17 @@ def decode_with_opencv(data: bytes, reduction: int = 1) -> np.ndarray | None:
     return pixels
 
 
+# One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
+# decoding and resizing a large image adds about one unit per 12 million decoded pixels.
+PIXELS_PER_WORK_UNIT = 12_000_000
+
+
+def work_units(header: ImageHeader) -> float:
+    """Inference time of this image, in units of one 640x480 photograph's (for queue waits)."""
+    width, height = header.decoded_size
+    return 1.0 + width * height / PIXELS_PER_WORK_UNIT
+
+
 def decode_with_pillow(data: bytes, reduction: int = 1) -> np.ndarray | None:
     """Pillow's decode (first frame), no orientation, JPEGs at ``reduction``; None if refused."""
     try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from iweblens.inference.cpu import cpu_allotment, threads_for
 from iweblens.inference.detector import DEFAULT_PARAMS, Detector
 from iweblens.inference.engines import SCORE_FLOOR, set_compute_threads
 from iweblens.inference.images import limit_decoded_pixels
+from iweblens.inference.sizing import plan_workers
 from iweblens.models.store import ModelPaths, ModelStore, pinned_sha256
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,31 @@ log = logging.getLogger(__name__)
 TimingObserver = Callable[[float, float], None]
 
 
+class JobGate(Protocol):
+    """The request's say on its queued job (the service's admission ticket implements it)."""
+
+    def begin(self) -> str | None:
+        """Just before inference: a reason to drop the job (client gone, deadline), or None."""
+
+    def finished(self, seconds: float) -> None:
+        """After inference, with its duration in seconds."""
+
+
+class JobDropped(RuntimeError):
+    """The job was dropped before inference; ``reason`` is the gate's."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"dropped before inference: {reason}")
+        self.reason = reason
+
+
 @dataclass
 class _Job:
     image: bytes
     future: Future[Inference]
     enqueued: float
     params: DetectionParams
+    gate: JobGate | None
 
 
 class ModelUnavailableError(RuntimeError):
@@ -66,7 +87,21 @@ class InferencePool:
         self._warm_count = 0
         # Set once every thread is warm, or once one failed: nobody waits longer than that.
         self._settled = threading.Event()
+        self._on_ready: list[Callable[[], None]] = []
         self.failure: str | None = None
+
+    @property
+    def workers(self) -> int:
+        """Inference threads, one network each."""
+        return self._workers
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every network is warm (now, if they already are)."""
+        with self._lock:
+            if not self.ready:
+                self._on_ready.append(callback)
+                return
+        callback()
 
     def start(self) -> None:
         """Start the threads; each loads its network and warms it up in the background."""
@@ -85,12 +120,21 @@ class InferencePool:
         self._settled.wait(timeout)
         return self.ready
 
-    def submit(self, image: bytes, params: DetectionParams = DEFAULT_PARAMS) -> Future[Inference]:
-        """Queue an encoded image; the future resolves to what ``Detector.run`` gives, timed."""
+    def submit(
+        self,
+        image: bytes,
+        params: DetectionParams = DEFAULT_PARAMS,
+        gate: JobGate | None = None,
+    ) -> Future[Inference]:
+        """Queue an encoded image; the future resolves to what ``Detector.run`` gives, timed.
+
+        With a ``gate``, the job is asked right before inference whether it should still run;
+        if not, the future fails with ``JobDropped`` and no inference is spent on it.
+        """
         if self.failure:
             raise ModelUnavailableError(self.failure)
         future: Future[Inference] = Future()
-        self._jobs.put(_Job(image, future, time.perf_counter(), params))
+        self._jobs.put(_Job(image, future, time.perf_counter(), params, gate))
         return future
 
     def close(self) -> None:
@@ -114,23 +158,35 @@ class InferencePool:
         while (job := self._jobs.get()) is not None:
             if not job.future.set_running_or_notify_cancel():
                 continue
+            if job.gate is not None and (reason := job.gate.begin()) is not None:
+                job.future.set_exception(JobDropped(reason))
+                continue
             started = time.perf_counter()
+            outcome: Inference | Exception
             try:
-                result = detector.run(job.image, job.params)
+                outcome = detector.run(job.image, job.params)
             except Exception as error:
-                job.future.set_exception(error)
-                result = None
+                outcome = error
             waited, took = started - job.enqueued, time.perf_counter() - started
-            if result is not None:
-                job.future.set_result(replace(result, queue_wait_s=waited, inference_s=took))
+            if job.gate is not None:
+                # Before the answer: the rate and the freed memory count for the next admission.
+                job.gate.finished(took)
+            if isinstance(outcome, Exception):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(replace(outcome, queue_wait_s=waited, inference_s=took))
             if self._observe is not None:
                 self._observe(waited, took)
 
     def _mark_warm(self) -> None:
         with self._lock:
             self._warm_count += 1
-            if self._warm_count == self._workers:
-                self._settled.set()
+            if self._warm_count < self._workers:
+                return
+            self._settled.set()
+            callbacks, self._on_ready = self._on_ready, []
+        for callback in callbacks:
+            callback()
 
     def _drain_with_failure(self) -> None:
         self._settled.set()
@@ -144,11 +200,14 @@ class InferencePool:
 
 
 def build_pool(settings: Settings, observe: TimingObserver | None = None) -> InferencePool:
-    """Verify the model files and size a pool to this process's CPU allotment (not started)."""
+    """Verify the model files and size a pool to this process's CPU and memory (not started).
+
+    Raises ``sizing.InsufficientMemoryError`` when the memory limit cannot hold one network.
+    """
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
     limit_decoded_pixels(settings.max_declared_pixels)
     allotment_threads = threads_for(cpu_allotment())
-    workers = settings.inference_workers or allotment_threads
+    workers = plan_workers(settings, settings.inference_workers or allotment_threads).workers
     # OpenCV's thread count is process-wide: split the allotment between the networks.
     set_compute_threads(max(1, allotment_threads // workers))
 

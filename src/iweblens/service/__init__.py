@@ -1,4 +1,4 @@
-"""The web service: Flask routes, the wire protocol, the page, metrics and the gunicorn server.
+"""The web service: the uvicorn server and its front, admission, Flask routes, protocol, metrics.
 
 It imports the inference package for detections but never OpenCV itself, and nothing of the
 study, load or bench kits.

@@ -36,6 +36,7 @@ DETECTION_ENDPOINTS = frozenset({"api.object_detection", "deepstack.detection"})
 METRICS_ENDPOINT = "api.metrics"
 KEY_FIELD = "api_key"
 HOW_TO_SEND = "send Authorization: Bearer KEY, X-API-Key: KEY, or a multipart field api_key"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="iweblens"'}  # sent with every 401
 
 
 def _digest(key: str) -> bytes:
@@ -136,20 +137,24 @@ def auth_blueprint(keys: ApiKeys, metrics_require_key: bool) -> Blueprint:
     def require_key() -> None:
         if not keys.enabled or request.endpoint not in protected:
             return
-        key = presented_key(request.headers, _form_key)
-        if keys.accepts(key):
-            return
-        if key is None:
-            raise ApiError(401, "unauthorized", f"this server needs an API key: {HOW_TO_SEND}")
-        raise ApiError(401, "unauthorized", "the API key is not valid")
+        require_key_of(keys, presented_key(request.headers, _form_key))
 
     @blueprint.after_app_request
     def challenge(response: Response) -> Response:
         if response.status_code == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="iweblens"'
+            response.headers.update(CHALLENGE)
         return response
 
     return blueprint
+
+
+def require_key_of(keys: ApiKeys, key: str | None) -> None:
+    """Return when ``keys`` accept ``key``; else ``ApiError`` 401 saying what was wrong."""
+    if keys.accepts(key):
+        return
+    if key is None:
+        raise ApiError(401, "unauthorized", f"this server needs an API key: {HOW_TO_SEND}")
+    raise ApiError(401, "unauthorized", "the API key is not valid")
 
 
 def _form_key() -> str | None:

@@ -32,6 +32,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from iweblens.detection import DetectionParams, Inference
+from iweblens.service.admission import Shed
 from iweblens.service.answers import elapsed_s
 from iweblens.service.options import coco_name, parse_number
 from iweblens.service.protocol import ApiError
@@ -72,7 +73,10 @@ def deepstack_blueprint(detect: Detect) -> Blueprint:
 
     @blueprint.errorhandler(ApiError)
     def api_error(error: ApiError) -> tuple[Response, int]:
-        return failure(error.status, MESSAGES.get(error.code, error.message))
+        response, status = failure(error.status, MESSAGES.get(error.code, error.message))
+        if isinstance(error, Shed):
+            response.headers.update(error.headers())
+        return response, status
 
     @blueprint.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> tuple[Response, int]:

@@ -6,15 +6,21 @@ A registry per app (not the global one) lets tests build several apps in one pro
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from iweblens.service.admission import Admission
 
 # Inference takes ~0.1-0.3 s per image on a 0.5-CPU pod; queueing under 32 clients reaches ~10 s.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 4, 8, 16, 32, 64)
 
 
 class ServiceMetrics:
-    """Request counts and latencies, queue wait and inference time, and in-flight requests."""
+    """Request counts and latencies, queue wait and inference time, in-flight requests, and what
+    admission refused or dropped (labels are bounded: methods via ``conventions.method_label``)."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -50,6 +56,65 @@ class ServiceMetrics:
             "Requests being handled right now.",
             registry=self.registry,
         )
+
+        self.shed = Counter(
+            "iweblens_shed",
+            "Requests refused to protect the service (503 + Retry-After), by reason: memory, wait "
+            "(expected queue wait over IWEBLENS_MAX_WAIT), shutdown.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "iweblens_dropped_before_inference",
+            "Queued jobs dropped without inference, by reason: disconnected (client gone), "
+            "deadline (waited over IWEBLENS_MAX_WAIT), memory (bodies that arrived since took the "
+            "room its decoding needs), shutdown (could not finish in the grace).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.slow_requests = Counter(
+            "iweblens_slow_requests",
+            "Requests dropped because they did not arrive in full within IWEBLENS_READ_TIMEOUT.",
+            registry=self.registry,
+        )
+        for reason in ("memory", "wait", "shutdown"):
+            self.shed.labels(reason)
+        for reason in ("disconnected", "deadline", "memory", "shutdown"):
+            self.dropped.labels(reason)
+
+    def count_shed(self, reason: str) -> None:
+        self.shed.labels(reason).inc()
+
+    def count_dropped(self, reason: str) -> None:
+        self.dropped.labels(reason).inc()
+
+    def watch_admission(self, admission: Admission) -> None:
+        """Export the admission figures (read at each scrape)."""
+        figures = {
+            "iweblens_queue_depth": (
+                "Jobs admitted and not finished.",
+                lambda: admission.queue_depth,
+            ),
+            "iweblens_queue_expected_wait_seconds": (
+                "Expected wait of a job admitted now.",
+                admission.expected_wait,
+            ),
+            "iweblens_queue_wait_limit_seconds": (
+                "Longest expected wait admitted now: IWEBLENS_MAX_WAIT, or less while clients "
+                "are seen leaving the queue sooner.",
+                admission.wait_limit,
+            ),
+            "iweblens_memory_reserved_bytes": (
+                "Bytes reserved by requests in flight.",
+                lambda: admission.reserved_bytes,
+            ),
+            "iweblens_memory_budget_bytes": (
+                "Bytes requests in flight may reserve.",
+                lambda: admission.budget_bytes,
+            ),
+        }
+        for name, (documentation, read) in figures.items():
+            Gauge(name, documentation, registry=self.registry).set_function(read)
 
     def observe_inference(self, queue_wait: float, inference: float) -> None:
         self.queue_wait.observe(queue_wait)

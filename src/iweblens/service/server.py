@@ -1,152 +1,200 @@
-"""The production server: gunicorn with one worker process and a thread per in-flight request.
+"""The production server: uvicorn (httptools) serving the front, one process, one event loop.
 
-One process holds the networks (memory stays flat as replicas scale by pods, not processes); its
-``gthread`` pool gives each in-flight request its own thread, which waits for the inference pool.
-On SIGTERM the worker closes the listening socket (new connections are refused), lets in-flight
-requests finish within ``graceful_timeout``, then exits.
+Requests are read asynchronously: a slow or silent connection costs a parser object in the event
+loop, never a thread. Only complete requests reach a thread (``front``); probes are answered in the
+loop. uvicorn itself has no deadline for a request's headers and no bound on their size, so
+``FrontProtocol`` adds both, plus an idle deadline for a fresh connection and a cap on open
+connections (the oldest connection not busy with a request makes room for a new one, so a flood of
+idle connections cannot lock a kubelet probe out).
 
-Slow clients: gunicorn's gthread worker reads a request with a blocking ``recv`` and no timeout, so
-a client that sends part of its headers or body and then stalls (slowloris) holds a request thread
-for as long as it keeps the connection open; ``threads`` such clients stop the service. The worker
-here gives every request ``read_timeout`` seconds to arrive in full, then drops the connection. A
-connection that sends nothing at all is already handled by gunicorn: it waits in a thread for 5 s
-at most, then in the event loop (no thread) for ``keepalive`` seconds, then is closed.
+On SIGTERM: the listener closes (new connections are refused, never reset after being accepted),
+``/readyz`` turns 503, queued jobs that cannot finish within ``graceful_timeout`` are answered 503
+with ``Connection: close`` at once, the rest are served, and the process exits 0.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
-import socket
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
-from flask import Flask
-from gunicorn.app.base import BaseApplication
-from gunicorn.http.errors import NoMoreData
-from gunicorn.workers.gthread import TConn, ThreadWorker
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from iweblens.config import Settings
+from iweblens.service.admission import Admission
 from iweblens.service.app import create_app
+from iweblens.service.front import READ_DEADLINE_KEY, Front
 
 log = logging.getLogger(__name__)
 
-
-class RequestReadTimeout(NoMoreData):
-    """The client did not send its whole request within ``read_timeout``.
-
-    A ``NoMoreData`` so gunicorn treats it as the client going away (no traceback, connection
-    closed) and Werkzeug, reading a body, as a disconnect (400), never as a server error.
-    """
-
-    def __str__(self) -> str:
-        return "request not received in full before the read timeout"
+# Request line and headers together (common servers allow ~8 KiB a field and 100 fields; real
+# clients send well under 4 KiB). Beyond it: 431, connection closed.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_COUNT = 100
+# How often a drain re-checks which queued jobs can still finish in time.
+DRAIN_RECUT_S = 0.5
+# Time a shutdown gives the last running inference and the answers to leave, past the grace.
+SHUTDOWN_SLACK_S = 5
 
 
-class DeadlineSocket:
-    """A client socket whose reads must all finish before the current request's deadline.
+class _HeadersTooLarge(Exception):
+    pass
 
-    The clock starts at the request's first read, not when it was queued for a thread, so time
-    spent waiting for a free thread is not charged to the client. Each ``recv`` then waits at
-    most until the deadline (or less, when gunicorn asked for a shorter timeout), so trickling one
-    byte at a time does not extend it. Everything else is the socket's.
-    """
 
-    def __init__(self, sock: Any, read_timeout: float) -> None:
-        self._sock = sock
-        self._read_timeout = read_timeout
-        self._deadline: float | None = None
+class FrontProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the deadlines and bounds it lacks (module docstring)."""
 
-    def start_request(self) -> None:
-        self._deadline = None
+    settings: Settings  # set by ``serve`` on a subclass
+    max_connections: int
 
-    def recv(self, size: int, *flags: int) -> bytes:
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self._read_timeout
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise self._timed_out()
-        current = self._sock.gettimeout()
-        self._sock.settimeout(remaining if current is None else min(current, remaining))
-        try:
-            data: bytes = self._sock.recv(size, *flags)
-            return data
-        except TimeoutError:
-            if time.monotonic() >= self._deadline:
-                raise self._timed_out() from None
-            raise
-
-    def sendall(self, data: bytes) -> None:
-        # A client that stops reading its answer is dropped after the same time.
-        self._sock.settimeout(self._read_timeout)
-        self._sock.sendall(data)
-
-    def _timed_out(self) -> RequestReadTimeout:
-        log.warning(
-            "dropping a connection: request not received in full within %s s (read_timeout)",
-            self._read_timeout,
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._header_count = 0
+        self._headers_too_large = False
+        self._busy = False  # a request is being received or answered
+        self._since = time.monotonic()
+        # A fresh connection that sends nothing is closed like an idle keep-alive one.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
-        return RequestReadTimeout()
+        if len(self.connections) > self.max_connections:
+            self._evict_oldest_idle()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+    def _evict_oldest_idle(self) -> None:
+        idle = [c for c in self.connections if isinstance(c, FrontProtocol) and not c._busy]
+        if idle:
+            victim = min(idle, key=lambda c: c._since)
+            log.warning("too many connections (%d): closing the oldest idle one", len(idle))
+            victim.transport.close()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
 
-class GuardedThreadWorker(ThreadWorker):
-    """gunicorn's gthread worker, with a read deadline per request and a clean stop."""
+    def data_received(self, data: bytes) -> None:
+        if not self._busy:
+            # The first byte of a request starts its clock: the headers must follow in time.
+            self._busy = True
+            self._since = time.monotonic()
+            self._header_bytes = self._header_count = 0
+            self._header_timer = self.loop.call_later(
+                self.settings.read_timeout, self._headers_timed_out
+            )
+        super().data_received(data)
 
-    def enqueue_req(self, conn: TConn) -> None:
-        sock: DeadlineSocket
-        if isinstance(conn.sock, DeadlineSocket):
-            sock = conn.sock
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._count_header_bytes(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES or self._header_count > MAX_HEADER_COUNT:
+            self._headers_too_large = True
+            raise _HeadersTooLarge  # httptools stops parsing; uvicorn calls send_400_response
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        # The body must arrive by the same deadline; the front reads it.
+        scope = cast(dict[str, Any], self.scope)  # an ASGI scope may carry extensions of ours
+        scope[READ_DEADLINE_KEY] = self._since + self.settings.read_timeout
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        self._busy = False
+        self._since = time.monotonic()
+        super().on_response_complete()
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        log.warning(
+            "dropping a connection: headers not received within %s s (read_timeout)",
+            self.settings.read_timeout,
+        )
+        self.transport.close()
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed requests (bad chunk sizes included) get the one JSON error shape."""
+        self._cancel_header_timer()
+        if self._headers_too_large:
+            status, code, message = 431, "headers_too_large", "the request headers are too large"
         else:
-            server = cast(IWebLensServer, self.app)
-            sock = DeadlineSocket(conn.sock, server.settings.read_timeout)
-            # A proxy, not a socket: gunicorn only calls socket methods on it.
-            conn.sock = cast(socket.socket, sock)
-        sock.start_request()
-        super().enqueue_req(conn)
-
-    def set_accept_enabled(self, enabled: bool | None) -> None:
-        super().set_accept_enabled(enabled)
-        if not enabled and not self.alive:
-            # Stopping: gunicorn only stops polling its listening sockets until it exits, so the
-            # kernel keeps completing handshakes nobody will accept, and those clients are reset
-            # at exit. Closed now (the master closed its copies already), they are refused.
-            for listener in self.sockets:
-                listener.close()
+            status, code, message = 400, "bad_request", "the request is not valid HTTP"
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(
+            b"content-type: application/json\r\nx-content-type-options: nosniff\r\n"
+            b"x-served-by: " + self.settings.served_by.encode("latin-1") + b"\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
 
-class IWebLensServer(BaseApplication):
-    """gunicorn, configured from ``Settings`` rather than a config file or its own argv."""
+class FrontServer(uvicorn.Server):
+    """uvicorn's server, telling admission to drain before it waits for connections to end."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        super().__init__()
+    def __init__(self, config: uvicorn.Config, admission: Admission, grace: float) -> None:
+        super().__init__(config)
+        self.admission = admission
+        self.grace = grace
 
-    def load_config(self) -> None:
-        options: dict[str, Any] = {
-            "bind": f"{self.settings.host}:{self.settings.port}",
-            "workers": 1,
-            "worker_class": GuardedThreadWorker,
-            "threads": self.settings.threads,
-            "keepalive": self.settings.keepalive,
-            "timeout": self.settings.timeout,
-            "graceful_timeout": self.settings.graceful_timeout,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": "info",
-            "proc_name": "iweblens",
-        }
-        # gunicorn >= 25.1 opens a control socket at one fixed per-user path: replicas on one
-        # machine would fight over it, and a read-only root filesystem has no room for it.
-        if "control_socket_disable" in self.cfg.settings:
-            options["control_socket_disable"] = True
-        for key, value in options.items():
-            self.cfg.set(key, value)
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the signal once it has shut down, so the process dies of SIGTERM. A
+        # SIGTERM is how Kubernetes stops a pod: once everything accepted was answered, that is
+        # a clean stop, exit code 0.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
-    # Flask declares the WSGI environ a dict, gunicorn's stubs a MutableMapping: one object.
-    def load(self) -> Flask:  # type: ignore[override]
-        return create_app(self.settings)
+    async def shutdown(self, sockets: Any = None) -> None:
+        cancelled = self.admission.drain(self.grace)
+        log.info(
+            "shutting down: %d queued job(s) answered 503 now; the rest get %s s to finish",
+            len(cancelled),
+            self.grace,
+        )
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.grace, self._end_of_grace)
+        recut = loop.create_task(self._recut_until(loop.time() + self.grace))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            recut.cancel()
+
+    async def _recut_until(self, end: float) -> None:
+        # The pod may run slower than the rate measured so far: what no longer fits is answered
+        # as soon as that shows, not when the grace runs out.
+        while asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(DRAIN_RECUT_S)
+            if cancelled := self.admission.recut():
+                log.info("draining: %d more queued job(s) answered 503", len(cancelled))
+
+    def _end_of_grace(self) -> None:
+        cancelled = self.admission.cancel_all()
+        if cancelled:
+            log.warning("grace period over: %d queued job(s) answered 503", len(cancelled))
 
 
 def configure_logging() -> None:
@@ -157,7 +205,32 @@ def configure_logging() -> None:
     )
 
 
+def build_server(settings: Settings) -> FrontServer:
+    """The app (model loading in the background), its front, and a configured uvicorn server."""
+    app = create_app(settings)
+    protocol = type(
+        "ConfiguredFrontProtocol",
+        (FrontProtocol,),
+        {"settings": settings, "max_connections": settings.max_connections},
+    )
+    config = uvicorn.Config(
+        Front(app, settings.threads),
+        host=settings.host,
+        port=settings.port,
+        http=protocol,
+        loop="auto",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=settings.keepalive,
+        timeout_graceful_shutdown=settings.graceful_timeout + SHUTDOWN_SLACK_S,
+        backlog=2048,
+    )
+    return FrontServer(config, app.extensions["iweblens.admission"], settings.graceful_timeout)
+
+
 def serve(settings: Settings) -> None:
     """Run the server until it is told to stop."""
     configure_logging()
-    IWebLensServer(settings).run()
+    build_server(settings).run()

@@ -31,7 +31,7 @@ def post(balancer: Balancer) -> requests.Response:
     return requests.post(f"http://127.0.0.1:{balancer.port}/api/object_detection", data=b"x")
 
 
-def test_config_round_robins_over_ready_replicas_and_retries_only_refused_connections(
+def test_config_round_robins_over_ready_replicas_and_retries_only_unserved_requests(
     tmp_path: Path, haproxy: str
 ) -> None:
     servers = [Server("replica-1", "127.0.0.1", 5001), Server("replica-2", "127.0.0.1", 5002)]
@@ -39,7 +39,8 @@ def test_config_round_robins_over_ready_replicas_and_retries_only_refused_connec
     assert "bind 127.0.0.1:8080" in config
     assert "balance roundrobin" in config
     assert "option httpchk GET /readyz" in config
-    assert "retry-on conn-failure" in config
+    assert "retry-on conn-failure 503" in config
+    assert "option http-buffer-request" in config
     assert "server replica-1 127.0.0.1:5001" in config
     assert "server replica-2 127.0.0.1:5002" in config
     # 32 concurrent requests of several seconds each must not hit a limit or a timeout.
@@ -106,3 +107,18 @@ def test_request_that_reached_a_replica_is_never_sent_again(
     response = post(balancer)
     assert response.status_code == 502
     assert first.posts + second.posts == 1
+
+
+def test_a_503_is_retried_on_another_replica(
+    balancer: Balancer, replicas: list[FakeReplica]
+) -> None:
+    # A replica answers 503 only for work it did not run (shed, or queued when it was stopped).
+    first, second = replicas
+    balancer.configure([first.as_server(), second.as_server()])
+    first.mode = "shed"
+    photo_sized = b"x" * 420_000  # the largest reference photograph, as a multipart upload
+    url = f"http://127.0.0.1:{balancer.port}/api/object_detection"
+    responses = [requests.post(url, data=photo_sized, timeout=30) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200] * 4
+    assert {r.headers["X-Served-By"] for r in responses} == {"replica-2"}
+    assert first.posts >= 1

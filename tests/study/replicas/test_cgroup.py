@@ -1,4 +1,4 @@
-"""Per-replica CPU-quota cgroups: v1 and v2 layouts, and the real kernel files on this machine."""
+"""Per-replica cgroups: CPU quota and memory limit, v1 and v2 layouts, and this machine's own."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from iweblens.study.replicas.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
+from iweblens.study.replicas.cgroup import (
+    CGROUP_ROOT,
+    CgroupUnavailable,
+    CpuCgroup,
+    MemoryCgroup,
+    PodCgroup,
+)
 from iweblens.study.replicas.local import LocalBackend
 
 
@@ -34,8 +40,8 @@ def test_v1_cpuacct_mounted_apart_gets_a_twin_that_is_entered_and_removed(tmp_pa
     assert cgroup.procs_files == [cgroup.procs_file, cgroup.accounting / "cgroup.procs"]
     (cgroup.accounting / "cpuacct.usage").write_text("2500000000\n")
     assert cgroup.cpu_seconds() == 2.5
-    joined = cgroup.command(["true"])[3]
-    assert joined == f"{cgroup.procs_file}:{cgroup.accounting / 'cgroup.procs'}"
+    entered = cgroup.command(["true"])[4:]
+    assert entered == [*map(str, cgroup.procs_files), "--", "true"]
     for path in (cgroup.path, cgroup.accounting):
         for child in path.iterdir():
             child.unlink()
@@ -140,3 +146,57 @@ def _wait_for_pids(cgroup: CpuCgroup, count: int) -> list[int]:
             return pids
         time.sleep(0.05)
     return cgroup.pids()
+
+
+def test_v1_memory_limit_peak_and_oom_kills(tmp_path: Path) -> None:
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712")
+    cgroup = MemoryCgroup.create("pod", 512 * 2**20, root=tmp_path)
+    assert cgroup.version == 1
+    assert cgroup.limit_bytes() == 536870912
+    assert (cgroup.path / "memory.memsw.limit_in_bytes").read_text() == "536870912"
+    (cgroup.path / "memory.max_usage_in_bytes").write_text("523763712\n")
+    (cgroup.path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    assert cgroup.peak_bytes() == 523763712
+    assert cgroup.oom_kills() == 2
+
+
+def test_v2_pod_cgroup_is_one_folder_with_both_limits(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    pod = PodCgroup.create("pod", 0.5, 512 * 2**20, root=tmp_path)
+    assert pod.cpu.path == pod.memory.path == tmp_path / "pod"
+    assert (pod.memory.path / "memory.max").read_text() == "536870912"
+    assert (pod.memory.path / "memory.swap.max").read_text() == "0"
+    assert pod.procs_files == [tmp_path / "pod" / "cgroup.procs"]
+    (pod.memory.path / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\n")
+    assert pod.memory.oom_kills() == 1
+    assert pod.memory.peak_bytes() is None  # memory.peak is absent before Linux 5.19
+
+
+def test_real_pod_cgroup_holds_a_process_to_both_limits() -> None:
+    """On this machine's hierarchy: the process is in the CPU and the memory cgroup."""
+    try:
+        pod = PodCgroup.create(f"iweblens-test-pod-{os.getpid()}", 0.5, 256 * 2**20, CGROUP_ROOT)
+    except CgroupUnavailable as error:
+        pytest.skip(f"no writable CPU and memory cgroup on this machine: {error}")
+    try:
+        shell = subprocess.Popen(pod.command(["sleep", "30"]), start_new_session=True)
+        try:
+            own = ""
+            for _ in range(100):
+                own = Path(f"/proc/{shell.pid}/cgroup").read_text()
+                if own.count(f"/{pod.memory.path.name}\n") == len(pod.procs_files):
+                    break
+                time.sleep(0.05)
+            assert shell.pid in pod.pids()
+            assert all(f"/{path.parent.name}\n" in own for path in pod.procs_files)
+            assert pod.memory.limit_bytes() == 256 * 2**20
+            assert pod.cpu.quota_cores() == 0.5
+        finally:
+            os.killpg(shell.pid, 9)
+            shell.wait()
+    finally:
+        pod.remove()
+    assert not pod.memory.path.exists()
+    assert not pod.cpu.path.exists()

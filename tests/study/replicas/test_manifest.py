@@ -1,4 +1,4 @@
-"""The per-pod CPU limit read from the Deployment manifest, as the docker backend uses it."""
+"""The per-pod limits and probes read from the Deployment manifest (docker backend, pod harness)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from iweblens.study.replicas.manifest import ManifestError, manifest_cpu_limit, parse_cpu_quantity
+from iweblens.study.replicas.manifest import (
+    ManifestError,
+    ProbeSpec,
+    manifest_cpu_limit,
+    manifest_pod_spec,
+    parse_cpu_quantity,
+    parse_memory_quantity,
+)
 
 REPO_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "deployment.yaml"
 
@@ -74,5 +81,92 @@ def test_the_repository_manifest_limits_each_pod_to_half_a_core() -> None:
 
 
 def test_a_missing_manifest_is_a_manifest_error(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="cannot read the CPU limit"):
+    with pytest.raises(ManifestError, match="cannot read a Deployment"):
         manifest_cpu_limit(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("quantity", "size"),
+    [
+        ("512Mi", 536870912),
+        ("1Gi", 2**30),
+        ("1G", 10**9),
+        ("128974848", 128974848),
+        ("1.5Ki", 1536),
+    ],
+)
+def test_memory_quantities(quantity: str, size: int) -> None:
+    assert parse_memory_quantity(quantity) == size
+
+
+@pytest.mark.parametrize("quantity", ["", "0", "512 Mi", "512MB", "Mi", "-1Gi", "lots"])
+def test_meaningless_memory_quantities_are_refused(quantity: str) -> None:
+    with pytest.raises(ManifestError):
+        parse_memory_quantity(quantity)
+
+
+POD = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: iweblens}
+spec:
+  template:
+    spec:
+      terminationGracePeriodSeconds: 45
+      containers:
+        - name: iweblens
+          resources:
+            limits: {cpu: 500m, memory: 512Mi}
+          readinessProbe:
+            httpGet: {path: /readyz, port: http}
+            periodSeconds: 2
+            failureThreshold: 2
+          livenessProbe:
+            httpGet: {path: /healthz, port: http}
+            periodSeconds: 10
+            timeoutSeconds: 5
+          lifecycle:
+            preStop:
+              exec: {command: ["sleep", "10"]}
+"""
+
+
+def test_pod_spec_limits_probes_and_the_grace_left_after_pre_stop(tmp_path: Path) -> None:
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(POD)
+    spec = manifest_pod_spec(manifest)
+    assert (spec.cpu_cores, spec.memory_bytes) == (0.5, 536870912)
+    # Unset fields take Kubernetes' defaults (timeoutSeconds 1, failureThreshold 3).
+    assert spec.probes["readiness"] == ProbeSpec("/readyz", 2.0, 1.0, 2)
+    assert spec.probes["liveness"] == ProbeSpec("/healthz", 10.0, 5.0, 3)
+    assert spec.stop_grace_s == 35.0
+
+
+def test_pod_spec_without_a_memory_limit_is_an_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(POD.replace(", memory: 512Mi", ""))
+    with pytest.raises(ManifestError, match=r"no resources\.limits\.memory"):
+        manifest_pod_spec(manifest)
+
+
+@pytest.mark.skipif(not REPO_MANIFEST.exists(), reason="deploy/k8s/deployment.yaml not written yet")
+def test_the_repository_manifest_gives_a_pod_with_memory_and_both_probes() -> None:
+    spec = manifest_pod_spec(REPO_MANIFEST)
+    assert spec.memory_bytes > 0
+    assert set(spec.probes) == {"readiness", "liveness"}
+
+
+def test_pod_spec_env_keeps_literal_values_only(tmp_path: Path) -> None:
+    manifest = tmp_path / "deployment.yaml"
+    env = """\
+          env:
+            - {name: IWEBLENS_SERVED_BY, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: IWEBLENS_GRACEFUL_TIMEOUT, value: "30"}
+            - {name: IWEBLENS_THREADS, value: 8}
+"""
+    probe = "          readinessProbe:\n"
+    manifest.write_text(POD.replace(probe, env + probe))
+    assert manifest_pod_spec(manifest).env == {
+        "IWEBLENS_GRACEFUL_TIMEOUT": "30",
+        "IWEBLENS_THREADS": "8",
+    }

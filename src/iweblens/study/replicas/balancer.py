@@ -1,9 +1,12 @@
 """HAProxy in front of the replicas: the single-machine stand-in for a Kubernetes Service.
 
 Why HAProxy (and not nginx): it health-checks every replica's ``/readyz`` itself, so it routes
-only to ready replicas, as a Service routes only to ready pods; and its ``retry-on conn-failure``
-re-sends a request to another replica only when the connection could not be made, never once the
-request reached a replica (the detection is not repeated and no latency is hidden).
+only to ready replicas, as a Service routes only to ready pods; and its ``retry-on conn-failure
+503`` re-sends a request to another replica only when the connection could not be made, or when
+the replica answered 503, which the service only does for work it did not run (shed under load,
+or queued when it was told to stop): a detection is never repeated. Such a retry needs the whole
+request in HAProxy's buffer (``option http-buffer-request``, ``tune.bufsize`` sized for the
+study's photographs); larger requests are forwarded as before, without it.
 
 It runs in master-worker mode; a new replica set means a new config file and SIGUSR2 to the
 master, which starts a worker on the new config while the old one drains.
@@ -28,11 +31,14 @@ from iweblens.study.replicas import BackendError
 BACKEND_NAME = "replicas"
 # A saturated replica on half a core can take seconds to answer, even /readyz; the timeouts leave
 # room for 32 concurrent slow requests so the balancer never cuts a run short. The stats socket
-# is at operator level because lower levels hide the servers' addresses.
+# is at operator level because lower levels hide the servers' addresses. A 512 KiB buffer holds
+# the largest of the 128 reference photographs (411 KB) as a multipart upload, so a 503 of a
+# stopping replica can be retried on another.
 CONFIG_TEMPLATE = """\
 global
     maxconn 4096
     nbthread 1
+    tune.bufsize 524288
     stats socket abns@{stats_socket} level operator
 
 defaults
@@ -45,7 +51,8 @@ defaults
     timeout http-request 60s
     timeout check 5s
     retries 3
-    retry-on conn-failure
+    retry-on conn-failure 503
+    option http-buffer-request
     option redispatch 1
 
 frontend service

@@ -60,7 +60,7 @@ class LocalBackend(BalancedBackend[LocalReplica]):
         return self._replicas[name].cgroup
 
     def pid_of(self, name: str) -> int:
-        """The pid of the replica's server process (gunicorn's master)."""
+        """The pid of the replica's server process."""
         return self._replicas[name].process.pid
 
     def _start(self, name: str, port: int) -> LocalReplica:
@@ -104,7 +104,7 @@ class LocalBackend(BalancedBackend[LocalReplica]):
             return None
 
     def _stop(self, replica: LocalReplica) -> None:
-        # gunicorn finishes in-flight requests on SIGTERM, then exits with its worker.
+        # On SIGTERM the server answers what it accepted (served, or 503 past the grace), exits.
         replica.process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             replica.process.wait(timeout=STOP_TIMEOUT_S)

@@ -1,0 +1,423 @@
+"""Admission control: take on only the work this process can hold in memory and finish in time.
+
+Two budgets, both checked before a request costs anything it cannot afford:
+
+* **Memory.** Every request reserves bytes from a budget (the memory the process may use, less what
+  the loaded networks take; see ``sizing``) for as long as it lives: its body as soon as the headers
+  say how long it is (a chunked body grows its reservation as it arrives). The expected cost of
+  decoding its image (from the image header) is checked when the job is queued and reserved only
+  while the job runs (the inference threads decode one image each, so queued photographs cost
+  their bodies, not their decoding). A reservation that does not fit is a fast ``503`` with
+  ``Retry-After``, never an OOM kill.
+* **Time.** Admitted images wait in one queue for the inference threads. The expected wait of a
+  new job is the work queued ahead of it (in work units: a 12 MP photograph costs several 640-pixel
+  ones) times the measured seconds per unit (the slower of a moving average of the jobs' own times
+  and the recent throughput, which also counts the HTTP work sharing the CPU). A job whose expected
+  wait exceeds the wait limit is refused at once, and a job still queued past its deadline, or whose
+  client has gone, is dropped before inference.
+* **Client patience.** The wait limit is ``max_wait``, unless clients have recently been leaving
+  while queued: then it is a little under how long they waited before leaving (a low quantile of
+  the recent departures). Serving a queue as deep as the clients' patience would start every job
+  just before its client leaves and finish it for nobody (with 5 s clients at 3x overload, 91 % of
+  the inferences were read by no one); refusing the excess at once keeps the queue short enough to
+  answer what it takes. Without departures (the study's clients never give up) it is ``max_wait``.
+
+After SIGTERM (``drain``) the queue is answered, not abandoned: jobs that can finish within the
+grace period are served, the others get a prompt ``503`` (with ``Connection: close``) so a balancer
+can retry them on another replica. The estimate is pessimistic (``DRAIN_PESSIMISM``) and is made
+again as the drain goes on (``recut``), so a node that slows down answers the excess early, not
+when the grace runs out.
+
+All methods are thread-safe: the event loop, the request threads and the inference threads share
+one ``Admission``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from iweblens.service.protocol import ApiError
+
+# A first guess of seconds of inference per work unit (one 640x480 photograph on half a core),
+# replaced by measurements from the first finished jobs.
+PRIOR_SECONDS_PER_UNIT = 0.2
+# Weight of each new measurement in the moving average of the service rate.
+RATE_SMOOTHING = 0.2
+# Retry-After is at least a second and at most a minute: past that, a client should look elsewhere.
+RETRY_AFTER_BOUNDS = (1, 60)
+# Client patience: departures of queued jobs seen in the last PATIENCE_WINDOW_S seconds, at least
+# PATIENCE_MIN_DEPARTURES of them; their PATIENCE_QUANTILE, times PATIENCE_SHARE, is the wait limit,
+# and a queued job is not started past PATIENCE_START_SHARE of it (its answer would come too late).
+PATIENCE_WINDOW_S = 30.0
+PATIENCE_MIN_DEPARTURES = 3
+PATIENCE_QUANTILE = 0.1
+PATIENCE_SHARE = 0.6
+PATIENCE_START_SHARE = 0.8
+# Throughput is measured over the last THROUGHPUT_JOBS jobs finished back to back.
+THROUGHPUT_JOBS = 16
+# During a drain, jobs are assumed to run this much slower than measured (a node busy with other
+# pods, or the drain itself): better a 503 that could have been a 200 than a cut at the deadline.
+DRAIN_PESSIMISM = 1.5
+
+
+class Shed(ApiError):
+    """A request refused to protect the service; the client may retry after ``retry_after`` s.
+
+    ``reason`` labels the metric (``memory``, ``wait``, ``shutdown``); ``close`` asks that the
+    connection be closed after the answer (the body may be unread, or the server is stopping).
+    """
+
+    def __init__(self, reason: str, message: str, retry_after: float, close: bool = False) -> None:
+        super().__init__(503, "overloaded" if reason != "shutdown" else "shutting_down", message)
+        self.reason = reason
+        low, high = RETRY_AFTER_BOUNDS
+        self.retry_after = int(min(high, max(low, math.ceil(retry_after))))
+        self.close = close
+
+    def headers(self) -> dict[str, str]:
+        """The answer's extra headers: ``Retry-After``, and ``Connection: close`` if asked."""
+        extra = {"Retry-After": str(self.retry_after)}
+        if self.close:
+            extra["Connection"] = "close"
+        return extra
+
+
+@dataclass
+class AdmissionEvents:
+    """Where admission reports what it refused and dropped (the Prometheus counters)."""
+
+    shed: Callable[[str], None] = lambda _reason: None
+    dropped: Callable[[str], None] = lambda _reason: None
+
+
+class Ticket:
+    """One request's claim on the service: its memory reservation and, once admitted, its job.
+
+    Created by the front when the headers are complete (or by the app when it runs without the
+    front, as under Flask's test client), closed when the answer has been sent.
+    """
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.reserved = 0  # bytes held by this request (body, then decoding)
+        self.peak_reserved = 0  # the most it held at once
+        self.decode_bytes = 0  # expected peak of decoding this request's image
+        self.decode_reserved = 0  # the part of ``reserved`` held while the job runs
+        self.units = 0.0  # work units of the admitted job; 0 until admitted
+        self.deadline = math.inf  # monotonic time after which the job is not run
+        self.admitted = 0.0  # monotonic time the job was queued
+        self.disconnected = False
+        self.refusal: Shed | None = None  # why a queued job was cancelled (shutdown)
+        self.future: Future[Any] | None = None
+        self.closed = False
+
+    def reserve(self, nbytes: int) -> None:
+        """Add ``nbytes`` to this request's reservation, or raise ``Shed`` (body not yet read)."""
+        self._admission.reserve(self, nbytes)
+
+    def admit_job(self, decode_bytes: int, units: float) -> None:
+        """Take a place in the queue (decoding must fit the memory now), or raise ``Shed``."""
+        self._admission.admit_job(self, decode_bytes, units)
+
+    def depart(self) -> None:
+        """The client has gone: its job, if still queued, will not run."""
+        self.disconnected = True
+        self._admission.departed(self)
+
+    def attach(self, future: Future[Any]) -> None:
+        """Remember the queued job's future, so a shutdown can answer it before it runs."""
+        self.future = future
+        if self.refusal is not None:
+            future.cancel()
+
+    def begin(self) -> str | None:
+        """Called by an inference thread just before this job runs: a reason to drop it, or None."""
+        return self._admission.begin(self)
+
+    def finished(self, seconds: float) -> None:
+        """Called by the inference thread after the job: measure the rate, release its memory."""
+        self._admission.finished(self, seconds)
+
+    def close(self) -> None:
+        """Release everything this request holds (idempotent)."""
+        self._admission.close(self)
+
+
+class Admission:
+    """The shared budgets of one service process (see the module docstring)."""
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        max_wait: float,
+        workers: int,
+        events: AdmissionEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.budget_bytes = budget_bytes
+        # The budget as set at start (or once the networks are loaded): what a request can ever
+        # have. Re-measured budgets may be lower for a while (memory the allocator keeps).
+        self.capacity_bytes = budget_bytes
+        self.max_wait = max_wait
+        self.workers = max(1, workers)
+        self.events = events or AdmissionEvents()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.reserved_bytes = 0
+        self.seconds_per_unit = PRIOR_SECONDS_PER_UNIT
+        self._queued: dict[Ticket, None] = {}  # admitted, not finished; insertion = queue order
+        self._running: set[Ticket] = set()
+        self.drain_deadline: float | None = None
+        self._departures: deque[tuple[float, float]] = deque()  # (when, seconds it had waited)
+        self._finishes: deque[tuple[float, float]] = deque(maxlen=THROUGHPUT_JOBS)  # (when, units)
+
+    # -- figures (read by /metrics and by the front) ------------------------------------------
+
+    def set_budget(self, budget_bytes: int) -> None:
+        """Replace the memory budget (measured once the networks are loaded)."""
+        with self._lock:
+            self.budget_bytes = self.capacity_bytes = budget_bytes
+
+    def remeasure(self, measure: Callable[[], int]) -> None:
+        """Set the budget to ``measure()`` if nothing is reserved right now.
+
+        With no request in flight, what the process holds is its baseline; measured again at such
+        moments, memory the allocator kept after earlier requests counts against the budget
+        instead of being promised twice.
+        """
+        if self.reserved_bytes == 0:
+            budget = measure()
+            with self._lock:
+                if self.reserved_bytes == 0:
+                    self.budget_bytes = budget
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs admitted and not finished (waiting or running)."""
+        return len(self._queued)
+
+    def expected_wait(self) -> float:
+        """Seconds a job admitted now would wait before its inference starts."""
+        with self._lock:
+            return self._wait_locked()
+
+    def _wait_locked(self) -> float:
+        units = sum(ticket.units for ticket in self._queued)
+        return units * self._unit_seconds_locked() / self.workers
+
+    def _unit_seconds_locked(self) -> float:
+        """Seconds one inference thread needs per unit: its own time, or throughput if slower."""
+        own = self.seconds_per_unit
+        if len(self._finishes) < THROUGHPUT_JOBS:
+            return own
+        span = self._finishes[-1][0] - self._finishes[0][0]
+        units = sum(units for _, units in list(self._finishes)[1:])
+        return max(own, span * self.workers / units) if units > 0 else own
+
+    def wait_limit(self) -> float:
+        """The longest expected wait admitted now: ``max_wait``, or less for impatient clients."""
+        with self._lock:
+            return self._limit_locked()
+
+    def _limit_locked(self) -> float:
+        patience = self._patience_locked()
+        return self.max_wait if patience is None else min(self.max_wait, patience * PATIENCE_SHARE)
+
+    def _patience_locked(self) -> float | None:
+        """How long recent clients waited before leaving (a low quantile), if enough left."""
+        horizon = self._clock() - PATIENCE_WINDOW_S
+        while self._departures and self._departures[0][0] < horizon:
+            self._departures.popleft()
+        if len(self._departures) < PATIENCE_MIN_DEPARTURES:
+            return None
+        waits = sorted(waited for _, waited in self._departures)
+        return waits[int(PATIENCE_QUANTILE * (len(waits) - 1))]
+
+    def departed(self, ticket: Ticket) -> None:
+        """Learn from a client that left while its job was queued (see the module docstring)."""
+        with self._lock:
+            if ticket in self._queued and ticket not in self._running:
+                now = self._clock()
+                self._departures.append((now, now - ticket.admitted))
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_deadline is not None
+
+    # -- the request's path ------------------------------------------------------------------
+
+    def ticket(self) -> Ticket:
+        return Ticket(self)
+
+    def check_open(self) -> None:
+        """At the headers: refuse at once when the queue alone is already too long, or stopping."""
+        with self._lock:
+            if self.drain_deadline is not None and self._clock() >= self.drain_deadline:
+                raise self._shed("shutdown", "the server is shutting down", 1, close=True)
+            wait, limit = self._wait_locked(), self._limit_locked()
+            if wait > limit:
+                raise self._shed(
+                    "wait",
+                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
+                    wait - limit,
+                    close=True,
+                )
+
+    def reserve(self, ticket: Ticket, nbytes: int) -> None:
+        with self._lock:
+            if self.reserved_bytes + nbytes > self.budget_bytes:
+                # Freed as the queue ahead finishes: the wait is the best guess of when.
+                retry = max(self._wait_locked(), self.seconds_per_unit)
+                raise self._shed(
+                    "memory",
+                    f"the server holds {self.reserved_bytes} of its {self.budget_bytes} bytes "
+                    f"for requests in flight; this one needs {nbytes} more",
+                    retry,
+                    close=True,
+                )
+            self.reserved_bytes += nbytes
+            ticket.reserved += nbytes
+            ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
+
+    def admit_job(self, ticket: Ticket, decode_bytes: int, units: float) -> None:
+        with self._lock:
+            now = self._clock()
+            wait = self._wait_locked()
+            if self.drain_deadline is not None:
+                own = units * self._unit_seconds_locked() / self.workers
+                if now + (wait + own) * DRAIN_PESSIMISM > self.drain_deadline:
+                    raise self._shed("shutdown", "the server is shutting down", 1, close=True)
+            elif wait > (limit := self._limit_locked()):
+                raise self._shed(
+                    "wait",
+                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
+                    wait - limit,
+                )
+            if self.reserved_bytes + decode_bytes > self.budget_bytes:
+                raise self._shed(
+                    "memory",
+                    f"decoding this image needs {decode_bytes} bytes; the server holds "
+                    f"{self.reserved_bytes} of its {self.budget_bytes} for requests in flight",
+                    max(wait, self.seconds_per_unit),
+                )
+            ticket.decode_bytes = decode_bytes
+            ticket.units = units
+            ticket.deadline = now + self.max_wait
+            ticket.admitted = now
+            self._queued[ticket] = None
+
+    def begin(self, ticket: Ticket) -> str | None:
+        with self._lock:
+            reason = None
+            now = self._clock()
+            patience = self._patience_locked()
+            own = ticket.units * self._unit_seconds_locked()
+            if ticket.disconnected:
+                reason = "disconnected"
+            elif now > ticket.deadline:
+                reason = "deadline"
+            elif patience is not None and (
+                now - ticket.admitted + own > patience * PATIENCE_START_SHARE
+            ):
+                # Clients like this one have been leaving by now: its answer would be too late.
+                reason = "deadline"
+            elif self.reserved_bytes + ticket.decode_bytes > self.budget_bytes:
+                # Bodies that arrived since it was queued took the room its decoding needs.
+                reason = "memory"
+            if reason is None:
+                self.reserved_bytes += ticket.decode_bytes
+                ticket.reserved += ticket.decode_bytes
+                ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
+                ticket.decode_reserved = ticket.decode_bytes
+                self._running.add(ticket)
+                return None
+            self._forget_job(ticket)
+        self.events.dropped(reason)
+        return reason
+
+    def finished(self, ticket: Ticket, seconds: float) -> None:
+        with self._lock:
+            if ticket.units > 0:
+                sample = seconds / ticket.units
+                self.seconds_per_unit += RATE_SMOOTHING * (sample - self.seconds_per_unit)
+                if len(self._queued) > len(self._running):
+                    self._finishes.append((self._clock(), ticket.units))
+                else:
+                    # Nothing waits: the time to the next finish would measure idleness.
+                    self._finishes.clear()
+            self._forget_job(ticket)
+
+    def close(self, ticket: Ticket) -> None:
+        with self._lock:
+            if ticket.closed:
+                return
+            ticket.closed = True
+            self._forget_job(ticket)
+            self.reserved_bytes -= ticket.reserved
+            ticket.reserved = 0
+
+    def _forget_job(self, ticket: Ticket) -> None:
+        self._queued.pop(ticket, None)
+        self._running.discard(ticket)
+        self.reserved_bytes -= ticket.decode_reserved
+        ticket.reserved -= ticket.decode_reserved
+        ticket.decode_reserved = 0
+
+    def _shed(self, reason: str, message: str, retry_after: float, close: bool = False) -> Shed:
+        self.events.shed(reason)
+        return Shed(reason, message, retry_after, close)
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def drain(self, grace: float) -> list[Ticket]:
+        """Stop taking work that cannot finish within ``grace`` seconds; answer what cannot.
+
+        Walks the queue in order, adding up the expected time of each job (times
+        ``DRAIN_PESSIMISM``); every job that would end past the deadline is cancelled with a
+        ``Shed("shutdown")`` (its request thread answers 503 at once). Returns the cancelled
+        tickets.
+        """
+        with self._lock:
+            self.drain_deadline = self._clock() + grace
+        return self.recut()
+
+    def recut(self) -> list[Ticket]:
+        """During a drain, cancel again what no longer fits, with the service rate of now."""
+        with self._lock:
+            if self.drain_deadline is None:
+                return []
+            cancelled = self._cancel_late_locked(self._clock())
+        for _ in cancelled:
+            self.events.dropped("shutdown")
+        return cancelled
+
+    def cancel_all(self) -> list[Ticket]:
+        """At the end of the grace period: cancel every job that has not started."""
+        with self._lock:
+            self.drain_deadline = self._clock()
+            cancelled = self._cancel_late_locked(math.inf)
+        for _ in cancelled:
+            self.events.dropped("shutdown")
+        return cancelled
+
+    def _cancel_late_locked(self, now: float) -> list[Ticket]:
+        assert self.drain_deadline is not None
+        cancelled: list[Ticket] = []
+        finish = now
+        unit_seconds = self._unit_seconds_locked() * DRAIN_PESSIMISM / self.workers
+        for ticket in list(self._queued):
+            finish += ticket.units * unit_seconds
+            if ticket in self._running or finish <= self.drain_deadline:
+                continue
+            ticket.refusal = Shed("shutdown", "the server is shutting down", 1, close=True)
+            if ticket.future is None or ticket.future.cancel():
+                self._forget_job(ticket)
+                cancelled.append(ticket)
+        return cancelled

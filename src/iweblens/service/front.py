@@ -1,0 +1,349 @@
+"""The asynchronous front: reads requests in the event loop, hands only complete ones to threads.
+
+uvicorn parses HTTP in one event loop; this ASGI application decides, at each step of a request,
+before it costs a thread or memory the process cannot spare:
+
+* **headers complete**: probes (``/healthz``, ``/readyz``, ``/metrics``) are answered here, in
+  the loop, so they never queue behind work (``/metrics`` asks for the API key as the app would,
+  from the headers); a body over ``max_body_bytes`` is refused (413)
+  unread; the body's memory is reserved (``Admission``), or the request is refused (503,
+  ``Retry-After``) unread, as it is when the inference queue alone is already over ``max_wait``;
+* **body complete** (read here, however slowly it arrives, without a thread; a chunked body grows
+  its reservation as it comes and is refused past the limit): the request goes to the Flask app on
+  a thread of its own (a2wsgi), which parses it, reserves the decoding cost from the image header
+  and queues the image;
+* **client gone** (``http.disconnect``): its job, if still queued, is dropped before inference.
+
+Every answer given here carries the same headers and access-log line as the app's
+(``conventions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import io
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
+from flask import Flask
+from werkzeug.datastructures import Headers
+
+from iweblens.config import Settings
+from iweblens.inference.pool import InferencePool
+from iweblens.service.admission import Admission, Shed, Ticket
+from iweblens.service.app import BUFFERED_KEY, TICKET_KEY
+from iweblens.service.auth import CHALLENGE, ApiKeys, presented_key, require_key_of
+from iweblens.service.conventions import (
+    REQUEST_ID_HEADER,
+    common_headers,
+    log_access,
+    method_label,
+    request_id,
+)
+from iweblens.service.metrics import ServiceMetrics
+from iweblens.service.probes import probe
+from iweblens.service.protocol import ApiError, error_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+BODY_KEY = "iweblens.body"
+# Set by ``server.FrontProtocol``: the monotonic time by which the whole request must have arrived.
+READ_DEADLINE_KEY = "iweblens.read_deadline"
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Requests that queue an inference: refused unread while the server is shutting down.
+DETECTION_PATHS = frozenset({"/api/object_detection", "/v1/vision/detection"})
+# How often a body read wakes up to look at its deadline and at a shutdown in progress.
+BODY_POLL_S = 0.5
+# After a request that held this much, freed memory is handed back to the system (malloc_trim).
+TRIM_AFTER_BYTES = 8 * 1024 * 1024
+# The memory budget is measured again (when nothing is reserved) at most this often.
+REMEASURE_S = 1.0
+
+
+def body_charge(length: int, content_type: str) -> int:
+    """Bytes to reserve for a body of ``length`` bytes while its request lives.
+
+    Peak resident memory per body byte, measured on a live server (11-15 MiB bodies, VmHWM, see
+    docs/reliability.md): a raw body 2x (the chunks as they arrive, then the joined body, which
+    reaches the app without a copy), multipart 3x (plus the file part), base64 JSON 3.7x (plus the
+    document as text and the decoded image).
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return length * 4
+    if media == "multipart/form-data":
+        return length * 3
+    return length * 2
+
+
+class Front:
+    """The ASGI application uvicorn serves (see the module docstring)."""
+
+    def __init__(self, app: Flask, threads: int) -> None:
+        self.settings: Settings = app.extensions["iweblens.settings"]
+        self.metrics: ServiceMetrics = app.extensions["iweblens.metrics"]
+        self.pool: InferencePool = app.extensions["iweblens.pool"]
+        self.admission: Admission = app.extensions["iweblens.admission"]
+        self.keys: ApiKeys = app.extensions["iweblens.api_keys"]
+        # One thread per request in flight in the app, up to ``threads``; more wait for one here.
+        self.wsgi = WSGIMiddleware(_buffered(app.wsgi_app), workers=threads)
+        self.measure_budget: Callable[[], int] = app.extensions["iweblens.measure_budget"]
+        self.trimmer = Trimmer()
+        self._next_remeasure = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        exchange = Exchange(scope, send, self.settings.served_by, self.metrics)
+        method, path = scope["method"], scope["path"]
+        if path in PROBE_PATHS and method in ("GET", "HEAD"):
+            await self._probe(scope, exchange)
+            return
+        ticket = self.admission.ticket()
+        try:
+            body = await self._read_body(scope, receive, ticket)
+            if body is None:
+                return
+            await self._to_app(scope, receive, exchange, ticket, body)
+        except ApiError as error:
+            await exchange.refuse(error)
+        finally:
+            ticket.close()
+            if ticket.peak_reserved >= TRIM_AFTER_BYTES:
+                self.trimmer.request(self._remeasure)
+            else:
+                self._remeasure()
+
+    async def _probe(self, scope: Scope, exchange: Exchange) -> None:
+        """Answer a probe in the loop; ``/metrics`` asks for the API key as the app would."""
+        path = scope["path"]
+        if path == "/metrics" and self.settings.metrics_require_key:
+            # Headers only: a GET carries no multipart form to hold an ``api_key`` field.
+            key = presented_key(Headers(_header_map(scope)), lambda: None)
+            try:
+                require_key_of(self.keys, key)
+            except ApiError as error:
+                await exchange.refuse(error)
+                return
+        status, body, content_type = probe(path, self.pool, self.admission, self.metrics)
+        await exchange.answer(status, body, content_type)
+
+    def _remeasure(self) -> None:
+        # Until the networks are loaded, the budget counts them as an estimate instead. At most
+        # once a REMEASURE_S: the allocator's holdings change slowly.
+        now = time.monotonic()
+        if self.pool.ready and now >= self._next_remeasure:
+            self._next_remeasure = now + REMEASURE_S
+            self.admission.remeasure(self.measure_budget)
+
+    async def _read_body(self, scope: Scope, receive: Receive, ticket: Ticket) -> bytes | None:
+        """The whole body, with its memory reserved; None if the client left."""
+        headers = _header_map(scope)
+        content_type = headers.get("content-type", "")
+        limit = self.settings.max_body_bytes
+        length: int | None = None
+        if "content-length" in headers:
+            text = headers["content-length"]
+            if not text.isdigit():
+                raise ApiError(400, "bad_request", "the Content-Length header is not a number")
+            length = int(text)
+            if length > limit:
+                raise _too_large(limit)
+        if length == 0 or (length is None and "transfer-encoding" not in headers):
+            return b""
+        if scope["path"] in DETECTION_PATHS:
+            self.admission.check_open()
+        if length is not None:
+            ticket.reserve(body_charge(length, content_type))
+        deadline = scope.get(READ_DEADLINE_KEY) or time.monotonic() + self.settings.read_timeout
+        chunks: list[bytes] = []
+        received = 0
+        more = True
+        while more:
+            message = await self._receive_before(receive, deadline)
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            if length is None:
+                ticket.reserve(body_charge(len(chunk), content_type))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _receive_before(self, receive: Receive, deadline: float) -> Message:
+        """The next message; ``ApiError`` 408 past the read deadline, 503 past the grace."""
+        while True:
+            now = time.monotonic()
+            drain_deadline = self.admission.drain_deadline
+            if drain_deadline is not None and now >= drain_deadline:
+                raise Shed("shutdown", "the server is shutting down", 1, close=True)
+            if now >= deadline:
+                self.metrics.slow_requests.inc()
+                raise ApiError(
+                    408,
+                    "request_timeout",
+                    f"the request did not arrive in full within {self.settings.read_timeout} s",
+                )
+            remaining = min(deadline, drain_deadline or deadline) - now
+            try:
+                return await asyncio.wait_for(receive(), min(remaining, BODY_POLL_S))
+            except TimeoutError:
+                continue
+
+    async def _to_app(
+        self, scope: Scope, receive: Receive, exchange: Exchange, ticket: Ticket, body: bytes
+    ) -> None:
+        scope[TICKET_KEY] = ticket
+        scope[BODY_KEY] = body
+        scope["headers"] = [
+            *((name, value) for name, value in scope["headers"] if name != b"x-request-id"),
+            (b"x-request-id", exchange.request_id.encode("ascii")),
+        ]
+        watcher = asyncio.create_task(_watch_disconnect(receive, ticket))
+        try:
+            await self.wsgi(scope, _no_more_body, exchange.send_from_app)  # type: ignore[arg-type]
+        finally:
+            watcher.cancel()
+
+
+class Exchange:
+    """One request's answer: headers stamped, counted and logged once, whoever answers."""
+
+    def __init__(self, scope: Scope, send: Send, served_by: str, metrics: ServiceMetrics) -> None:
+        self.scope = scope
+        self._send = send
+        self.served_by = served_by
+        self.metrics = metrics
+        self.started = time.perf_counter()
+        self.request_id = request_id(_header_map(scope).get(REQUEST_ID_HEADER.lower()))
+
+    async def answer(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Send a whole answer from the front, then count and log it."""
+        headers = {
+            "content-type": content_type,
+            "content-length": str(len(body)),
+            **common_headers(self.served_by, self.request_id),
+            **dict(extra),
+        }
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()],
+            }
+        )
+        await self._send({"type": "http.response.body", "body": body})
+        route = self.scope["path"] if self.scope["path"] in PROBE_PATHS else "front"
+        self.record(status, route)
+
+    async def refuse(self, error: ApiError) -> None:
+        """Answer in the error shape; a refusal before the body is read closes the connection."""
+        extra: list[tuple[str, str]] = []
+        if isinstance(error, Shed):
+            extra.extend(error.headers().items())
+        elif error.status == 401:
+            extra.extend(CHALLENGE.items())
+        elif error.status in (400, 408, 413):
+            extra.append(("Connection", "close"))
+        body = json.dumps(error_body(error.code, error.message)).encode()
+        await self.answer(error.status, body, "application/json", extra)
+
+    def record(self, status: int, route: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        method = self.scope["method"]
+        self.metrics.requests.labels(method_label(method), route, str(status)).inc()
+        self.metrics.latency.labels(route).observe(elapsed)
+        log_access(method, self.scope["path"], status, elapsed, self.served_by, self.request_id)
+
+    async def send_from_app(self, message: Message) -> None:
+        """The app's own messages (it stamps, counts and logs its answers itself)."""
+        await self._send(message)
+
+
+class Trimmer:
+    """Hands memory freed by large requests back to the system, one ``malloc_trim`` at a time.
+
+    glibc raises its mmap threshold to the largest buffer freed (up to 32 MiB), after which large
+    bodies and decoded images come from its heaps and stay resident once freed: a server idling at
+    385 MiB held 449 MiB after a few 11-15 MiB uploads, memory the admission budget counts as free.
+    ``malloc_trim(0)`` after such a request gives it back. A fixed threshold (``mallopt``,
+    ``MALLOC_MMAP_THRESHOLD_``) would too, but made every inference 15-20 ms slower (OpenCV's
+    per-call buffers were mapped and faulted in anew each time): docs/reliability.md. No-op where
+    the C library is not glibc.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self._trim: Callable[[int], int] | None = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+        self._running = False
+
+    def request(self, then: Callable[[], None]) -> None:
+        """Trim on a worker thread (unless a trim is under way), then call ``then`` there."""
+        if self._trim is None or self._running:
+            return
+        self._running = True
+        asyncio.get_running_loop().run_in_executor(None, self._run, then)
+
+    def _run(self, then: Callable[[], None]) -> None:
+        try:
+            assert self._trim is not None
+            self._trim(0)
+            then()
+        finally:
+            self._running = False
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the body is larger than the limit of {limit} bytes")
+
+
+def _header_map(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def _watch_disconnect(receive: Receive, ticket: Ticket) -> None:
+    """Mark the ticket when the client goes away (the body is read, so only that can come)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            ticket.depart()
+            return
+
+
+async def _no_more_body() -> Message:
+    # The body was read by the front and reaches the app through ``BODY_KEY``.
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _buffered(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the WSGI app the front's body as its input: one buffer, no copy, no spooling."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        body: bytes = environ["asgi.scope"][BODY_KEY]
+        # BytesIO over bytes shares the buffer: reading it whole returns the same object.
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["wsgi.input_terminated"] = True
+        environ[BUFFERED_KEY] = True
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return wsgi_app(environ, start_response)
+
+    return app
