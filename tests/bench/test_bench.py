@@ -1,13 +1,15 @@
-"""``iweblens bench --quick`` runs end to end: floor, served runs, naive baseline, agreement.
+"""``iweblens bench --quick`` runs end to end: alternated rounds of floor and served runs, the
+naive baseline, agreement.
 
 No figure is asserted (timings belong to the benchmark, not to tests); the report must simply
-hold every ratio of the issue next to its goal.
+hold every ratio of the issues next to its goal, with its spread over rounds and the CPU's ISA.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,12 +45,17 @@ def test_quick_bench_reports_every_ratio(
     text = report.read_text()
     for heading in (
         "## Ratios and goals",
-        "## Measurements",
-        "## Where the floor",
+        "## The floor",
+        "## Served",
         "## Detections",
     ):
         assert heading in text
+    assert "CPU ISA: " in text
+    assert "load average (1 min) at the start of each round" in text
     for engine in engines:
+        # Two rounds: a median and a min-max spread of CPU-time figures from the cgroups.
+        served_floor = f"| served / floor images per 0.5 CPU, CPU time @4 [{engine}] |"
+        assert re.search(re.escape(served_floor) + r" [\d.]+ \| [\d.]+-[\d.]+ \|", text)
         for ratio in (
             "latency@1 / floor time",
             "throughput@4 / F",
@@ -59,9 +66,13 @@ def test_quick_bench_reports_every_ratio(
             "latency@1 naive / ours",
         ):
             assert f"| {ratio} [{engine}] |" in text
-    assert "| F / F[opencv] [onnxruntime] |" in text
+    assert "| 12 MP photos served / 640-px photos served" in text
+    assert "| letterbox: bit-identical" in text
     assert "onnxruntime: identical on 4/4 images" in text
     assert "naive baseline" in text
     if "openvino-int8" in engines:
         assert "openvino-int8: F1 " in text
-    assert not list(Path("/sys/fs/cgroup/cpu").glob(f"iweblens-bench-{bench.pid}-*"))
+        assert "[openvino-int8] / [opencv] |" in text
+    for hierarchy in ("cpu", "cpuacct"):
+        assert not list(Path("/sys/fs/cgroup", hierarchy).glob(f"iweblens-bench-{bench.pid}-*"))
+        assert not list(Path("/sys/fs/cgroup", hierarchy).glob(f"iweblens-{bench.pid}-*"))

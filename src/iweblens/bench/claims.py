@@ -1,19 +1,38 @@
-"""The bench's report: each goal of the service as a ratio of figures of one run, and the tables."""
+"""The bench's report: figures as medians with their spread over rounds, ratios next to goals.
+
+Every figure is measured once per round, the engines alternating within a round, so each ratio
+is taken per round from figures measured minutes apart at most; the report gives the median over
+rounds and the lowest and highest value. The CPU's instruction-set extensions go next to the
+figures: engine rankings change with them (OpenCV's Winograd kernels are at the FMA peak on
+AVX2-only machines; VNNI makes INT8 about 3x faster than float).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
-from dataclasses import dataclass, field
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from iweblens.bench.agreement import INT8_ENGINE
-from iweblens.bench.floor import PROFILE_STAGES
-from iweblens.bench.served import ServedRun
-
+# The extensions that change which engine is fastest; the report says which are present.
+ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 VERSIONED_PACKAGES = (
     "iweblens",
     "opencv-python-headless",
@@ -27,88 +46,106 @@ VERSIONED_PACKAGES = (
 )
 
 
-@dataclass
-class Claim:
-    """One ratio next to its goal."""
+@dataclass(frozen=True)
+class Spread:
+    """One figure measured once per round: its median, lowest and highest value."""
 
-    name: str
-    value: float
-    goal: str
-    met: bool
+    values: tuple[float, ...]
 
-
-@dataclass
-class EngineFigures:
-    engine: str
-    floor_s: float
-    stages: dict[str, float]
-    served: list[ServedRun] = field(default_factory=list)
-    agreement: str = ""
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        if not values:
+            raise ValueError("a figure needs at least one measurement")
+        return cls(tuple(values))
 
     @property
-    def floor_throughput(self) -> float:
-        return 1 / self.floor_s
+    def median(self) -> float:
+        return statistics.median(self.values)
 
-    def run(self, clients: int, replicas: int) -> ServedRun:
-        return next(r for r in self.served if (r.clients, r.replicas) == (clients, replicas))
+    def cells(self, scale: float = 1.0, digits: int = 2) -> tuple[str, str]:
+        """The median, and ``low-high`` (empty for a single measurement), scaled."""
+        median = f"{self.median * scale:.{digits}f}"
+        if len(self.values) < 2:
+            return median, ""
+        return (
+            median,
+            f"{min(self.values) * scale:.{digits}f}-{max(self.values) * scale:.{digits}f}",
+        )
+
+    def text(self, scale: float = 1.0, digits: int = 2) -> str:
+        """``median (low-high)`` in one cell."""
+        median, spread = self.cells(scale, digits)
+        return f"{median} ({spread})" if spread else median
 
 
-def at_most(name: str, value: float, limit: float) -> Claim:
-    return Claim(name, value, f"<= {limit:g}", value <= limit)
+@dataclass(frozen=True)
+class Claim:
+    """One goal line: a ratio measured per round (None when this build cannot measure it yet)."""
+
+    name: str
+    goal: str
+    value: Spread | None
+    met: bool | None
+    note: str = ""
 
 
-def at_least(name: str, value: float, limit: float) -> Claim:
-    return Claim(name, value, f">= {limit:g}", value >= limit)
+def at_most(name: str, values: Sequence[float], limit: float, note: str = "") -> Claim:
+    spread = Spread.of(values)
+    return Claim(name, f"<= {limit:g}", spread, spread.median <= limit, note)
 
 
-def engine_claims(
-    figures: EngineFigures, clients: int, replicas: int, naive: list[ServedRun], fastest: bool
-) -> list[Claim]:
-    """The issue's per-engine ratios: overhead over the floor, scaling, memory, vs naive."""
-    tag = f"[{figures.engine}]"
-    one, many = figures.run(1, 1), figures.run(clients, 1)
-    spread = figures.run(clients, replicas)
-    floor, rate = figures.floor_s, figures.floor_throughput
-    naive_one, naive_many = naive
-    factor = 6.0 if fastest else 3.0
-    return [
-        at_most(f"latency@1 / floor time {tag}", one.load.mean_s / floor, 1.10),
-        at_least(f"throughput@{clients} / F {tag}", many.load.throughput / rate, 0.95),
-        at_least(
-            f"{replicas} / 1 replica throughput @{clients} {tag}",
-            spread.load.throughput / many.load.throughput,
-            2.8,
-        ),
-        at_most(
-            f"mean@{clients}x1 / ideal {clients}/F {tag}",
-            many.load.mean_s / (clients / rate),
-            1.10,
-        ),
-        at_most(
-            f"mean@{clients}x{replicas} / ideal {clients}/({replicas}F) {tag}",
-            spread.load.mean_s / (clients / (replicas * rate)),
-            1.10,
-        ),
-        at_most(f"RSS@{clients} / RSS@1 {tag}", many.rss_bytes / max(one.rss_bytes, 1), 1.2),
-        at_least(
-            f"throughput@{clients} vs naive {tag}",
-            many.load.throughput / naive_many.load.throughput,
-            factor,
-        ),
-        at_least(f"latency@1 naive / ours {tag}", naive_one.load.mean_s / one.load.mean_s, factor),
+def at_least(name: str, values: Sequence[float], limit: float, note: str = "") -> Claim:
+    spread = Spread.of(values)
+    return Claim(name, f">= {limit:g}", spread, spread.median >= limit, note)
+
+
+def not_measured(name: str, goal: str, why: str) -> Claim:
+    return Claim(name, goal, None, None, why)
+
+
+def claims_table(claims: Sequence[Claim]) -> list[str]:
+    lines = [
+        "| ratio | median | min-max over rounds | goal | met |",
+        "|---|---:|---:|---|---|",
     ]
+    for claim in claims:
+        if claim.value is None:
+            lines.append(f"| {claim.name} | | | {claim.goal} | not measured: {claim.note} |")
+            continue
+        median, spread = claim.value.cells()
+        verdict = "yes" if claim.met else "**no**"
+        note = f" ({claim.note})" if claim.note else ""
+        lines.append(f"| {claim.name} | {median} | {spread} | {claim.goal} | {verdict}{note} |")
+    return lines
 
 
-def engine_comparison(figures: EngineFigures, reference: EngineFigures) -> Claim:
-    goal = 3.5 if figures.engine == INT8_ENGINE else 2.0
-    return at_least(
-        f"F / F[opencv] [{figures.engine}]",
-        figures.floor_throughput / reference.floor_throughput,
-        goal,
-    )
+def isa_flags(cpuinfo: str | None = None) -> list[str]:
+    """The extensions of ``ISA_FLAGS`` this CPU exposes (``/proc/cpuinfo``; empty if unknown)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in ISA_FLAGS if flag in present]
+    return []
 
 
-def machine_lines() -> list[str]:
+def isa_line(flags: Sequence[str]) -> str:
+    """``present ...; absent ...`` for the report, so AVX2-only and AVX-512 runs are told apart."""
+    absent = [flag for flag in ISA_FLAGS if flag not in flags]
+    return f"{' '.join(flags) or 'unknown'}; absent: {' '.join(absent) or 'none'}"
+
+
+def load_text(load: Sequence[float]) -> str:
+    return " / ".join(f"{value:.2f}" for value in load)
+
+
+def machine_lines(loads: Sequence[Sequence[float]] = ()) -> list[str]:
+    """Date, CPU, ISA, versions, and the load average at the end and, given ``loads`` (the
+    ``os.getloadavg()`` of each round's start), at the start of each round."""
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -119,66 +156,16 @@ def machine_lines() -> list[str]:
     for package in VERSIONED_PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{package} {metadata.version(package)}")
-    load = os.getloadavg()
+    end = f"at the end (1/5/15 min): {load_text(os.getloadavg())}"
+    starts = ", ".join(f"{load[0]:.2f}" for load in loads)
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {cpu}, {os.cpu_count()} vCPU, {platform.platform()}",
+        f"- CPU ISA: {isa_line(isa_flags())}",
         f"- Python {platform.python_version()}; {', '.join(versions)}",
-        # Other work on the machine steals the quota's CPU: a load above the cores it has means
-        # the figures are noisy, whatever the ratios say.
-        f"- load average at the end (1/5/15 min): {' / '.join(f'{v:.2f}' for v in load)}",
+        # Other work on the machine steals the quota's wall time (not its CPU time): a load above
+        # the cores it has makes wall-clock figures noisy, whatever the CPU-time ratios say.
+        f"- load average (1 min) at the start of each round, then at the end: {starts}; {end}"
+        if loads
+        else f"- load average {end}",
     ]
-
-
-def _mib(value: int) -> str:
-    return f"{value / 2**20:.0f}"
-
-
-def measurement_table(
-    engines: list[EngineFigures], naive: list[ServedRun], clients: int, replicas: int
-) -> list[str]:
-    lines = [
-        f"| engine | floor ms/img | F img/s | mean@1 ms | p99@1 ms | img/s @{clients} "
-        f"| mean@{clients} ms | img/s @{clients}x{replicas} | RSS@1 MiB | RSS@{clients} MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for fig in engines:
-        one, many, spread = (
-            fig.run(1, 1),
-            fig.run(clients, 1),
-            fig.run(clients, replicas),
-        )
-        lines.append(
-            f"| {fig.engine} | {fig.floor_s * 1000:.1f} | {fig.floor_throughput:.2f} "
-            f"| {one.load.mean_s * 1000:.1f} | {one.load.p99_s * 1000:.1f} "
-            f"| {many.load.throughput:.2f} | {many.load.mean_s * 1000:.0f} "
-            f"| {spread.load.throughput:.2f} | {_mib(one.rss_bytes)} | {_mib(many.rss_bytes)} |"
-        )
-    naive_one, naive_many = naive
-    lines.append(
-        f"| naive baseline | | | {naive_one.load.mean_s * 1000:.1f} "
-        f"| {naive_one.load.p99_s * 1000:.1f} | {naive_many.load.throughput:.2f} "
-        f"| {naive_many.load.mean_s * 1000:.0f} | | {_mib(naive_one.rss_bytes)} "
-        f"| {_mib(naive_many.rss_bytes)} |"
-    )
-    return lines
-
-
-def profile_table(engines: list[EngineFigures]) -> list[str]:
-    lines = [
-        "| engine | " + " | ".join(f"{stage} CPU ms" for stage in PROFILE_STAGES) + " | total |",
-        "|---|" + "---:|" * (len(PROFILE_STAGES) + 1),
-    ]
-    for fig in engines:
-        cells = [f"{fig.stages[stage] * 1000:.1f}" for stage in PROFILE_STAGES]
-        total = sum(fig.stages.values()) * 1000
-        lines.append(f"| {fig.engine} | {' | '.join(cells)} | {total:.1f} |")
-    return lines
-
-
-def claims_table(claims: list[Claim]) -> list[str]:
-    lines = ["| ratio | measured | goal | met |", "|---|---:|---|---|"]
-    lines += [
-        f"| {c.name} | {c.value:.2f} | {c.goal} | {'yes' if c.met else '**no**'} |" for c in claims
-    ]
-    return lines

@@ -1,9 +1,10 @@
-"""The floor: what the CPU allows per image, one network in-process, under the pod's CPU quota.
+"""The floor: what the CPU allows per image, in-process, under the pod's CPU quota.
 
-decode + letterbox + forward + postprocess with no HTTP; its throughput ``F`` is what the service is
-judged against. Measured in a child process (``python -m iweblens.bench.floor ENGINE IMAGE...``)
-held to the quota by a cgroup, as the study's ``local`` replicas are; also a per-stage profile in
-CPU time.
+Decode + letterbox + forward + postprocess (NMS) with one network and no HTTP, the same code the
+service runs per request. CPU time per image (the process's CPU clock) is the figure that decides:
+on a shared machine other work steals wall time from the quota, never CPU time from the process.
+Wall time is kept beside it. Each measurement runs in a fresh child process inside a cgroup that
+holds ``POD_CPUS`` (``python -m iweblens.bench.floor ENGINE IMAGE...`` prints one JSON line).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from iweblens.config import POD_CPUS, Settings
@@ -22,16 +24,39 @@ from iweblens.models.store import ModelStore
 from iweblens.study.replicas.cgroup import CpuCgroup
 
 WARMUP_IMAGES = 2
-PROFILE_STAGES = ("decode", "letterbox", "forward", "postprocess")
+STAGES = ("decode", "letterbox", "forward", "postprocess")
 
 
-def measure_floor(
-    engine: str, images: Sequence[Path], settings: Settings
-) -> tuple[float, dict[str, float]]:
-    """Seconds per image of decode + letterbox + forward + postprocess, one net, in-process.
+@dataclass(frozen=True)
+class FloorSample:
+    """One pass over the images: seconds per image, CPU and wall, and CPU seconds per stage."""
 
-    Also returns a profile: CPU seconds per image of each stage (CPU time, not wall time, so the
-    quota's throttling pauses do not land on whichever stage they interrupt), from a second pass.
+    cpu_s: float
+    wall_s: float
+    stages: dict[str, float]
+
+
+class CpuLaps:
+    """Process CPU seconds spent in each named stage, summed over repetitions."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self._last = time.process_time()
+
+    def start(self) -> None:
+        self._last = time.process_time()
+
+    def mark(self, stage: str) -> None:
+        now = time.process_time()
+        self.totals[stage] += now - self._last
+        self._last = now
+
+
+def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> FloorSample:
+    """One pass of decode + letterbox + forward + postprocess over ``images``, in this process.
+
+    The process's CPU clock (``time.process_time``: every thread, so an engine's worker threads
+    count) is read between stages; the network was warmed up on the first images beforehand.
     """
     from iweblens.inference.cpu import cpu_allotment, threads_for
     from iweblens.inference.detector import Detector
@@ -44,12 +69,8 @@ def measure_floor(
     payloads = [image.read_bytes() for image in images]
     for data in payloads[:WARMUP_IMAGES]:
         detector.detect_bytes(data)
-    start = time.perf_counter()
-    for data in payloads:
-        detector.detect_bytes(data)
-    seconds_per_image = (time.perf_counter() - start) / len(payloads)
-
     laps = CpuLaps()
+    started = time.perf_counter()
     for data in payloads:
         laps.start()
         image = decode_image(data, settings.input_size)
@@ -60,23 +81,10 @@ def measure_floor(
         laps.mark("forward")
         detector.decode(rows, box, image.width, image.height)
         laps.mark("postprocess")
-    return seconds_per_image, {stage: total / len(payloads) for stage, total in laps.totals.items()}
-
-
-class CpuLaps:
-    """CPU seconds spent in each named stage, summed over repetitions."""
-
-    def __init__(self) -> None:
-        self.totals = dict.fromkeys(PROFILE_STAGES, 0.0)
-        self._last = time.process_time()
-
-    def start(self) -> None:
-        self._last = time.process_time()
-
-    def mark(self, stage: str) -> None:
-        now = time.process_time()
-        self.totals[stage] += now - self._last
-        self._last = now
+    wall = time.perf_counter() - started
+    count = len(payloads)
+    stages = {stage: total / count for stage, total in laps.totals.items()}
+    return FloorSample(sum(stages.values()), wall / count, stages)
 
 
 @contextlib.contextmanager
@@ -89,25 +97,24 @@ def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
         cgroup.remove()
 
 
-def floor_under_quota(engine: str, images: Sequence[Path]) -> tuple[float, dict[str, float]]:
-    """``measure_floor`` in a child process held to the pod's CPU quota."""
+def floor_under_quota(engine: str, images: Sequence[Path]) -> FloorSample:
+    """``measure_floor`` in a fresh child process held to the pod's CPU quota."""
     with quota_cgroup(f"floor-{engine}") as cgroup:
         command = [sys.executable, "-m", "iweblens.bench.floor", engine, *map(str, images)]
         output = subprocess.run(
             cgroup.command(command), check=True, capture_output=True, text=True
         ).stdout
     result = json.loads(output.strip().splitlines()[-1])
-    return float(result["seconds_per_image"]), result["stages"]
+    return FloorSample(result["cpu_s"], result["wall_s"], result["stages"])
 
 
-def _floor_child(argv: list[str]) -> None:
-    engine, images = argv[0], [Path(arg) for arg in argv[1:]]
+def _child(argv: list[str]) -> None:
     # This process is its own edge: it reads its settings, as the command line does.
-    seconds_per_image, stages = measure_floor(engine, images, Settings.from_env())
-    print(json.dumps({"engine": engine, "seconds_per_image": seconds_per_image, "stages": stages}))
+    sample = measure_floor(argv[0], [Path(arg) for arg in argv[1:]], Settings.from_env())
+    print(json.dumps({"cpu_s": sample.cpu_s, "wall_s": sample.wall_s, "stages": sample.stages}))
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit("usage: python -m iweblens.bench.floor ENGINE IMAGE...; see `iweblens bench`")
-    _floor_child(sys.argv[1:])
+    _child(sys.argv[1:])

@@ -1,8 +1,12 @@
-"""Served runs: the service's replicas and the naive baseline under the pod's CPU quota, with RSS.
+"""Served figures: the service (and the naive baseline) under load, each replica at the pod's quota.
 
-``iweblens serve`` replicas behind HAProxy, loaded with the reference client's multipart requests
-at 1 and at C client threads, with 1 and with R replicas; the naive baseline
-(``iweblens.bench.naive``, the usual implementation of the assignment) at 1 and C threads.
+The service is the study's ``local`` backend: ``iweblens serve`` replicas, each in a cgroup that
+holds ``POD_CPUS`` and counts its CPU time, round-robin behind HAProxy, loaded with the
+reference client's multipart requests. Every run records wall-clock figures (throughput, latency),
+the replicas' CPU seconds per image (the cgroups' own count: it includes HTTP, decoding and
+everything else a pod pays for, and no time stolen by other work on the machine) and their peak
+resident memory. One ``EngineService`` per engine stays up across rounds, so the bench can
+alternate engines without restarting them.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from iweblens.bench.floor import quota_cgroup
 from iweblens.bench.pod import Background, rss_bytes
 from iweblens.config import POD_CPUS
 from iweblens.load.client import LoadResult, run_load
+from iweblens.study.replicas.cgroup import CpuCgroup
 from iweblens.study.replicas.local import LocalBackend
 
-NAIVE_START_TIMEOUT_S = 60.0
 RSS_SAMPLE_S = 0.2
+NAIVE_START_TIMEOUT_S = 60.0
+# 32 naive requests each load their own network in half a core: answers take 30 s and more, and
+# like the reference client the benchmark waits for them rather than count them as lost.
+NAIVE_REQUEST_TIMEOUT_S = 600.0
 
 
 class RssSampler(Background):
@@ -44,57 +52,88 @@ class RssSampler(Background):
 
 @dataclass
 class ServedRun:
-    """One closed-loop load run against the service or the baseline."""
+    """One closed-loop load run: wall-clock results, CPU seconds per image, peak RSS (all pods)."""
 
     clients: int
     replicas: int
     load: LoadResult
-    rss_bytes: int = 0
+    cpu_s: float | None
+    rss_bytes: int
+
+    @property
+    def cpu_rate(self) -> float | None:
+        """Images per second one pod's quota buys, from CPU time (what a 0.5-CPU pod serves)."""
+        return POD_CPUS / self.cpu_s if self.cpu_s else None
 
 
-def _load(
+def _cpu_seconds(cgroups: Sequence[CpuCgroup]) -> float | None:
+    counts = [cgroup.cpu_seconds() for cgroup in cgroups]
+    return None if any(count is None for count in counts) else sum(filter(None, counts))
+
+
+def measured_run(
+    cgroups: Sequence[CpuCgroup],
     images: Sequence[Path],
     endpoint: str,
     clients: int,
     timeout: float = 60.0,
     api_key: str | None = None,
-) -> LoadResult:
-    result = run_load(images, endpoint, clients, timeout=timeout, progress=False, api_key=api_key)
-    if result.errors or result.timeouts:
-        raise RuntimeError(f"{result.errors} errors, {result.timeouts} timeouts at {endpoint}")
-    return result
+) -> ServedRun:
+    """Every image posted once by ``clients`` threads (sending ``api_key`` as a bearer token when
+    given); CPU and memory of ``cgroups`` meanwhile."""
+    before = _cpu_seconds(cgroups)
+    with RssSampler(lambda: [pid for cgroup in cgroups for pid in cgroup.pids()]) as rss:
+        load = run_load(images, endpoint, clients, timeout=timeout, progress=False, api_key=api_key)
+    after = _cpu_seconds(cgroups)
+    if load.errors or load.timeouts:
+        raise RuntimeError(f"{load.errors} errors, {load.timeouts} timeouts at {endpoint}")
+    cpu = None if before is None or after is None else (after - before) / len(images)
+    return ServedRun(clients, len(cgroups), load, cpu, rss.peak_bytes)
 
 
-def measure_service(
-    engine: str,
-    images: Sequence[Path],
-    clients: int,
-    replicas: int,
-    api_key: str | None = None,
-) -> list[ServedRun]:
-    """The service with ``engine``: 1 replica at 1 and ``clients`` threads, then ``replicas``.
+class EngineService:
+    """One engine's replicas (``iweblens serve`` in quota cgroups) behind HAProxy.
 
     The replicas inherit this process's environment, IWEBLENS_API_KEYS included; ``api_key`` is
     the key the load client sends.
     """
-    backend = LocalBackend(cpu_limit=POD_CPUS, engine=engine)
-    runs = []
-    try:
-        backend.scale(1)
-        name = backend.replica_names()[0]
-        cgroup = backend.cgroup_of(name)
-        if cgroup is None:
-            raise RuntimeError("the replica runs without a CPU quota; the figures would lie")
-        for threads in (1, clients):
-            with RssSampler(cgroup.pids) as rss:
-                load = _load(images, backend.endpoint, threads, api_key=api_key)
-            runs.append(ServedRun(threads, 1, load, rss.peak_bytes))
-        backend.scale(replicas)
-        scaled = _load(images, backend.endpoint, clients, api_key=api_key)
-        runs.append(ServedRun(clients, replicas, scaled))
-    finally:
-        backend.close()
-    return runs
+
+    def __init__(self, engine: str, api_key: str | None = None) -> None:
+        self.engine = engine
+        self.api_key = api_key
+        self.backend = LocalBackend(cpu_limit=POD_CPUS, engine=engine)
+
+    def __enter__(self) -> EngineService:
+        try:
+            self.backend.scale(1)
+        except BaseException:
+            self.backend.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.backend.close()
+
+    def _cgroups(self) -> list[CpuCgroup]:
+        cgroups = [self.backend.cgroup_of(name) for name in self.backend.replica_names()]
+        if any(cgroup is None for cgroup in cgroups):
+            raise RuntimeError("a replica runs without a CPU quota; the figures would lie")
+        return [cgroup for cgroup in cgroups if cgroup is not None]
+
+    def _run(self, images: Sequence[Path], clients: int) -> ServedRun:
+        return measured_run(
+            self._cgroups(), images, self.backend.endpoint, clients, api_key=self.api_key
+        )
+
+    def round(self, images: Sequence[Path], clients: int, replicas: int) -> list[ServedRun]:
+        """1 replica at 1 and ``clients`` threads, then ``replicas`` at ``clients``; back to 1."""
+        runs = [self._run(images, threads) for threads in (1, clients)]
+        self.backend.scale(replicas)
+        try:
+            runs.append(self._run(images, clients))
+        finally:
+            self.backend.scale(1)
+        return runs
 
 
 def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -109,13 +148,8 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"the naive baseline did not answer at {url}")
 
 
-# 32 naive requests each load their own network in half a core: answers take 30 s and more, and
-# like the reference client the benchmark waits for them rather than count them as lost.
-NAIVE_REQUEST_TIMEOUT_S = 600.0
-
-
 def measure_naive(images: Sequence[Path], clients: int, model_dir: Path) -> list[ServedRun]:
-    """The naive baseline at 1 and ``clients`` threads, under the same quota."""
+    """The naive baseline (``iweblens.bench.naive``) at 1 and ``clients`` threads, same quota."""
     from iweblens.study.replicas.balanced import LOOPBACK, free_port
 
     port = free_port()
@@ -132,9 +166,9 @@ def measure_naive(images: Sequence[Path], clients: int, model_dir: Path) -> list
             _wait_for_http(f"http://{LOOPBACK}:{port}/", process)
             endpoint = f"http://{LOOPBACK}:{port}/api/object_detection"
             for threads in (1, clients):
-                with RssSampler(cgroup.pids) as rss:
-                    load = _load(images, endpoint, threads, timeout=NAIVE_REQUEST_TIMEOUT_S)
-                runs.append(ServedRun(threads, 1, load, rss.peak_bytes))
+                runs.append(
+                    measured_run([cgroup], images, endpoint, threads, NAIVE_REQUEST_TIMEOUT_S)
+                )
         finally:
             process.terminate()
             process.wait()

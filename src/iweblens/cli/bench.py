@@ -12,15 +12,18 @@ from iweblens.config import Settings, bench_images, env_name
 
 
 def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from iweblens.bench.run import DEFAULT_ENGINES, log, run_bench
+    from iweblens.bench.run import DEFAULT_ENGINES, QUICK_ROUNDS, log, run_bench
 
     images = sorted(args.images.glob("*.jpg"))[: args.count]
     if len(images) < 2:
         print(f"iweblens bench: need at least 2 .jpg images in {args.images}", file=sys.stderr)
         return 2
     engines = args.engines.split(",") if args.engines else list(DEFAULT_ENGINES)
-    clients, replicas = (4, 2) if args.quick else (args.clients, args.replicas)
-    report = run_bench(images, engines, clients, replicas, settings, api_key=args.api_key)
+    if args.quick:
+        clients, replicas, rounds = 4, 2, QUICK_ROUNDS
+    else:
+        clients, replicas, rounds = args.clients, args.replicas, args.rounds
+    report = run_bench(images, engines, clients, replicas, rounds, settings, api_key=args.api_key)
     text = "\n".join(report)
     print(text)
     if args.output:
@@ -65,7 +68,7 @@ def _log(message: str) -> None:
 
 def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.inference.quantize import calibration_set, quantize
-    from iweblens.models.store import ModelStore
+    from iweblens.models.store import ModelStore, sha256_of
 
     paths = ModelStore(settings.model_dir).ensure()
     images = calibration_set(args.images, args.count)
@@ -74,6 +77,7 @@ def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     target = quantize(paths, images, settings.input_size)
     print(f"quantized on {len(images)} images of {args.images}: {target}")
+    print(f"weights sha256 {sha256_of(target.with_suffix('.bin'))}")
     return 0
 
 
@@ -127,17 +131,25 @@ def _photo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from iweblens.bench.run import DEFAULT_ENGINES
+    from iweblens.bench.run import DEFAULT_ENGINES, DEFAULT_ROUNDS
     from iweblens.cli.load import add_api_key_argument
 
     _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
     parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
     parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help="rounds of alternated measurements; figures are their medians (default %(default)s)",
+    )
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     add_api_key_argument(parser)
     parser.add_argument(
-        "--quick", action="store_true", help="a short proof that it works: 4 clients, 2 replicas"
+        "--quick",
+        action="store_true",
+        help="a short proof that it works: 4 clients, 2 replicas, 2 rounds",
     )
     parser.set_defaults(run=_run_bench)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from iweblens.study.replicas.cgroup import (
     MemoryCgroup,
     PodCgroup,
 )
+from iweblens.study.replicas.local import LocalBackend
 
 
 def test_v1_quota_files(tmp_path: Path) -> None:
@@ -28,6 +30,51 @@ def test_v1_quota_files(tmp_path: Path) -> None:
     assert cgroup.quota_cores() == 0.5
 
 
+def test_v1_cpuacct_mounted_apart_gets_a_twin_that_is_entered_and_removed(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
+    (tmp_path / "cpuacct").mkdir()
+    (tmp_path / "cpuacct" / "cpuacct.usage").write_text("0")
+    cgroup = CpuCgroup.create("replica-1", 0.5, root=tmp_path)
+    assert cgroup.accounting == tmp_path / "cpuacct" / "replica-1"
+    assert cgroup.procs_files == [cgroup.procs_file, cgroup.accounting / "cgroup.procs"]
+    (cgroup.accounting / "cpuacct.usage").write_text("2500000000\n")
+    assert cgroup.cpu_seconds() == 2.5
+    entered = cgroup.command(["true"])[4:]
+    assert entered == [*map(str, cgroup.procs_files), "--", "true"]
+    for path in (cgroup.path, cgroup.accounting):
+        for child in path.iterdir():
+            child.unlink()
+    cgroup.remove()
+    assert not cgroup.path.exists() and not cgroup.accounting.exists()
+
+
+def test_v1_cpu_and_cpuacct_together_need_no_twin(tmp_path: Path) -> None:
+    base = tmp_path / "cpu,cpuacct"
+    base.mkdir()
+    (base / "cpu.cfs_quota_us").write_text("-1")
+    (base / "replica-1").mkdir()
+    (base / "replica-1" / "cpuacct.usage").write_text("1000000000")
+    cgroup = CpuCgroup.create("replica-1", 0.5, root=tmp_path)
+    assert cgroup.accounting is None
+    assert cgroup.procs_files == [cgroup.procs_file]
+    assert cgroup.cpu_seconds() == 1.0
+
+
+def test_two_local_backends_of_one_process_never_share_a_replica_cgroup(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1")
+    first, second = (LocalBackend(cgroup_root=tmp_path) for _ in range(2))
+    try:
+        a, b = first._limit("replica-1"), second._limit("replica-1")
+        assert a is not None and b is not None
+        assert a.path != b.path
+        assert a.path.name.startswith(f"iweblens-{os.getpid()}-")
+    finally:
+        first.close()
+        second.close()
+
+
 def test_v2_cpu_max_and_controller_enabled(tmp_path: Path) -> None:
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     (tmp_path / "cgroup.subtree_control").write_text("memory\n")
@@ -36,6 +83,8 @@ def test_v2_cpu_max_and_controller_enabled(tmp_path: Path) -> None:
     assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu"
     assert (cgroup.path / "cpu.max").read_text() == "150000 100000"
     assert cgroup.quota_cores() == 1.5
+    (cgroup.path / "cpu.stat").write_text("usage_usec 750000\nuser_usec 500000\n")
+    assert cgroup.cpu_seconds() == 0.75
 
 
 def test_no_cpu_controller_anywhere_says_so(tmp_path: Path) -> None:
@@ -67,6 +116,27 @@ def test_real_cgroup_holds_a_process_and_its_children_to_the_quota() -> None:
     finally:
         cgroup.remove()
     assert not cgroup.path.exists()
+
+
+def test_real_cgroup_counts_the_cpu_time_of_what_runs_inside() -> None:
+    """A busy child's CPU time shows in the cgroup's count; nothing from outside does."""
+    try:
+        cgroup = CpuCgroup.create(f"iweblens-test-acct-{os.getpid()}", 0.5, CGROUP_ROOT)
+    except CgroupUnavailable as error:
+        pytest.skip(f"no writable cgroup on this machine: {error}")
+    try:
+        before = cgroup.cpu_seconds()
+        if before is None:
+            pytest.skip("this machine's cgroups count no CPU time")
+        busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+        subprocess.run(cgroup.command([sys.executable, "-c", busy]), check=True)
+        used = cgroup.cpu_seconds()
+        assert used is not None
+        assert used - before >= 0.3
+    finally:
+        cgroup.remove()
+    assert not cgroup.path.exists()
+    assert cgroup.accounting is None or not cgroup.accounting.exists()
 
 
 def _wait_for_pids(cgroup: CpuCgroup, count: int) -> list[int]:

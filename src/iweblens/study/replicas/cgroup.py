@@ -3,7 +3,10 @@
 A CPU quota (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``) and a memory limit (v1
 ``memory.limit_in_bytes``, v2 ``memory.max``), in whichever hierarchy this machine lets us write. A
 replica is put into its cgroups before it executes (:func:`enter_command`), so every process and
-thread it ever starts (the server, and any child it might start) is held to the limits.
+thread it ever starts (the server, and any child it might start) is held to the limits, and the
+kernel counts the CPU time they all use (v2 ``cpu.stat``; v1 ``cpuacct.usage``, which lives in a
+hierarchy of its own when ``cpu`` and ``cpuacct`` are mounted apart, so a twin cgroup of the same
+name is made there and joined too).
 """
 
 from __future__ import annotations
@@ -91,9 +94,19 @@ class Cgroup:
         """Writing a pid here moves that process (all its threads) into the cgroup."""
         return self.path / "cgroup.procs"
 
+    @property
+    def directories(self) -> list[Path]:
+        """Every directory that makes up this cgroup (a process joins them all)."""
+        return [self.path]
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """Each ``cgroup.procs`` a process joins to be inside this cgroup."""
+        return [directory / "cgroup.procs" for directory in self.directories]
+
     def command(self, command: Sequence[str]) -> list[str]:
         """``command`` run inside this cgroup from its first instruction."""
-        return enter_command([self.procs_file], command)
+        return enter_command(self.procs_files, command)
 
     def pids(self) -> list[int]:
         """Processes still inside; all of them descend from the replica we started here."""
@@ -110,21 +123,44 @@ class Cgroup:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        while True:
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                # EBUSY until the killed processes are reaped
-                if time.monotonic() > deadline + 5:
-                    raise
-                time.sleep(0.1)
+        for directory in self.directories:
+            _rmdir_when_empty(directory, deadline + 5)
+
+
+def _rmdir_when_empty(path: Path, deadline: float) -> None:
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            # EBUSY until the killed processes are reaped
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _v1_accounting(root: Path, name: str, quota_path: Path) -> Path | None:
+    """The cpuacct twin of a v1 quota cgroup, or None when cpuacct shares its directory."""
+    if (quota_path / "cpuacct.usage").exists():
+        return None
+    base = root / "cpuacct"
+    if not (base / "cpuacct.usage").exists():
+        return None
+    try:
+        return _make_dir(base / name)
+    except OSError:
+        return None
 
 
 class CpuCgroup(Cgroup):
-    """One cgroup of ours holding a CPU quota in cores."""
+    """One cgroup of ours holding a CPU quota in cores, and counting the CPU time used inside."""
+
+    def __init__(self, path: Path, version: int, accounting: Path | None = None) -> None:
+        super().__init__(path, version)
+        # v1 only: the twin cgroup holding cpuacct.usage when cpuacct is mounted apart from cpu.
+        self.accounting = accounting
 
     @classmethod
     def create(cls, name: str, cores: float, root: Path = CGROUP_ROOT) -> CpuCgroup:
@@ -139,11 +175,34 @@ class CpuCgroup(Cgroup):
             (path / "cpu.max").write_text(f"{quota_us} {PERIOD_US}")
 
         folders = ("cpu", "cpu,cpuacct")
-        return cls(
-            *_create_in_first_writable(
-                name, "cpu", root, folders, "cpu.cfs_quota_us", setup_v1, setup_v2
-            )
+        path, version = _create_in_first_writable(
+            name, "cpu", root, folders, "cpu.cfs_quota_us", setup_v1, setup_v2
         )
+        return cls(path, version, _v1_accounting(root, name, path) if version == 1 else None)
+
+    @property
+    def directories(self) -> list[Path]:
+        """The quota's cgroup, and its cpuacct twin when cpuacct is mounted apart."""
+        twin = [self.accounting] if self.accounting is not None else []
+        return [self.path, *twin]
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process that was ever inside (None without accounting).
+
+        Read it before and after a run: the difference is what the run cost, however the quota
+        throttled it and whatever else ran on the machine meanwhile.
+        """
+        try:
+            if self.version == 2:
+                for line in (self.path / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+                return None
+            usage = (self.accounting or self.path) / "cpuacct.usage"
+            return int(usage.read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
 
     def quota_cores(self) -> float | None:
         """The quota as the kernel holds it, read back from the cgroup's files."""
@@ -239,7 +298,7 @@ class PodCgroup:
 
     @property
     def procs_files(self) -> list[Path]:
-        return list(dict.fromkeys([self.cpu.procs_file, self.memory.procs_file]))
+        return list(dict.fromkeys([*self.cpu.procs_files, *self.memory.procs_files]))
 
     def command(self, command: Sequence[str]) -> list[str]:
         """``command`` run inside both cgroups from its first instruction."""

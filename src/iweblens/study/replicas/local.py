@@ -87,7 +87,10 @@ class LocalBackend(BalancedBackend[LocalReplica]):
         return LocalReplica(name, port, process, log, cgroup)
 
     def _limit(self, name: str) -> CpuCgroup | None:
-        cgroup_name = f"iweblens-{os.getpid()}-{name}"
+        # The workdir's random suffix keeps two backends of one process (the bench runs one per
+        # engine) out of each other's cgroups.
+        backend = self.workdir.name.rsplit("-", 1)[-1]
+        cgroup_name = f"iweblens-{os.getpid()}-{backend}-{name}"
         try:
             return CpuCgroup.create(cgroup_name, self._requested_cpu, self._cgroup_root)
         except CgroupUnavailable as error:
