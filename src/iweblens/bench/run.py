@@ -95,10 +95,11 @@ class EngineFigures:
 
 def _per_round(
     floors: Sequence[FloorSample],
-    *runs: Sequence[ServedRun],
-    ratio: Callable[..., float],
+    runs: Sequence[ServedRun],
+    ratio: Callable[[FloorSample, ServedRun], float],
 ) -> list[float]:
-    return [ratio(floor, *served) for floor, *served in zip(floors, *runs, strict=True)]
+    """``ratio`` of each round's floor and served run."""
+    return [ratio(floor, run) for floor, run in zip(floors, runs, strict=True)]
 
 
 def engine_claims(
