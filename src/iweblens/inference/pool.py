@@ -26,6 +26,7 @@ from iweblens.inference.cpu import cpu_allotment, threads_for
 from iweblens.inference.detector import DEFAULT_PARAMS, Detector
 from iweblens.inference.engines import SCORE_FLOOR, set_compute_threads
 from iweblens.inference.images import limit_decoded_pixels
+from iweblens.inference.letterbox import NATIVE, NUMPY, native_available
 from iweblens.inference.sizing import plan_workers
 from iweblens.models.store import ModelPaths, ModelStore, pinned_sha256
 
@@ -210,6 +211,8 @@ def build_pool(settings: Settings, observe: TimingObserver | None = None) -> Inf
     workers = plan_workers(settings, settings.inference_workers or allotment_threads).workers
     # OpenCV's thread count is process-wide: split the allotment between the networks.
     set_compute_threads(max(1, allotment_threads // workers))
+    # Said in the log because a build without a C compiler silently falls back (~16x the CPU).
+    log.info("letterbox: %s", NATIVE if native_available() else NUMPY)
 
     def make_detector() -> Detector:
         return Detector.from_settings(settings, paths)
