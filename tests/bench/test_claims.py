@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from iweblens.bench.agreement import F1Tally, f1_noise
 from iweblens.bench.claims import (
     Spread,
     at_least,
     at_most,
     claims_table,
-    isa_flags,
     isa_line,
     not_measured,
 )
 from iweblens.detection import Detection
+from iweblens.inference.cpu import isa_flags
 
 AVX512_CPUINFO = """processor\t: 0
 model name\t: AMD EPYC
@@ -36,11 +38,14 @@ def test_goals_are_judged_on_the_median_and_pending_ones_say_why() -> None:
     assert lines[3] == "| z | | | >= 4 | not measured: not built |"
 
 
-def test_isa_flags_name_present_and_absent_extensions() -> None:
-    flags = isa_flags(AVX512_CPUINFO)
+def test_isa_flags_name_present_and_absent_extensions(tmp_path: Path) -> None:
+    avx512, avx2 = tmp_path / "avx512", tmp_path / "avx2"
+    avx512.write_text(AVX512_CPUINFO)
+    avx2.write_text("flags\t: fpu sse2 avx avx2 fma\n")
+    flags = isa_flags(avx512)
     assert flags == ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
     assert isa_line(flags).endswith("absent: avx_vnni amx_tile amx_int8 amx_bf16")
-    assert isa_flags("flags\t: fpu sse2 avx avx2 fma\n") == ["avx2", "fma"]
+    assert isa_flags(avx2) == ["avx2", "fma"]
 
 
 def _tally(matched: int, missed: int, extra: int) -> F1Tally:

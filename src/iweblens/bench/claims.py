@@ -19,20 +19,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-# The extensions that change which engine is fastest; the report says which are present.
-ISA_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-)
+from iweblens.inference.cpu import ISA_FLAGS, isa_flags
+
 VERSIONED_PACKAGES = (
     "iweblens",
     "opencv-python-headless",
@@ -117,20 +105,6 @@ def claims_table(claims: Sequence[Claim]) -> list[str]:
         note = f" ({claim.note})" if claim.note else ""
         lines.append(f"| {claim.name} | {median} | {spread} | {claim.goal} | {verdict}{note} |")
     return lines
-
-
-def isa_flags(cpuinfo: str | None = None) -> list[str]:
-    """The extensions of ``ISA_FLAGS`` this CPU exposes (``/proc/cpuinfo``; empty if unknown)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            return [flag for flag in ISA_FLAGS if flag in present]
-    return []
 
 
 def isa_line(flags: Sequence[str]) -> str:

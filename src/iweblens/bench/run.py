@@ -40,7 +40,6 @@ from iweblens.bench.claims import (
     at_least,
     at_most,
     claims_table,
-    isa_flags,
     isa_line,
     machine_lines,
     not_measured,
@@ -48,6 +47,7 @@ from iweblens.bench.claims import (
 from iweblens.bench.floor import STAGES, FloorSample, floor_under_quota
 from iweblens.bench.served import EngineService, ServedRun, measure_naive
 from iweblens.config import POD_CPUS, Settings
+from iweblens.inference.cpu import isa_flags
 
 DEFAULT_ENGINES = ("opencv", "onnxruntime", "openvino", "openvino-int8")
 DEFAULT_ROUNDS = 3

@@ -132,9 +132,11 @@ ISA_FLAGS = (
     "avx512bw",
     "avx512vl",
     "avx512_vnni",
+    "avx_vnni",
     "avx512_bf16",
     "amx_tile",
     "amx_int8",
+    "amx_bf16",
 )
 
 
