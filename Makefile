@@ -88,7 +88,6 @@ BENCH_IMAGES ?= ../shared/images/coco128
 .PHONY: bench
 
 bench: install
-	$(BIN)/pip install --quiet -e '.[engines,int8]'
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens bench --images $(BENCH_IMAGES) --output docs/benchmarks.md
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the hash-pinned lock files from pyproject.toml (run after changing a dependency).
 #   requirements.lock      the service's runtime dependencies only (the Dockerfile installs these)
-#   requirements-dev.lock  runtime + dev, engines, study and bench extras (CI and `make install`)
+#   requirements-dev.lock  runtime + dev, engines, int8, study and bench extras (CI and `make install`)
 # Resolved for the target the image and CI run on (CPython 3.11, Linux x86_64, glibc >= 2.28);
 # every file of each pinned release is hashed, so `pip install --require-hashes` refuses any
 # artefact that differs from what was locked.
@@ -14,4 +14,4 @@ compile() {
         --generate-hashes --no-header --quiet --native-tls "$@"
 }
 compile -o requirements.lock
-compile --extra dev --extra engines --extra study --extra bench -o requirements-dev.lock
+compile --extra dev --extra engines --extra int8 --extra study --extra bench -o requirements-dev.lock
