@@ -3,6 +3,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from support import png_declaring
 from werkzeug.test import EnvironBuilder
@@ -262,3 +264,18 @@ def test_invalid_base64_says_what_is_wrong(encoded: str, detail: str) -> None:
     with pytest.raises(ApiError) as raised:
         parse_request(request_of(json={"image": encoded}))
     assert raised.value.code == "invalid_base64" and detail in raised.value.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=1, max_size=64), spelling=st.sampled_from(range(4)))
+def test_base64_decodes_as_the_standard_library_does_on_every_path(
+    data: bytes, spelling: int
+) -> None:
+    # Strict standard base64 takes the one-pass path; the other spellings are normalised first.
+    encoded = [
+        base64.b64encode(data).decode(),
+        base64.urlsafe_b64encode(data).decode().rstrip("="),
+        "data:image/jpeg;base64," + base64.encodebytes(data).decode(),
+        base64.b64encode(data).decode() + "\n",
+    ][spelling]
+    assert parse_request(request_of(json={"image": encoded})).image == data

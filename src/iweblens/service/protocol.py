@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pybase64
 from flask.json.provider import DefaultJSONProvider
 from werkzeug import Request
 
@@ -184,6 +185,12 @@ def _strict_loads(text: str | bytes) -> Any:
 
 def _decode_base64(encoded: str) -> bytes:
     """Standard or URL-safe base64, padding optional, whitespace and a data: URL prefix allowed."""
+    try:
+        # What every client we know sends: strict standard base64, decoded in one pass. The
+        # normalising passes below cost 30 ms of regular expressions on a 12 MP photo's body.
+        return pybase64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        pass
     text = _WHITESPACE.sub("", _DATA_URL_PREFIX.sub("", encoded, count=1))
     if (stray := _NOT_BASE64.search(text)) is not None:
         raise ApiError(
@@ -201,7 +208,7 @@ def _decode_base64(encoded: str) -> bytes:
             "length that leaves one stray character",
         )
     try:
-        return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
+        return pybase64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except binascii.Error as error:
         message = f"the 'image' field is not valid base64: {error}"
         raise ApiError(400, "invalid_base64", message) from None
