@@ -66,8 +66,14 @@ def test_quick_bench_reports_every_ratio(
             "latency@1 naive / ours",
         ):
             assert f"| {ratio} [{engine}] |" in text
-    assert "| 12 MP photos served / 640-px photos served" in text
-    assert "| letterbox: bit-identical" in text
+    large = r"\| 12 MP photos / 640-px photos served per 0.5 CPU, CPU time @4 \[opencv\] \|"
+    assert re.search(large + r" [\d.]+ \| [\d.]+-[\d.]+ \| >= 0.8 \| .*floor ratio [\d.]+", text)
+    assert "| opencv @4x1, 1 photos at 12 MP |" in text
+    letterbox = r"\| letterbox: NumPy \(new blob\) / C CPU per image, bit-identical \|"
+    assert re.search(letterbox + r" [\d.]+ \| .*identical on 4 photos", text) or (
+        "the C letterbox is not built here" in text
+    )
+    assert "- letterbox that ran in the floor (and the service): " in text
     assert "onnxruntime: identical on 4/4 images" in text
     assert "naive baseline" in text
     if "openvino-int8" in engines:

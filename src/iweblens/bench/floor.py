@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iweblens.config import POD_CPUS, Settings
@@ -29,11 +29,13 @@ STAGES = ("decode", "letterbox", "forward", "postprocess")
 
 @dataclass(frozen=True)
 class FloorSample:
-    """One pass over the images: seconds per image, CPU and wall, and CPU seconds per stage."""
+    """One pass over the images: seconds per image, CPU and wall, CPU seconds per stage, and
+    which letterbox ran (``Letterboxer.implementation``)."""
 
     cpu_s: float
     wall_s: float
     stages: dict[str, float]
+    letterbox: str
 
 
 class CpuLaps:
@@ -84,7 +86,9 @@ def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> Fl
     wall = time.perf_counter() - started
     count = len(payloads)
     stages = {stage: total / count for stage, total in laps.totals.items()}
-    return FloorSample(sum(stages.values()), wall / count, stages)
+    return FloorSample(
+        sum(stages.values()), wall / count, stages, detector.letterboxer.implementation
+    )
 
 
 @contextlib.contextmanager
@@ -105,13 +109,13 @@ def floor_under_quota(engine: str, images: Sequence[Path]) -> FloorSample:
             cgroup.command(command), check=True, capture_output=True, text=True
         ).stdout
     result = json.loads(output.strip().splitlines()[-1])
-    return FloorSample(result["cpu_s"], result["wall_s"], result["stages"])
+    return FloorSample(**result)
 
 
 def _child(argv: list[str]) -> None:
     # This process is its own edge: it reads its settings, as the command line does.
     sample = measure_floor(argv[0], [Path(arg) for arg in argv[1:]], Settings.from_env())
-    print(json.dumps({"cpu_s": sample.cpu_s, "wall_s": sample.wall_s, "stages": sample.stages}))
+    print(json.dumps(asdict(sample)))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ idle-looking machine), so the bench
 
 What is measured, under the same CPU quota as a pod (``iweblens.bench.floor``,
 ``iweblens.bench.served``): the *floor* (decode + letterbox + forward + NMS in-process), the
-*service* (replicas behind HAProxy at 1 and C client threads, 1 and R replicas), and the *naive
-baseline* (``iweblens.bench.naive``, once). Detections are compared outside the quota: float
+*service* (replicas behind HAProxy at 1 and C client threads, 1 and R replicas), the reference
+engine's floor and service on 12 MP copies of one photograph in four (``write_large``), and the
+*naive baseline* (``iweblens.bench.naive``, once); outside the quota, the C letterbox against the
+NumPy one (``iweblens.bench.letterbox``). Detections are compared outside the quota: float
 engines must be identical to ``opencv`` on every image; the INT8 engine is calibrated on the first
 half of the images by file name and judged by F1 on the second half.
 """
@@ -22,10 +24,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from iweblens.bench.agreement import (
     INT8_ENGINE,
@@ -56,19 +62,10 @@ QUICK_ROUNDS = 2  # the fewest that still alternates (A B, then B A)
 SERVED_OVER_FLOOR = 0.93
 INT8_SERVED_SPEEDUP = 1.6
 INT8_F1 = 0.97
-# Goals measured by their own subcommands (other inputs than this run's); their rows say where.
-MEASURED_ELSEWHERE = (
-    not_measured(
-        "12 MP photos served / 640-px photos served (images per 0.5 CPU)",
-        ">= 0.8",
-        "not in this run: `iweblens bench-decode` measures the decoding",
-    ),
-    not_measured(
-        "letterbox: bit-identical, speed-up over the NumPy letterbox",
-        ">= 4",
-        "not in this run: `iweblens bench-letterbox` measures it",
-    ),
-)
+LARGE_MEGAPIXELS = 12.0
+LARGE_OVER_SMALL = 0.8
+LARGE_EVERY = 4  # one photograph in four is also served at 12 MP (32 of the 128)
+LETTERBOX_SPEEDUP = 4.0
 
 
 # ----------------------------------------------------------------------------- figures
@@ -278,21 +275,47 @@ def _importable(module: str) -> bool:
     return True
 
 
+def write_large(images: Sequence[Path], folder: Path) -> list[Path]:
+    """One photograph in ``LARGE_EVERY`` upscaled to ``LARGE_MEGAPIXELS`` with camera-like noise
+    (``decoding.upscale``), saved as JPEG in ``folder``."""
+    from iweblens.bench.decoding import JPEG_QUALITY, read_photo, upscale
+
+    written = []
+    for index, path in enumerate(images[::LARGE_EVERY]):
+        large, _ = upscale(read_photo(path), LARGE_MEGAPIXELS, seed=index)
+        target = folder / f"{path.stem}-{LARGE_MEGAPIXELS:g}mp.jpg"
+        cv2.imwrite(str(target), large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        written.append(target)
+    return written
+
+
+@dataclass
+class Rounds:
+    """Everything ``measure_rounds`` measured: per engine, the reference engine on the large
+    photographs (floor and served, one of each per round), the load at each round's start."""
+
+    figures: list[EngineFigures]
+    large: EngineFigures
+    loads: list[tuple[float, float, float]]
+
+
 def measure_rounds(
     engines: Sequence[str],
     images: Sequence[Path],
+    large: Sequence[Path],
     clients: int,
     replicas: int,
     rounds: int,
     api_key: str | None = None,
-) -> tuple[list[EngineFigures], list[tuple[float, float, float]]]:
+) -> Rounds:
     """Every engine's floor and service once per round, alternating A B C, C B A, ...
 
     Each engine's replicas stay up for the whole measurement; only one engine is loaded at a time.
-    ``api_key`` is sent by the load client. Returns the figures and the load average at the start
-    of each round.
+    The reference engine's round also measures the ``large`` photographs (floor, then served at
+    ``clients`` threads). ``api_key`` is sent by the load client.
     """
     figures = {engine: EngineFigures(engine) for engine in engines}
+    large_figures = EngineFigures(REFERENCE_ENGINE)
     loads = []
     with ExitStack() as stack:
         services = {}
@@ -306,7 +329,54 @@ def measure_rounds(
                 log(f"round {index + 1}/{rounds}, {engine}: floor, then served")
                 figures[engine].floors.append(floor_under_quota(engine, images))
                 figures[engine].rounds.append(services[engine].round(images, clients, replicas))
-    return [figures[engine] for engine in engines], loads
+                if engine == REFERENCE_ENGINE and large:
+                    log(f"round {index + 1}/{rounds}, {engine}: {LARGE_MEGAPIXELS:g} MP photos")
+                    large_figures.floors.append(floor_under_quota(engine, large))
+                    large_figures.rounds.append([services[engine].run(large, clients)])
+    return Rounds([figures[engine] for engine in engines], large_figures, loads)
+
+
+def large_photo_claim(reference: EngineFigures, large: EngineFigures, clients: int) -> Claim:
+    """Large photographs served per pod over 640-px ones (CPU time, same engine, same round).
+
+    The note gives the same ratio of the floors: the most serving could reach, since the decode
+    of a large JPEG (entropy decoding of every byte, at any DCT scale) is in both.
+    """
+    name = (
+        f"{LARGE_MEGAPIXELS:g} MP photos / 640-px photos served per {POD_CPUS:g} CPU, "
+        f"CPU time @{clients} [{REFERENCE_ENGINE}]"
+    )
+    goal = f">= {LARGE_OVER_SMALL:g}"
+    pairs = zip(reference.served(clients, 1), (runs[0] for runs in large.rounds), strict=True)
+    ratios = [small.cpu_s / big.cpu_s for small, big in pairs if small.cpu_s and big.cpu_s]
+    if not ratios:
+        return not_measured(name, goal, "no cgroup CPU count here")
+    floors = Spread.of(
+        [small.cpu_s / big.cpu_s for small, big in zip(reference.floors, large.floors, strict=True)]
+    )
+    return at_least(name, ratios, LARGE_OVER_SMALL, f"floor ratio {floors.text(1, 2)}")
+
+
+def letterbox_claim(images: Sequence[Path], size: int, rounds: int) -> Claim:
+    """The C letterbox against the NumPy one as the service ran it before: bit-identical blobs
+    on every photograph, and CPU per image (``bench.letterbox.compare``, per round)."""
+    from iweblens.bench.letterbox import BEFORE, compare
+    from iweblens.inference.letterbox import Letterboxer, native_available
+
+    name = "letterbox: NumPy (new blob) / C CPU per image, bit-identical"
+    goal = f">= {LETTERBOX_SPEEDUP:g}"
+    if not native_available():
+        return not_measured(name, goal, "the C letterbox is not built here (NumPy runs)")
+    decoded = [image for path in images if (image := cv2.imread(str(path))) is not None]
+    numpy_path, native = Letterboxer(size, native=False), Letterboxer(size, native=True)
+    differing = sum(not np.array_equal(numpy_path(image)[0], native(image)[0]) for image in decoded)
+    figures = {fig.name: fig for fig in compare(decoded, size, rounds)}
+    before = figures.pop(BEFORE)
+    fastest = next(fig for fig in figures.values() if fig.name.startswith("native"))
+    ratios = [b / n for b, n in zip(before.cpu_ms, fastest.cpu_ms, strict=True)]
+    if differing:
+        return Claim(name, goal, Spread.of(ratios), False, f"blobs differ on {differing} photos")
+    return at_least(name, ratios, LETTERBOX_SPEEDUP, f"identical on {len(decoded)} photos")
 
 
 def run_bench(
@@ -330,7 +400,13 @@ def run_bench(
     if INT8_ENGINE in engines:
         log(f"quantizing on {len(calibration_half(images))} calibration images")
         prepare_int8(images, settings)
-    figures, loads = measure_rounds(engines, images, clients, replicas, rounds, api_key)
+    with tempfile.TemporaryDirectory(prefix="iweblens-bench-") as folder:
+        log(f"writing {LARGE_MEGAPIXELS:g} MP copies of one photograph in {LARGE_EVERY}")
+        large = write_large(images, Path(folder))
+        measured = measure_rounds(engines, images, large, clients, replicas, rounds, api_key)
+    figures, loads = measured.figures, measured.loads
+    log("letterbox implementations, alternated")
+    letterbox = letterbox_claim(images, settings.input_size, rounds)
     log(f"naive baseline at 1 and {clients} clients")
     naive = measure_naive(images, clients, settings.model_dir)
     log("agreement with opencv's detections")
@@ -355,7 +431,8 @@ def run_bench(
                 note="one value; its noise is under Detections",
             )
         )
-    claims += MEASURED_ELSEWHERE
+    claims += [large_photo_claim(reference, measured.large, clients), letterbox]
+    letterboxes = sorted({sample.letterbox for fig in figures for sample in fig.floors})
     isa = isa_line(isa_flags())
     quota = f"{POD_CPUS} CPU (cgroup cpu.cfs_quota_us) per process under test"
     return [
@@ -367,6 +444,7 @@ def run_bench(
         "",
         *machine_lines(loads),
         f"- {len(images)} images, {quota}, {clients} client threads, {replicas} replicas max",
+        f"- letterbox that ran in the floor (and the service): {', '.join(letterboxes)}",
         f"- fastest engine (judged against the 6x naive goals): {fastest.engine}",
         *(f"- {note}" for note in notes),
         "",
@@ -387,6 +465,14 @@ def run_bench(
         f"CPU ISA: {isa}. Median (min-max) over rounds; the naive baseline is measured once.",
         "",
         *served_table(figures, naive, clients, replicas),
+        _served_row(
+            f"{REFERENCE_ENGINE} @{clients}x1, {len(large)} photos at {LARGE_MEGAPIXELS:g} MP",
+            [runs[0] for runs in measured.large.rounds],
+        ),
+        "",
+        f"The floor of the same {LARGE_MEGAPIXELS:g} MP photos, {REFERENCE_ENGINE}:",
+        "",
+        *floor_table([measured.large]),
         "",
         "## Detections against the opencv engine",
         "",

@@ -120,17 +120,18 @@ class EngineService:
             raise RuntimeError("a replica runs without a CPU quota; the figures would lie")
         return [cgroup for cgroup in cgroups if cgroup is not None]
 
-    def _run(self, images: Sequence[Path], clients: int) -> ServedRun:
+    def run(self, images: Sequence[Path], clients: int) -> ServedRun:
+        """One replica's run of ``images`` at ``clients`` threads."""
         return measured_run(
             self._cgroups(), images, self.backend.endpoint, clients, api_key=self.api_key
         )
 
     def round(self, images: Sequence[Path], clients: int, replicas: int) -> list[ServedRun]:
         """1 replica at 1 and ``clients`` threads, then ``replicas`` at ``clients``; back to 1."""
-        runs = [self._run(images, threads) for threads in (1, clients)]
+        runs = [self.run(images, threads) for threads in (1, clients)]
         self.backend.scale(replicas)
         try:
-            runs.append(self._run(images, clients))
+            runs.append(self.run(images, clients))
         finally:
             self.backend.scale(1)
         return runs
