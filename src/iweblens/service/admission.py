@@ -107,9 +107,9 @@ class Ticket:
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
         self.reserved = 0  # bytes held by this request (body, then decoding)
-        self.peak_reserved = 0  # the most it held at once
         self.decode_bytes = 0  # expected peak of decoding this request's image
         self.decode_reserved = 0  # the part of ``reserved`` held while the job runs
+        self.large_buffers = 0  # bytes of its body and decoded pixels (what the allocator keeps)
         self.units = 0.0  # work units of the admitted job; 0 until admitted
         self.deadline = math.inf  # monotonic time after which the job is not run
         self.admitted = 0.0  # monotonic time the job was queued
@@ -284,7 +284,6 @@ class Admission:
                 )
             self.reserved_bytes += nbytes
             ticket.reserved += nbytes
-            ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
 
     def admit_job(self, ticket: Ticket, decode_bytes: int, units: float) -> None:
         with self._lock:
@@ -334,7 +333,6 @@ class Admission:
             if reason is None:
                 self.reserved_bytes += ticket.decode_bytes
                 ticket.reserved += ticket.decode_bytes
-                ticket.peak_reserved = max(ticket.peak_reserved, ticket.reserved)
                 ticket.decode_reserved = ticket.decode_bytes
                 self._running.add(ticket)
                 return None

@@ -116,6 +116,8 @@ def run_detection(image: bytes, params: DetectionParams) -> Inference:
             413, "image_too_large", "decoding this image needs more memory than this server has"
         )
     ticket.admit_job(cost, work_units(header))
+    width, height = header.decoded_size
+    ticket.large_buffers += width * height * 3
     try:
         future = pool.submit(image, params, ticket)
         ticket.attach(future)

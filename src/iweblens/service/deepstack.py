@@ -54,11 +54,14 @@ MESSAGES = {
 Detect = Callable[[bytes, DetectionParams], Inference]
 
 
+DEEPSTACK_PATH = "/v1/vision/detection"
+
+
 def deepstack_blueprint(detect: Detect) -> Blueprint:
     """The endpoint, detecting through ``detect`` (the service's one detection path)."""
     blueprint = Blueprint("deepstack", __name__)
 
-    @blueprint.post("/v1/vision/detection")
+    @blueprint.post(DEEPSTACK_PATH)
     def detection() -> Response:
         upload = request.files.get("image")
         image = upload.read() if upload is not None else b""
@@ -139,5 +142,11 @@ def render(inference: Inference, total_s: float) -> dict[str, Any]:
     }
 
 
+def failure_body(status: int, message: str) -> dict[str, Any]:
+    """DeepStack's error shape, CodeProject.AI's ``code`` added (the server's front refuses
+    requests on this path in it too)."""
+    return {"success": False, "error": message, "code": status}
+
+
 def failure(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"success": False, "error": message, "code": status}), status
+    return jsonify(failure_body(status, message)), status
