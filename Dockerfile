@@ -3,12 +3,18 @@
 #   docker build -t iweblens:latest .
 #   docker run --rm -p 5000:5000 --cpus 0.5 iweblens:latest
 #
+#   docker build --build-arg ENGINE=openvino-int8 -t iweblens:int8 .   # the INT8 image (README)
+#
 # The build stage installs the locked dependencies and the package (compiling its C letterbox with
 # gcc), and fetches the model files, sha256-verified, so the image starts and serves with no network
 # at all. The final stage copies only the virtualenv and the model: no compilers, no pip cache, no
 # sources.
 
 FROM python:3.11-slim AS build
+
+# opencv (the default) or openvino-int8; the INT8 image serves OpenVINO's INT8 network, quantized
+# in this stage from the repository's calibration photographs.
+ARG ENGINE=opencv
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -23,6 +29,15 @@ WORKDIR /src
 # file hashes of requirements.lock (generated from pyproject.toml by scripts/lock.sh).
 COPY pyproject.toml README.md requirements.lock ./
 RUN pip install --require-hashes --requirement requirements.lock
+
+# The INT8 image serves with OpenVINO (and the ONNX graph it compiles) at the versions of
+# requirements-int8.lock, which quantizes below.
+COPY requirements-openvino.lock requirements-int8.lock ./
+RUN case "$ENGINE" in \
+        opencv) ;; \
+        openvino-int8) pip install --require-hashes --requirement requirements-openvino.lock ;; \
+        *) echo "ENGINE must be opencv or openvino-int8, not $ENGINE" >&2; exit 1 ;; \
+    esac
 
 # The exact C letterbox (setup.py) needs a C compiler, here only: the final stage copies the venv.
 # Debian's own versions of the bookworm base; pinning them would break at its next point release.
@@ -47,8 +62,22 @@ ENV IWEBLENS_MODEL_DIR=/opt/iweblens/models
 RUN iweblens fetch-model \
     && rm -f "$IWEBLENS_MODEL_DIR/.lock"
 
+# NNCF (SciPy, scikit-learn) quantizes in a virtualenv of its own, which the final stage never
+# copies: 5 committed photographs, deterministic for given versions (the sidecar next to the model
+# records the weights' sha256, the photographs and the versions).
+COPY tests/images/*.jpg ./calibration/
+RUN if [ "$ENGINE" = openvino-int8 ]; then \
+        python -m venv /opt/quantize \
+        && /opt/quantize/bin/pip install --require-hashes --requirement requirements-int8.lock \
+        && /opt/quantize/bin/pip install --no-deps . \
+        && /opt/quantize/bin/iweblens quantize --images calibration --count 5 \
+        && rm -f "$IWEBLENS_MODEL_DIR/.lock"; \
+    fi
+
 
 FROM python:3.11-slim
+
+ARG ENGINE=opencv
 
 LABEL org.opencontainers.image.title="iweblens" \
       org.opencontainers.image.description="YOLOv3-tiny object detection web service"
@@ -64,6 +93,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     IWEBLENS_MODEL_DIR=/opt/iweblens/models \
+    IWEBLENS_ENGINE=$ENGINE \
     IWEBLENS_HOST=0.0.0.0 \
     IWEBLENS_PORT=5000
 

@@ -47,14 +47,16 @@ DOCKER       ?= docker
 KIND         ?= kind
 KUBECTL      ?= kubectl
 IMAGE        ?= iweblens:latest
+ENGINE       ?= opencv
 KIND_CLUSTER ?= iweblens
 KUBE         := $(KUBECTL) --context kind-$(KIND_CLUSTER)
 APP_LABEL    := app.kubernetes.io/name=iweblens
 
 .PHONY: image kind-up kind-load k8s-apply k8s-autoscale k8s-scale k8s-logs kind-down
 
+# ENGINE=openvino-int8 builds the INT8 image (README: "Inference engines").
 image:
-	$(DOCKER) build --tag $(IMAGE) .
+	$(DOCKER) build --build-arg ENGINE=$(ENGINE) --tag $(IMAGE) .
 
 kind-up:
 	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \

@@ -10,10 +10,12 @@ writable /tmp, no capabilities. Where no engine can run, these tests skip and sa
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,14 @@ def mebibytes(size: int) -> str:
 
 @pytest.fixture(scope="module")
 def running(docker: Docker, image: str, container: dict[str, Any]) -> Iterator[RunningContainer]:
+    with run_as_the_pod(docker, image, container) as handle:
+        yield handle
+
+
+@contextmanager
+def run_as_the_pod(
+    docker: Docker, image: str, container: dict[str, Any]
+) -> Iterator[RunningContainer]:
     """The image run with the pod's CPU, memory and security settings, on a loopback port."""
     limits = container["resources"]["limits"]
     memory_limit = parse_memory_quantity(limits["memory"])
@@ -170,3 +180,36 @@ def test_stop_drains_and_exits_cleanly(running: RunningContainer) -> None:
     # Last: SIGTERM, as Kubernetes sends after preStop; the server must exit 0 well in time.
     running.docker("stop", "--time", "30", running.name, timeout=60)
     assert running.state("ExitCode") == "0"
+
+
+def test_the_int8_image_serves_openvino_int8_within_the_pod_limits(
+    docker: Docker, int8_image: str, container: dict[str, Any]
+) -> None:
+    # OpenVINO serves; NNCF, which quantized, stayed in the build stage.
+    probe = "import importlib.util as u; print(bool(u.find_spec('openvino')), u.find_spec('nncf'))"
+    found = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", int8_image, "-c", probe
+    )  # fmt: skip
+    assert found == "True None"
+    sidecar = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "cat", int8_image,
+        "/opt/iweblens/models/yolov3-tiny-int8.xml.json",
+    )  # fmt: skip
+    provenance = json.loads(sidecar)
+    assert len(provenance["calibration_images"]) == 5
+    FIGURES["INT8 weights sha256"] = provenance["weights_sha256"]
+    with run_as_the_pod(docker, int8_image, container) as running:
+        FIGURES["INT8 image memory at rest"] = mebibytes(running.memory_in_use())
+        photo = Path(__file__).parents[1] / "images" / PERSON_PHOTO
+        with photo.open("rb") as handle:
+            response = requests.post(
+                f"{running.url}/api/object_detection",
+                files={"image": (photo.name, handle, "image/jpeg")},
+                data={"details": "true"},
+                timeout=120,
+            )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["model"]["engine"] == "openvino-int8"
+        assert {"person", "elephant"} <= {found["label"] for found in answer["objects"]}
+        assert running.state("OOMKilled") == "false"

@@ -96,3 +96,29 @@ def test_build_context_is_only_what_the_build_needs() -> None:
     # Everything is ignored first, so .venv, caches and test images never reach the daemon.
     assert patterns[0] == "*"
     assert {"!pyproject.toml", "!requirements.lock", "!README.md", "!src/"} <= set(patterns)
+
+
+def locked_versions(lock: str) -> dict[str, str]:
+    text = (RUNTIME_LOCK.parent / lock).read_text()
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", text, re.MULTILINE)
+    return {distribution_name(name): version for name, version in pins}
+
+
+def test_the_int8_image_serves_with_the_versions_it_quantized_with() -> None:
+    with PYPROJECT.open("rb") as handle:
+        extras = tomllib.load(handle)["project"]["optional-dependencies"]
+    serving, quantizing = (
+        locked_versions("requirements-openvino.lock"),
+        locked_versions("requirements-int8.lock"),
+    )
+    for lock, wanted in ((serving, extras["openvino"]), (quantizing, extras["int8"])):
+        missing = {distribution_name(req) for req in wanted if not req.startswith("iweblens")}
+        assert not missing - set(lock), "a lock lacks its extra: run scripts/lock.sh"
+    assert {"openvino", "onnx"} <= set(serving) and "nncf" not in serving
+    assert {name: quantizing[name] for name in serving} == serving
+    runtime = locked_versions("requirements.lock")
+    assert {name: serving[name] for name in runtime} == runtime
+    build_runs = " ".join(args for name, args in dockerfile_stages()[0] if name == "RUN")
+    for lock in ("requirements-openvino.lock", "requirements-int8.lock"):
+        assert f"--require-hashes --requirement {lock}" in build_runs
+        assert f"!{lock}" in DOCKERIGNORE.read_text()
