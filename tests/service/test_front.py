@@ -347,3 +347,23 @@ def test_sigterm_answers_every_accepted_request(
     assert all(r.headers["Connection"] == "close" for r in shed)
     assert all(r.json()["error"]["code"] == "shutting_down" for r in shed)
     assert exit_code == 0
+
+
+def test_sigterm_answers_a_request_on_a_connection_that_was_idle(model_paths: ModelPaths) -> None:
+    # The request is sent once the shutdown has begun (uvicorn looks at the signal every 0.1 s):
+    # closing idle connections at once would reset it unanswered.
+    server = ServerProcess()
+    try:
+        server.wait_ready()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.25)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.stop()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"connection: close" in answer.lower()

@@ -7,8 +7,9 @@ loop. uvicorn itself has no deadline for a request's headers and no bound on the
 connections (the oldest connection not busy with a request makes room for a new one, so a flood of
 idle connections cannot lock a kubelet probe out).
 
-On SIGTERM: the listener closes (new connections are refused, never reset after being accepted),
-``/readyz`` turns 503, queued jobs that cannot finish within ``graceful_timeout`` are answered 503
+On SIGTERM: the connections the kernel has already queued are accepted and the listener closes
+(new connections are refused), a connection that was idle gets ``SHUTDOWN_IDLE_S`` for a request
+already on its way (each connection closes after its answer), ``/readyz`` turns 503, queued jobs that cannot finish within ``graceful_timeout`` are answered 503
 with ``Connection: close`` at once, the rest are served, and the process exits 0.
 """
 
@@ -18,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -40,6 +43,12 @@ MAX_HEADER_COUNT = 100
 DRAIN_RECUT_S = 0.5
 # Time a shutdown gives the last running inference and the answers to leave, past the grace.
 SHUTDOWN_SLACK_S = 5
+# On SIGTERM, how long an idle connection stays open for a request already on its way (a client
+# that has just connected, or reuses a kept-alive connection): closing it at once resets that
+# request unanswered. Then, how long the loop goes on accepting the connections the kernel has
+# already queued: closing the listener resets them, after their clients have sent a request.
+SHUTDOWN_IDLE_S = 1.0
+ACCEPT_DRAIN_S = 0.05
 
 
 class _HeadersTooLarge(Exception):
@@ -59,6 +68,7 @@ class FrontProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._headers_too_large = False
         self._busy = False  # a request is being received or answered
+        self._shutting_down = False
         self._since = time.monotonic()
         # A fresh connection that sends nothing is closed like an idle keep-alive one.
         self.timeout_keep_alive_task = self.loop.call_later(
@@ -110,6 +120,21 @@ class FrontProtocol(HttpToolsProtocol):
         scope = cast(dict[str, Any], self.scope)  # an ASGI scope may carry extensions of ours
         scope[READ_DEADLINE_KEY] = self._since + self.settings.read_timeout
         super().on_headers_complete()
+        if self._shutting_down:
+            self.cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """Close once the request in progress, or one already on its way, has been answered."""
+        self._shutting_down = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif not self._busy:
+            self.loop.call_later(SHUTDOWN_IDLE_S, self._close_if_idle)
+        # Otherwise its headers are arriving: ``on_headers_complete`` marks its cycle.
+
+    def _close_if_idle(self) -> None:
+        if not self._busy and not self.transport.is_closing():
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         self._busy = False
@@ -179,6 +204,13 @@ class FrontServer(uvicorn.Server):
         loop.call_later(self.grace, self._end_of_grace)
         recut = loop.create_task(self._recut_until(loop.time() + self.grace))
         try:
+            for server in self.servers:
+                for listener in server.sockets:
+                    # A full queue makes the kernel drop new handshakes (the clients retry, then
+                    # find the port closed) while the loop accepts what it has already queued.
+                    with socket.socket(fileno=os.dup(listener.fileno())) as queue:
+                        queue.listen(0)
+            await asyncio.sleep(ACCEPT_DRAIN_S)
             await super().shutdown(sockets)
         finally:
             recut.cancel()
