@@ -9,21 +9,28 @@ PORT   ?= 5000
 
 .PHONY: run test lint install clean
 
-# Dependencies come from the hash-pinned lock (regenerate it with `make lock`), then the package,
-# whose editable install compiles the C letterbox into src/ (again whenever its source changes).
-# scripts/check-python.sh first: a Python without venv/ensurepip (Debian and Ubuntu without
-# python3.X-venv) gets the one command that fixes it instead of a half-made .venv.
-$(BIN)/iweblens: pyproject.toml requirements-dev.lock setup.py src/iweblens/inference/_letterbox.c
+# Dependencies come from the hash-pinned locks (regenerate them with `make lock`), then the
+# package, whose editable install compiles the C letterbox into src/ (again whenever its source
+# changes). `make run` needs only the service's lock (~290 MB, as in the image); `make test` and
+# the tool targets add the dev lock (tests, linters, engines, NNCF, the study: ~1.3 GB). The two
+# locks pin the same versions of what they share. scripts/check-python.sh first: a Python without
+# venv/ensurepip (Debian and Ubuntu without python3.X-venv) gets the one command that fixes it
+# instead of a half-made .venv.
+$(BIN)/iweblens: pyproject.toml requirements.lock setup.py src/iweblens/inference/_letterbox.c
 	scripts/check-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(BIN)/iweblens
+$(VENV)/.dev-installed: $(BIN)/iweblens requirements-dev.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	touch $@
 
-run: install
+install: $(VENV)/.dev-installed
+
+run: $(BIN)/iweblens
 	$(BIN)/iweblens serve --host $(HOST) --port $(PORT)
 
 lint: install

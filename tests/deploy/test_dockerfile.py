@@ -122,3 +122,9 @@ def test_the_int8_image_serves_with_the_versions_it_quantized_with() -> None:
     for lock in ("requirements-openvino.lock", "requirements-int8.lock"):
         assert f"--require-hashes --requirement {lock}" in build_runs
         assert f"!{lock}" in DOCKERIGNORE.read_text()
+
+
+def test_make_test_adds_the_dev_lock_on_top_of_the_runtime_one_without_changing_it() -> None:
+    # `make run` installs requirements.lock alone; `make test` adds requirements-dev.lock.
+    runtime, dev = locked_versions("requirements.lock"), locked_versions("requirements-dev.lock")
+    assert {name: dev.get(name) for name in runtime} == runtime
