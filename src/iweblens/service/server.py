@@ -9,8 +9,9 @@ idle connections cannot lock a kubelet probe out).
 
 On SIGTERM: the connections the kernel has already queued are accepted and the listener closes
 (new connections are refused), a connection that was idle gets ``SHUTDOWN_IDLE_S`` for a request
-already on its way (each connection closes after its answer), ``/readyz`` turns 503, queued jobs that cannot finish within ``graceful_timeout`` are answered 503
-with ``Connection: close`` at once, the rest are served, and the process exits 0.
+already on its way (each connection closes after its answer), ``/readyz`` turns 503, queued jobs
+that cannot finish within ``graceful_timeout`` are answered 503 with ``Connection: close`` at once,
+the rest are served, and the process exits 0.
 """
 
 from __future__ import annotations
