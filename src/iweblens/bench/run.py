@@ -26,7 +26,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -310,29 +309,29 @@ def measure_rounds(
 ) -> Rounds:
     """Every engine's floor and service once per round, alternating A B C, C B A, ...
 
-    Each engine's replicas stay up for the whole measurement; only one engine is loaded at a time.
-    The reference engine's round also measures the ``large`` photographs (floor, then served at
-    ``clients`` threads). ``api_key`` is sent by the load client.
+    Each round starts each engine's replicas afresh and stops them after its runs, so only one
+    engine is loaded at a time. The reference engine's round also measures the ``large``
+    photographs (floor, then served at ``clients`` threads). ``api_key`` is sent by the load
+    client.
     """
     figures = {engine: EngineFigures(engine) for engine in engines}
     large_figures = EngineFigures(REFERENCE_ENGINE)
     loads = []
-    with ExitStack() as stack:
-        services = {}
-        for engine in engines:
-            log(f"{engine}: starting its replica")
-            services[engine] = stack.enter_context(EngineService(engine, api_key))
-        for index in range(rounds):
-            loads.append(os.getloadavg())
-            order = engines if index % 2 == 0 else list(reversed(engines))
-            for engine in order:
-                log(f"round {index + 1}/{rounds}, {engine}: floor, then served")
-                figures[engine].floors.append(floor_under_quota(engine, images))
-                figures[engine].rounds.append(services[engine].round(images, clients, replicas))
+    for index in range(rounds):
+        loads.append(os.getloadavg())
+        order = engines if index % 2 == 0 else list(reversed(engines))
+        for engine in order:
+            log(f"round {index + 1}/{rounds}, {engine}: floor, then served")
+            figures[engine].floors.append(floor_under_quota(engine, images))
+            # A fresh replica each round, as the floor is a fresh process: how fast OpenCV's
+            # forward runs is set per process (54 or 65 ms measured), so one replica kept for
+            # every round would carry one draw into all of them.
+            with EngineService(engine, api_key) as service:
+                figures[engine].rounds.append(service.round(images, clients, replicas))
                 if engine == REFERENCE_ENGINE and large:
                     log(f"round {index + 1}/{rounds}, {engine}: {LARGE_MEGAPIXELS:g} MP photos")
                     large_figures.floors.append(floor_under_quota(engine, large))
-                    large_figures.rounds.append([services[engine].run(large, clients)])
+                    large_figures.rounds.append([service.run(large, clients)])
     return Rounds([figures[engine] for engine in engines], large_figures, loads)
 
 
