@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+Limit = TypeVar("Limit", int, float)  # a CPU quota in cores, a memory limit in bytes
 
 
 def _own_cgroup_paths(proc_cgroup: str) -> dict[str, str]:
@@ -57,18 +60,7 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -
     Inside a container the cgroup namespace usually makes our cgroup the mount's root, so the
     mount root is tried as well as the path from ``/proc/self/cgroup``. The tightest quota wins.
     """
-    if proc_cgroup is None:
-        proc_cgroup = _read(Path("/proc/self/cgroup")) or ""
-    paths = _own_cgroup_paths(proc_cgroup)
-    quotas: list[float | None] = []
-    v2_path = paths.get("", "/").lstrip("/")
-    for base in (root, root / "unified"):
-        quotas += [_quota_v2(base / v2_path), _quota_v2(base)]
-    v1_path = paths.get("cpu", "/").lstrip("/")
-    for base in (root / "cpu", root / "cpu,cpuacct"):
-        quotas += [_quota_v1(base / v1_path), _quota_v1(base)]
-    found = [quota for quota in quotas if quota is not None]
-    return min(found) if found else None
+    return _tightest(root, proc_cgroup, _quota_v2, "cpu", ("cpu", "cpu,cpuacct"), _quota_v1)
 
 
 def cpu_allotment() -> float:
@@ -98,16 +90,31 @@ def cgroup_memory_limit(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None
     """Memory limit of this process's cgroup in bytes (v2 ``memory.max``, v1
     ``memory.limit_in_bytes``), or None when it has none. Found as ``cgroup_cpu_quota`` finds the
     quota (own path and mount root); the tightest limit wins."""
+    return _tightest(root, proc_cgroup, _memory_v2, "memory", ("memory",), _memory_v1)
+
+
+def _tightest(
+    root: Path,
+    proc_cgroup: str | None,
+    read_v2: Callable[[Path], Limit | None],
+    v1_controller: str,
+    v1_mounts: tuple[str, ...],
+    read_v1: Callable[[Path], Limit | None],
+) -> Limit | None:
+    """The smallest value the readers find for this process: in the v2 hierarchy (mounted at
+    ``root`` or ``root/unified``) and in the v1 controller's mounts, each at the process's own
+    cgroup path and at the mount's root."""
     if proc_cgroup is None:
         proc_cgroup = _read(Path("/proc/self/cgroup")) or ""
     paths = _own_cgroup_paths(proc_cgroup)
-    limits: list[int | None] = []
+    values: list[Limit | None] = []
     v2_path = paths.get("", "/").lstrip("/")
     for base in (root, root / "unified"):
-        limits += [_memory_v2(base / v2_path), _memory_v2(base)]
-    v1_path = paths.get("memory", "/").lstrip("/")
-    limits += [_memory_v1(root / "memory" / v1_path), _memory_v1(root / "memory")]
-    found = [limit for limit in limits if limit is not None]
+        values += [read_v2(base / v2_path), read_v2(base)]
+    v1_path = paths.get(v1_controller, "/").lstrip("/")
+    for mount in v1_mounts:
+        values += [read_v1(root / mount / v1_path), read_v1(root / mount)]
+    found = [value for value in values if value is not None]
     return min(found) if found else None
 
 
