@@ -76,19 +76,19 @@ def deepstack_blueprint(detect: Detect) -> Blueprint:
 
     @blueprint.errorhandler(ApiError)
     def api_error(error: ApiError) -> tuple[Response, int]:
-        response, status = failure(error.status, MESSAGES.get(error.code, error.message))
+        response, status = failure(error)
         if isinstance(error, Shed):
             response.headers.update(error.headers())
         return response, status
 
     @blueprint.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> tuple[Response, int]:
-        return failure(error.code or 500, error.description or error.name)
+        return failure(ApiError(error.code or 500, "http_error", error.description or error.name))
 
     @blueprint.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:
         log.exception("unhandled error while serving %s %s", request.method, request.path)
-        return failure(500, "error occurred on the server")
+        return failure(ApiError(500, "server_error", "error occurred on the server"))
 
     return blueprint
 
@@ -142,11 +142,15 @@ def render(inference: Inference, total_s: float) -> dict[str, Any]:
     }
 
 
-def failure_body(status: int, message: str) -> dict[str, Any]:
-    """DeepStack's error shape, CodeProject.AI's ``code`` added (the server's front refuses
-    requests on this path in it too)."""
-    return {"success": False, "error": message, "code": status}
+def failure_body(error: ApiError) -> dict[str, Any]:
+    """DeepStack's error shape, CodeProject.AI's ``code`` added, in DeepStack's own words where it
+    has them (the server's front refuses requests on this path in it too)."""
+    return {
+        "success": False,
+        "error": MESSAGES.get(error.code, error.message),
+        "code": error.status,
+    }
 
 
-def failure(status: int, message: str) -> tuple[Response, int]:
-    return jsonify(failure_body(status, message)), status
+def failure(error: ApiError) -> tuple[Response, int]:
+    return jsonify(failure_body(error)), error.status

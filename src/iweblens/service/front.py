@@ -44,7 +44,7 @@ from iweblens.service.conventions import (
     method_label,
     request_id,
 )
-from iweblens.service.deepstack import DEEPSTACK_PATH, MESSAGES, failure_body
+from iweblens.service.deepstack import DEEPSTACK_PATH, failure_body
 from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.probes import probe
 from iweblens.service.protocol import ApiError, error_body
@@ -268,7 +268,7 @@ class Exchange:
         elif error.status in (400, 408, 413):
             extra.append(("Connection", "close"))
         if self.scope["path"] == DEEPSTACK_PATH:
-            shape = failure_body(error.status, MESSAGES.get(error.code, error.message))
+            shape = failure_body(error)
         else:
             shape = error_body(error.code, error.message)
         await self.answer(error.status, json.dumps(shape).encode(), "application/json", extra)
