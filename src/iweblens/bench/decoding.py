@@ -83,15 +83,24 @@ def scaled(detections: Sequence[Detection], factor: float) -> list[Detection]:
     ]
 
 
+def write_upscaled(
+    path: Path, megapixels: float, seed: int, folder: Path
+) -> tuple[Path, np.ndarray, float]:
+    """The photograph at ``path`` upscaled (``upscale``) and saved as JPEG in ``folder``: returns
+    the new file, the original's pixels and the factor."""
+    original = read_photo(path)
+    large, factor = upscale(original, megapixels, seed)
+    target = folder / f"{path.stem}-{megapixels:g}mp.jpg"
+    cv2.imwrite(str(target), large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return target, original, factor
+
+
 def make_upscaled(
     images: Sequence[Path], megapixels: float, folder: Path, detector: Detector
 ) -> Iterator[Upscaled]:
     """Write each photograph upscaled to ``folder``, with its original's detections."""
     for index, path in enumerate(images):
-        original = read_photo(path)
-        large, factor = upscale(original, megapixels, seed=index)
-        target = folder / f"{path.stem}-{megapixels:g}mp.jpg"
-        cv2.imwrite(str(target), large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        target, original, factor = write_upscaled(path, megapixels, index, folder)
         yield Upscaled(target, factor, scaled(detector.detect(original), factor))
 
 

@@ -277,15 +277,10 @@ def _importable(module: str) -> bool:
 def write_large(images: Sequence[Path], folder: Path) -> list[Path]:
     """One photograph in ``LARGE_EVERY`` upscaled to ``LARGE_MEGAPIXELS`` with camera-like noise
     (``decoding.upscale``), saved as JPEG in ``folder``."""
-    from iweblens.bench.decoding import JPEG_QUALITY, read_photo, upscale
+    from iweblens.bench.decoding import write_upscaled
 
-    written = []
-    for index, path in enumerate(images[::LARGE_EVERY]):
-        large, _ = upscale(read_photo(path), LARGE_MEGAPIXELS, seed=index)
-        target = folder / f"{path.stem}-{LARGE_MEGAPIXELS:g}mp.jpg"
-        cv2.imwrite(str(target), large, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        written.append(target)
-    return written
+    chosen = images[::LARGE_EVERY]
+    return [write_upscaled(path, LARGE_MEGAPIXELS, i, folder)[0] for i, path in enumerate(chosen)]
 
 
 @dataclass
