@@ -352,9 +352,7 @@ def test_sigterm_answers_every_accepted_request(
 def test_sigterm_answers_a_request_on_a_connection_that_was_idle(model_paths: ModelPaths) -> None:
     # The request is sent once the shutdown has begun (uvicorn looks at the signal every 0.1 s):
     # closing idle connections at once would reset it unanswered.
-    server = ServerProcess()
-    try:
-        server.wait_ready()
+    with serving({}) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
             server.process.send_signal(signal.SIGTERM)
             time.sleep(0.25)
@@ -363,7 +361,5 @@ def test_sigterm_answers_a_request_on_a_connection_that_was_idle(model_paths: Mo
             while chunk := sock.recv(65536):
                 answer += chunk
         assert server.process.wait(timeout=30) == 0
-    finally:
-        server.stop()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b"connection: close" in answer.lower()
