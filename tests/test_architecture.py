@@ -31,6 +31,7 @@ WEB = ("flask", "werkzeug", "uvicorn", "a2wsgi", "httptools", "uvloop")
 
 # Module prefix -> prefixes of what no module under it may import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "iweblens.allocator": ("iweblens",),
     "iweblens.config": ("iweblens",),
     "iweblens.detection": ("iweblens",),
     SERVICE: (*KITS, CLI, "cv2", *PLOTTING),

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from iweblens.allocator import with_huge_pages
 from iweblens.config import POD_CPUS, Settings
 from iweblens.models.store import ModelStore
 from iweblens.study.replicas.cgroup import CpuCgroup
@@ -102,11 +103,16 @@ def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
 
 
 def floor_under_quota(engine: str, images: Sequence[Path]) -> FloorSample:
-    """``measure_floor`` in a fresh child process held to the pod's CPU quota."""
+    """``measure_floor`` in a fresh child process held to the pod's CPU quota, with the
+    service's malloc (``with_huge_pages``): the floor is what serving could reach."""
     with quota_cgroup(f"floor-{engine}") as cgroup:
         command = [sys.executable, "-m", "iweblens.bench.floor", engine, *map(str, images)]
         output = subprocess.run(
-            cgroup.command(command), check=True, capture_output=True, text=True
+            cgroup.command(command),
+            env=with_huge_pages(os.environ),
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     result = json.loads(output.strip().splitlines()[-1])
     return FloorSample(**result)

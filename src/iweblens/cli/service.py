@@ -40,6 +40,11 @@ def _check_engine(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.allocator import exec_with_huge_pages
+
+    # First, before the imports below: the service takes this process over anyway.
+    exec_with_huge_pages()
+
     from iweblens.inference.sizing import InsufficientMemoryError
     from iweblens.service.server import serve
 
