@@ -6,7 +6,7 @@ misses. glibc 2.35+ asks the kernel for transparent huge pages for its heap when
 ``glibc.malloc.hugetlb=1`` is set (``madvise``, so it works in the kernel's default ``madvise``
 THP mode and is a no-op in ``never``). Measured on yolov3-tiny in OpenCV, one thread, 0.5-CPU
 cgroup, fresh processes alternated: forward 49 ms instead of 53 (-7 %), served CPU per 640-px
-photo 58 ms instead of 63, and resident memory +2 MiB (docs/benchmarks.md).
+photo 58 ms instead of 63, and resident memory +2 MiB (README, "Huge pages").
 
 glibc reads tunables only when a process starts, from ``GLIBC_TUNABLES``
 (https://www.gnu.org/software/libc/manual/html_node/Memory-Allocation-Tunables.html), so the

@@ -58,7 +58,7 @@ def test_quick_bench_reports_every_ratio(
         assert re.search(re.escape(served_floor) + r" [\d.]+ \| [\d.]+-[\d.]+ \|", text)
         for ratio in (
             "latency@1 / floor time",
-            "throughput@4 / F",
+            "throughput@4 / F, wall time",
             "2 / 1 replica throughput @4",
             "mean@4x2 / ideal 4/(2F)",
             "RSS@4 / RSS@1",
@@ -78,6 +78,9 @@ def test_quick_bench_reports_every_ratio(
     assert "naive baseline" in text
     if "openvino-int8" in engines:
         assert "openvino-int8: F1 " in text
+        # Not exact: its ratios to the floor are shown without issue 16's goals.
+        shown = r"\| latency@1 / floor time \[openvino-int8\] \|.*\| none \| not exact"
+        assert re.search(shown, text)
         assert "[openvino-int8] / [opencv] |" in text
     for hierarchy in ("cpu", "cpuacct"):
         assert not list(Path("/sys/fs/cgroup", hierarchy).glob(f"iweblens-bench-{bench.pid}-*"))

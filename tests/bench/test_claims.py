@@ -12,6 +12,7 @@ from iweblens.bench.claims import (
     claims_table,
     isa_line,
     not_measured,
+    reported,
 )
 from iweblens.detection import Detection
 from iweblens.inference.cpu import isa_flags
@@ -33,9 +34,16 @@ def test_spread_is_the_median_with_the_lowest_and_highest_round() -> None:
 def test_goals_are_judged_on_the_median_and_pending_ones_say_why() -> None:
     assert at_least("x", [0.90, 0.94, 0.95], 0.93).met
     assert not at_most("y", [1.0, 1.2, 1.3], 1.1).met
-    lines = claims_table([at_least("x", [0.9], 0.93), not_measured("z", ">= 4", "not built")])
+    lines = claims_table(
+        [
+            at_least("x", [0.9], 0.93),
+            not_measured("z", ">= 4", "not built"),
+            reported("w", [0.8, 0.9], "not exact"),
+        ]
+    )
     assert lines[2] == "| x | 0.90 |  | >= 0.93 | **no** |"
     assert lines[3] == "| z | | | >= 4 | not measured: not built |"
+    assert lines[4] == "| w | 0.85 | 0.80-0.90 | none | not exact |"
 
 
 def test_isa_flags_name_present_and_absent_extensions(tmp_path: Path) -> None:

@@ -91,6 +91,11 @@ def not_measured(name: str, goal: str, why: str) -> Claim:
     return Claim(name, goal, None, None, why)
 
 
+def reported(name: str, values: Sequence[float], why: str) -> Claim:
+    """A ratio shown without a goal; ``why`` says why none applies."""
+    return Claim(name, "", Spread.of(values), None, why)
+
+
 def claims_table(claims: Sequence[Claim]) -> list[str]:
     lines = [
         "| ratio | median | min-max over rounds | goal | met |",
@@ -101,6 +106,9 @@ def claims_table(claims: Sequence[Claim]) -> list[str]:
             lines.append(f"| {claim.name} | | | {claim.goal} | not measured: {claim.note} |")
             continue
         median, spread = claim.value.cells()
+        if claim.met is None:
+            lines.append(f"| {claim.name} | {median} | {spread} | none | {claim.note} |")
+            continue
         verdict = "yes" if claim.met else "**no**"
         note = f" ({claim.note})" if claim.note else ""
         lines.append(f"| {claim.name} | {median} | {spread} | {claim.goal} | {verdict}{note} |")

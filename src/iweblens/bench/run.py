@@ -48,6 +48,7 @@ from iweblens.bench.claims import (
     isa_line,
     machine_lines,
     not_measured,
+    reported,
 )
 from iweblens.bench.floor import STAGES, FloorSample, floor_under_quota
 from iweblens.bench.served import EngineService, ServedRun, measure_naive
@@ -65,6 +66,8 @@ LARGE_MEGAPIXELS = 12.0
 LARGE_OVER_SMALL = 0.8
 LARGE_EVERY = 4  # one photograph in four is also served at 12 MP (32 of the 128)
 LETTERBOX_SPEEDUP = 4.0
+
+Judge = Callable[[str, Sequence[float], float], Claim]  # at_least or at_most
 
 
 # ----------------------------------------------------------------------------- figures
@@ -101,18 +104,28 @@ def _per_round(
 def engine_claims(
     fig: EngineFigures, clients: int, replicas: int, naive: list[ServedRun], fastest: bool
 ) -> list[Claim]:
-    """Per-engine ratios: served vs floor (CPU time, then wall), scaling, memory, vs naive."""
+    """Per-engine ratios: served vs floor (CPU time, then wall), scaling, memory, vs naive.
+
+    The goals against the floor are issue 16's "with exact detections": INT8's answers differ by
+    design (its F1 is judged on its own line), so its ratios to the floor are shown, not judged.
+    """
     tag = f"[{fig.engine}]"
     one, many = fig.served(1, 1), fig.served(clients, 1)
     spread = fig.served(clients, replicas)
     naive_one, naive_many = naive
     factor = 6.0 if fastest else 3.0
-    cpu_ratio: list[float] = []
-    for floor, run in zip(fig.floors, many, strict=True):
-        if run.cpu_s:
-            cpu_ratio.append(floor.cpu_s / run.cpu_s)
+
+    def versus_floor(judge: Judge, name: str, values: list[float], limit: float) -> Claim:
+        if fig.engine == INT8_ENGINE:
+            return reported(name, values, "not exact: the floor goals are for exact detections")
+        return judge(name, values, limit)
+
+    cpu_ratio = [
+        floor.cpu_s / run.cpu_s for floor, run in zip(fig.floors, many, strict=True) if run.cpu_s
+    ]
     served_floor = (
-        at_least(
+        versus_floor(
+            at_least,
             f"served / floor images per 0.5 CPU, CPU time @{clients} {tag}",
             cpu_ratio,
             SERVED_OVER_FLOOR,
@@ -126,15 +139,17 @@ def engine_claims(
     )
     return [
         served_floor,
-        at_most(
+        versus_floor(
+            at_most,
             f"latency@1 / floor time {tag}",
             _per_round(fig.floors, one, ratio=lambda f, r: r.load.mean_s / f.wall_s),
             1.10,
         ),
-        at_least(
-            f"throughput@{clients} / F {tag}",
+        versus_floor(
+            at_least,
+            f"throughput@{clients} / F, wall time {tag}",
             _per_round(fig.floors, many, ratio=lambda f, r: r.load.throughput * f.wall_s),
-            0.95,
+            SERVED_OVER_FLOOR,
         ),
         at_least(
             f"{replicas} / 1 replica throughput @{clients} {tag}",
