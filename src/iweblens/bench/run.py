@@ -334,7 +334,7 @@ def measure_rounds(
             log(f"round {index + 1}/{rounds}, {engine}: floor, then served")
             figures[engine].floors.append(floor_under_quota(engine, images))
             # A fresh replica each round, as the floor is a fresh process: how fast OpenCV's
-            # forward runs is set per process (54 or 65 ms measured), so one replica kept for
+            # forward runs was set per process (54 or 65 ms on 4 KiB pages), so one replica kept for
             # every round would carry one draw into all of them.
             with EngineService(engine, api_key) as service:
                 figures[engine].rounds.append(service.round(images, clients, replicas))
