@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
 import requests
 from support import IMAGES_DIR, ServerProcess
 
+from iweblens import allocator
 from iweblens.allocator import HUGE_PAGES, TUNABLES, with_huge_pages
 
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -25,6 +27,21 @@ def test_other_tunables_are_kept() -> None:
 @pytest.mark.parametrize("value", ["0", "1", "2"])
 def test_an_operators_own_setting_wins(value: str) -> None:
     assert with_huge_pages({TUNABLES: f"glibc.malloc.arena_max=2:{HUGE_PAGES}={value}"}) is None
+
+
+def _auxv(tmp_path: Path, secure: int) -> Path:
+    # (AT_UID, 0), (AT_SECURE, secure), (AT_NULL, 0), as the kernel lays them out.
+    path = tmp_path / f"auxv-{secure}"
+    path.write_bytes(b"".join(struct.pack("PP", *pair) for pair in ((11, 0), (23, secure), (0, 0))))
+    return path
+
+
+def test_no_re_execution_in_secure_execution_mode(tmp_path: Path) -> None:
+    # There glibc drops GLIBC_TUNABLES (setuid, file capabilities): re-executing would loop.
+    assert allocator._secure_execution(_auxv(tmp_path, 1))
+    assert not allocator._secure_execution(_auxv(tmp_path, 0))
+    assert allocator._secure_execution(tmp_path / "unreadable")
+    assert not allocator._secure_execution()  # this test process
 
 
 def _environ(pid: int) -> list[str]:

@@ -16,14 +16,32 @@ service re-executes itself once with it set.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 __all__ = ["HUGE_PAGES", "TUNABLES", "exec_with_huge_pages", "with_huge_pages"]
 
 TUNABLES = "GLIBC_TUNABLES"
 HUGE_PAGES = "glibc.malloc.hugetlb"
 _FIRST_GLIBC = (2, 35)  # the release that added the tunable
+_AT_SECURE = 23  # <elf.h>: the kernel's "secure execution" flag in the auxiliary vector
+
+
+def _secure_execution(auxv: Path = Path("/proc/self/auxv")) -> bool:
+    """Whether this process runs in secure-execution mode (setuid, file capabilities).
+
+    glibc then drops ``GLIBC_TUNABLES`` from the environment (ld.so(8)), so re-executing with it
+    would never see it set and would loop.
+    """
+    try:
+        data = auxv.read_bytes()
+    except OSError:
+        return True  # cannot tell: do not re-execute
+    entry = struct.calcsize("PP")  # (type, value) pairs of native words
+    pairs = struct.iter_unpack("PP", data[: len(data) - len(data) % entry])
+    return any(key == _AT_SECURE and value for key, value in pairs)
 
 
 def _glibc_version() -> tuple[int, ...] | None:
@@ -57,10 +75,11 @@ def exec_with_huge_pages() -> None:
     """Replace this process with itself, same pid and command line, under ``with_huge_pages``.
 
     Returns (and changes nothing) when ``with_huge_pages`` has nothing to add, so the process
-    that was re-executed carries on. Call it before any thread starts.
+    that was re-executed carries on, and in secure-execution mode. Call it before any thread
+    starts.
     """
     environ = with_huge_pages(os.environ)
-    if environ is None:
+    if environ is None or _secure_execution():
         return
     sys.stdout.flush()
     sys.stderr.flush()
