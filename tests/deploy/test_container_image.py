@@ -25,6 +25,7 @@ import requests
 from deploy_helpers import FIGURES, Docker, parse_docker_size, parse_memory_quantity
 from support import free_port, wait_until_ready
 
+from iweblens.allocator import HUGE_PAGES, TUNABLES
 from iweblens.study.replicas.manifest import parse_cpu_quantity
 
 pytestmark = pytest.mark.docker
@@ -128,6 +129,12 @@ def test_container_detects_a_person_and_names_itself(running: RunningContainer) 
     assert response.headers["X-Served-By"] == SERVED_BY
     labels = {found["label"] for found in response.json()["objects"]}
     assert {"person", "elephant"} <= labels
+
+
+def test_the_pods_first_process_serves_on_huge_pages(running: RunningContainer) -> None:
+    # The server re-executed itself as PID 1, with no capabilities and no-new-privileges.
+    environ = running.docker("exec", running.name, "cat", "/proc/1/environ").split("\0")
+    assert f"{TUNABLES}={HUGE_PAGES}=1" in environ
 
 
 def test_memory_under_32_concurrent_requests_fits_the_pod_limit(
