@@ -65,6 +65,10 @@ THROUGHPUT_JOBS = 16
 # During a drain, jobs are assumed to run this much slower than measured (a node busy with other
 # pods, or the drain itself): better a 503 that could have been a 200 than a cut at the deadline.
 DRAIN_PESSIMISM = 1.5
+# What a shed request is told: that it was refused for load, never how much budget is left (the
+# figures would tell an attacker how to fill it; the metrics keep the reason).
+QUEUE_FULL = "the server is overloaded (its queue is full); retry later"
+MEMORY_FULL = "the server is overloaded (its memory for requests is taken); retry later"
 
 
 class Shed(ApiError):
@@ -263,25 +267,14 @@ class Admission:
                 raise self._shed("shutdown", "the server is shutting down", 1, close=True)
             wait, limit = self._wait_locked(), self._limit_locked()
             if wait > limit:
-                raise self._shed(
-                    "wait",
-                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
-                    wait - limit,
-                    close=True,
-                )
+                raise self._shed("wait", QUEUE_FULL, wait - limit, close=True)
 
     def reserve(self, ticket: Ticket, nbytes: int) -> None:
         with self._lock:
             if self.reserved_bytes + nbytes > self.budget_bytes:
                 # Freed as the queue ahead finishes: the wait is the best guess of when.
                 retry = max(self._wait_locked(), self.seconds_per_unit)
-                raise self._shed(
-                    "memory",
-                    f"the server holds {self.reserved_bytes} of its {self.budget_bytes} bytes "
-                    f"for requests in flight; this one needs {nbytes} more",
-                    retry,
-                    close=True,
-                )
+                raise self._shed("memory", MEMORY_FULL, retry, close=True)
             self.reserved_bytes += nbytes
             ticket.reserved += nbytes
 
@@ -294,18 +287,9 @@ class Admission:
                 if now + (wait + own) * DRAIN_PESSIMISM > self.drain_deadline:
                     raise self._shed("shutdown", "the server is shutting down", 1, close=True)
             elif wait > (limit := self._limit_locked()):
-                raise self._shed(
-                    "wait",
-                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
-                    wait - limit,
-                )
+                raise self._shed("wait", QUEUE_FULL, wait - limit)
             if self.reserved_bytes + decode_bytes > self.budget_bytes:
-                raise self._shed(
-                    "memory",
-                    f"decoding this image needs {decode_bytes} bytes; the server holds "
-                    f"{self.reserved_bytes} of its {self.budget_bytes} for requests in flight",
-                    max(wait, self.seconds_per_unit),
-                )
+                raise self._shed("memory", MEMORY_FULL, max(wait, self.seconds_per_unit))
             ticket.decode_bytes = decode_bytes
             ticket.units = units
             ticket.deadline = now + self.max_wait
