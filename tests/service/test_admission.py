@@ -210,6 +210,31 @@ def test_the_budget_is_remeasured_only_with_nothing_reserved(clock: FakeClock) -
 # -- the service rate and its clamp ----------------------------------------------------------------
 
 
+def test_one_slow_job_cannot_poison_the_service_rate(clock: FakeClock) -> None:
+    """A job that keeps the thread busy 106 s (a hostile progressive JPEG) while others wait:
+    the estimate moves, but the next photographs are still admitted and started."""
+    admission = admission_on(clock)
+    tickets = queue(admission, 20)
+    for ticket in tickets[:17]:
+        serve(clock, ticket, UNIT_S)
+    before = admission.expected_wait()
+    serve(clock, tickets[17], 106.0)
+    assert admission.expected_wait() < 2 * before
+    assert [ticket.begin() for ticket in tickets[18:]] == ["deadline"] * 2  # waited 106 s
+    fresh = queue(admission, 40)  # 40 photographs: 8 s at the measured rate, under max_wait
+    for ticket in fresh[:5]:
+        serve(clock, ticket, UNIT_S)
+    assert fresh[5].begin() is None
+
+
+def test_a_lasting_slowdown_is_still_followed(clock: FakeClock) -> None:
+    admission = admission_on(clock)
+    for _ in range(40):
+        serve(clock, *queue(admission, 1), 1.0)
+    queue(admission, 10)
+    assert admission.expected_wait() == pytest.approx(10.0, rel=0.1)
+
+
 def test_throughput_slower_than_the_jobs_counts(clock: FakeClock) -> None:
     """HTTP work sharing the CPU: jobs take 0.2 s each, but finish only every 0.4 s."""
     admission = admission_on(clock)

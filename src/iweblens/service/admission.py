@@ -50,6 +50,10 @@ from iweblens.service.protocol import ApiError
 PRIOR_SECONDS_PER_UNIT = 0.2
 # Weight of each new measurement in the moving average of the service rate.
 RATE_SMOOTHING = 0.2
+# A job's time counts for at most RATE_CLAMP times (and at least 1/RATE_CLAMP of) what the
+# estimate predicted for it: one hostile job that keeps a thread busy for minutes moves the
+# estimate a step, not to minutes, while a lasting slowdown is still followed within a few jobs.
+RATE_CLAMP = 4.0
 # Retry-After is at least a second and at most a minute: past that, a client should look elsewhere.
 RETRY_AFTER_BOUNDS = (1, 60)
 # Client patience: departures of queued jobs seen in the last PATIENCE_WINDOW_S seconds, at least
@@ -60,7 +64,7 @@ PATIENCE_MIN_DEPARTURES = 3
 PATIENCE_QUANTILE = 0.1
 PATIENCE_SHARE = 0.6
 PATIENCE_START_SHARE = 0.8
-# Throughput is measured over the last THROUGHPUT_JOBS jobs finished back to back.
+# Throughput is measured over the gaps between the last THROUGHPUT_JOBS jobs finished back to back.
 THROUGHPUT_JOBS = 16
 # During a drain, jobs are assumed to run this much slower than measured (a node busy with other
 # pods, or the drain itself): better a 503 that could have been a 200 than a cut at the deadline.
@@ -180,7 +184,9 @@ class Admission:
         self._running: set[Ticket] = set()
         self.drain_deadline: float | None = None
         self._departures: deque[tuple[float, float]] = deque()  # (when, seconds it had waited)
-        self._finishes: deque[tuple[float, float]] = deque(maxlen=THROUGHPUT_JOBS)  # (when, units)
+        # Jobs finished back to back: (seconds since the previous finish, clamped; its units).
+        self._gaps: deque[tuple[float, float]] = deque(maxlen=THROUGHPUT_JOBS - 1)
+        self._last_finish: float | None = None
 
     # -- figures (read by /metrics and by the front) ------------------------------------------
 
@@ -219,11 +225,11 @@ class Admission:
     def _unit_seconds_locked(self) -> float:
         """Seconds one inference thread needs per unit: its own time, or throughput if slower."""
         own = self.seconds_per_unit
-        if len(self._finishes) < THROUGHPUT_JOBS:
+        if len(self._gaps) < THROUGHPUT_JOBS - 1:
             return own
-        span = self._finishes[-1][0] - self._finishes[0][0]
-        units = sum(units for _, units in list(self._finishes)[1:])
-        return max(own, span * self.workers / units) if units > 0 else own
+        span = sum(gap for gap, _ in self._gaps)
+        units = sum(units for _, units in self._gaps)
+        return max(own, span * self.workers / units)
 
     def wait_limit(self) -> float:
         """The longest expected wait admitted now: ``max_wait``, or less for impatient clients."""
@@ -327,13 +333,21 @@ class Admission:
     def finished(self, ticket: Ticket, seconds: float) -> None:
         with self._lock:
             if ticket.units > 0:
-                sample = seconds / ticket.units
-                self.seconds_per_unit += RATE_SMOOTHING * (sample - self.seconds_per_unit)
+                expected = ticket.units * self.seconds_per_unit
+                clamped = min(max(seconds, expected / RATE_CLAMP), expected * RATE_CLAMP)
+                self.seconds_per_unit += RATE_SMOOTHING * (
+                    clamped / ticket.units - self.seconds_per_unit
+                )
+                now = self._clock()
                 if len(self._queued) > len(self._running):
-                    self._finishes.append((self._clock(), ticket.units))
+                    if self._last_finish is not None:
+                        gap = min(now - self._last_finish, expected * RATE_CLAMP)
+                        self._gaps.append((gap, ticket.units))
+                    self._last_finish = now
                 else:
                     # Nothing waits: the time to the next finish would measure idleness.
-                    self._finishes.clear()
+                    self._gaps.clear()
+                    self._last_finish = None
             self._forget_job(ticket)
 
     def close(self, ticket: Ticket) -> None:
