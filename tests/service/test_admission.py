@@ -249,8 +249,36 @@ def test_throughput_slower_than_the_jobs_counts(clock: FakeClock) -> None:
 
 
 def learn_patience(clock: FakeClock, admission: Admission, waited_s: float, clients: int) -> None:
-    for _ in range(clients):
-        leave(clock, admission, waited_s)
+    """``clients`` queued together, all gone ``waited_s`` later; their jobs are dropped."""
+    tickets = queue(admission, clients)
+    clock.advance(waited_s)
+    for ticket in tickets:
+        ticket.depart()
+    assert [ticket.begin() for ticket in tickets] == ["disconnected"] * clients
+    for ticket in tickets:
+        ticket.close()
+
+
+def test_clients_leaving_after_five_seconds_lower_the_wait_limit(clock: FakeClock) -> None:
+    """Overload with 5 s clients: the queue is kept short enough to answer them in time."""
+    admission = admission_on(clock)
+    learn_patience(clock, admission, 5.0, clients=10)
+    limit = admission.wait_limit()
+    assert 2.0 <= limit <= 4.0
+    queue(admission, round((limit - UNIT_S) / UNIT_S) - 1)
+    queue(admission, 1)  # answered within the learned patience: admitted
+    shed = refusal(lambda: queue(admission, 1, units=4.0))  # its own 0.8 s makes it late
+    assert isinstance(shed, Shed) and shed.reason == "wait"
+
+
+def test_quick_answers_do_not_unlearn_the_patience_they_owe_it_to(clock: FakeClock) -> None:
+    """While the learned patience keeps the queue short, nobody is seen to wait 5 s: the
+    departures still stand for every client, until they are older than the window."""
+    admission = admission_on(clock)
+    learn_patience(clock, admission, 5.0, clients=10)
+    for _ in range(100):  # 20 s of answers, each within a fraction of a second
+        serve(clock, *queue(admission, 1), UNIT_S)
+    assert admission.wait_limit() < 5.0
 
 
 def test_learned_patience_decays(clock: FakeClock) -> None:
@@ -281,7 +309,64 @@ def test_a_job_too_late_for_the_learned_patience_is_dropped_before_inference(
     assert job.begin() == "deadline"
 
 
+def test_a_few_impatient_clients_among_patient_ones_do_not_set_the_patience(
+    clock: FakeClock,
+) -> None:
+    """0.4 requests/s of clients that hang up after 0.1 s, among patient clients served back to
+    back: patient clients are still admitted and served."""
+    admission = admission_on(clock)
+    for _ in range(12):  # 30 s
+        for ticket in queue(admission, 10):
+            serve(clock, ticket, 0.24)
+        leave(clock, admission, 0.1)
+    assert admission.wait_limit() == 30.0
+    tickets = queue(admission, 5)
+    for ticket in tickets:
+        serve(clock, ticket, UNIT_S)
+
+
+def test_learned_patience_has_a_floor_of_several_service_times(clock: FakeClock) -> None:
+    """Only 0.1 s clients (Frigate's timeout): served what fits, not refused for their patience."""
+    admission = admission_on(clock)
+    learn_patience(clock, admission, 0.1, clients=20)
+    assert admission.wait_limit() >= 2 * UNIT_S
+    tickets = queue(admission, 3)  # the third answered after three service times
+    for ticket in tickets:
+        serve(clock, ticket, UNIT_S)
+
+
+def test_learned_patience_still_refuses_what_no_queue_position_could_answer(
+    clock: FakeClock,
+) -> None:
+    admission = admission_on(clock)
+    learn_patience(clock, admission, 0.1, clients=20)
+    shed = refusal(lambda: queue(admission, 20))
+    assert isinstance(shed, Shed) and shed.reason == "wait"
+
+
 # -- a job's own time ------------------------------------------------------------------------------
+
+
+def test_a_job_that_alone_outlasts_max_wait_is_too_large(clock: FakeClock) -> None:
+    admission = admission_on(clock, max_wait=2.0)
+    error = refusal(lambda: queue(admission, 1, units=11.0))  # 2.2 s at the measured rate
+    assert (error.status, error.code) == (413, "image_too_large")
+    assert not isinstance(error, Shed)
+    queue(admission, 1, units=9.0)
+
+
+def test_a_job_that_alone_outlasts_the_shutdown_grace_is_too_large(clock: FakeClock) -> None:
+    admission = admission_on(clock, grace=5.0)
+    error = refusal(lambda: queue(admission, 1, units=30.0))  # 6 s: a SIGTERM would cut it
+    assert (error.status, error.code) == (413, "image_too_large")
+    queue(admission, 1, units=20.0)
+
+
+def test_a_job_that_fits_alone_but_not_behind_the_queue_is_shed(clock: FakeClock) -> None:
+    admission = admission_on(clock, max_wait=2.0, grace=5.0)
+    queue(admission, 11)  # 2.2 s ahead
+    shed = refusal(lambda: queue(admission, 1, units=5.0))
+    assert isinstance(shed, Shed) and shed.status == 503
 
 
 # -- the shutdown recut ----------------------------------------------------------------------------
