@@ -147,7 +147,9 @@ class Ticket:
         self._admission.reserve(self, nbytes)
 
     def admit_job(self, decode_bytes: int, units: float) -> None:
-        """Take a place in the queue (decoding must fit the memory now), or raise ``Shed``."""
+        """Take a place in the queue (decoding must fit the memory now), or raise ``Shed`` (503);
+        ``ApiError`` 413 if the job's own inference alone would outlast ``max_wait`` or the grace.
+        """
         self._admission.admit_job(self, decode_bytes, units)
 
     def depart(self) -> None:
