@@ -8,6 +8,7 @@ Service times are the admission's own prior (0.2 s per work unit) unless a test 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -85,8 +86,8 @@ def leave(clock: FakeClock, admission: Admission, after_s: float, units: float =
     ticket.close()
 
 
-def refusal(call: object) -> ApiError:
-    assert callable(call)
+def refusal(call: Callable[[], object]) -> ApiError:
+    """The ``ApiError`` (a ``Shed`` or a 413) that ``call`` raises."""
     with pytest.raises(ApiError) as raised:
         call()
     return raised.value
@@ -230,7 +231,8 @@ def test_one_slow_job_cannot_poison_the_service_rate(clock: FakeClock) -> None:
 def test_a_lasting_slowdown_is_still_followed(clock: FakeClock) -> None:
     admission = admission_on(clock)
     for _ in range(40):
-        serve(clock, *queue(admission, 1), 1.0)
+        (ticket,) = queue(admission, 1)
+        serve(clock, ticket, 1.0)
     queue(admission, 10)
     assert admission.expected_wait() == pytest.approx(10.0, rel=0.1)
 
@@ -277,7 +279,8 @@ def test_quick_answers_do_not_unlearn_the_patience_they_owe_it_to(clock: FakeClo
     admission = admission_on(clock)
     learn_patience(clock, admission, 5.0, clients=10)
     for _ in range(100):  # 20 s of answers, each within a fraction of a second
-        serve(clock, *queue(admission, 1), UNIT_S)
+        (ticket,) = queue(admission, 1)
+        serve(clock, ticket, UNIT_S)
     assert admission.wait_limit() < 5.0
 
 
