@@ -20,6 +20,7 @@ from support import ServerProcess
 
 from iweblens.bench.pod import probe_once
 from iweblens.models.store import ModelPaths
+from iweblens.service.server import LINGERING_TIMEOUT_S
 from iweblens.study.replicas.manifest import ProbeSpec
 
 DETECT = "/api/object_detection"
@@ -137,6 +138,14 @@ def test_an_upgrade_request_is_served_as_http_1_1(
     assert answers[1][0] == 200
 
 
+def test_connect_is_refused_400(edge: ServerProcess) -> None:
+    # httptools treats every CONNECT as an upgrade: it is refused, not parsed again and again.
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=30) as sock:
+        sock.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        assert read_answers(sock, 1)[0][0] == 400
+    assert requests.get(f"{edge.url}/healthz", timeout=10).status_code == 200
+
+
 # -- lingering close -----------------------------------------------------------------------------
 
 
@@ -157,6 +166,27 @@ def test_a_body_over_the_limit_is_refused_413_and_the_client_reads_it(
     response = http_client_post(edge.port, bytes(17 * MIB), "image/jpeg")
     assert response.status == 413
     assert response.getheader("Connection") == "close"
+
+
+def test_lingering_is_bounded_in_bytes_and_in_time(edge: ServerProcess) -> None:
+    # Past twice the body limit the rest is not read: the client is reset.
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        http_client_post(edge.port, bytes(3 * 16 * MIB), "image/jpeg")
+    # After its 413 the rest is read and discarded while it keeps coming; a pause longer than
+    # LINGERING_TIMEOUT_S ends it (the next bytes are answered with a reset).
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n" % DETECT.encode()
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=60) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % (17 * MIB) + bytes(4096))
+        assert read_answers(sock, 1)[0][0] == 413
+        assert sock.recv(1) == b""  # end of stream: the write side was shut after the answer
+        for pause in (1.0, 1.0):
+            time.sleep(pause)
+            sock.sendall(bytes(4096))  # still lingering: read and discarded, no reset
+        time.sleep(LINGERING_TIMEOUT_S + 1)
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            for _ in range(50):
+                sock.sendall(bytes(4096))
+                time.sleep(0.1)
 
 
 def test_a_body_over_the_memory_budget_is_refused_503_and_the_client_reads_it(

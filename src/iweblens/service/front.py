@@ -5,14 +5,17 @@ before it costs a thread or memory the process cannot spare:
 
 * **headers complete**: probes (``/healthz``, ``/readyz``, ``/metrics``) are answered here, in
   the loop, so they never queue behind work (``/metrics`` asks for the API key as the app would,
-  from the headers); a body over ``max_body_bytes`` is refused (413)
-  unread; the body's memory is reserved (``Admission``), or the request is refused (503,
-  ``Retry-After``) unread, as it is when the inference queue alone is already over ``max_wait``;
-* **body complete** (read here, however slowly it arrives, without a thread; a chunked body grows
-  its reservation as it comes and is refused past the limit): the request goes to the Flask app on
-  a thread of its own (a2wsgi), which parses it, reserves the decoding cost from the image header
-  and queues the image;
-* **client gone** (``http.disconnect``): its job, if still queued, is dropped before inference.
+  from the headers); a declared body over ``max_body_bytes`` is refused (413) unread, as is a
+  detection when the inference queue alone is already over ``max_wait`` (503, ``Retry-After``);
+* **body arriving** (read here, however slowly it arrives, without a thread): each chunk's memory
+  is reserved as it comes (``Admission``), never a declared length, so a connection holds only
+  what it has sent; a chunk that does not fit is refused (503, ``Retry-After``), a body past the
+  limit too (413), and the server lingers so the client reads the answer (``server``);
+* **body complete**: the request goes to the Flask app on a thread of its own (a2wsgi), which
+  parses it, reserves the decoding cost from the image header and queues the image;
+* **client gone** (``http.disconnect``): its job, if still queued, is dropped before inference;
+* **shutdown past the grace** (the request's task cancelled): a request not yet answered is
+  answered 503 (``shutting_down``).
 
 Every answer given here carries the same headers and access-log line as the app's
 (``conventions``).

@@ -3,15 +3,20 @@
 Requests are read asynchronously: a slow or silent connection costs a parser object in the event
 loop, never a thread. Only complete requests reach a thread (``front``); probes are answered in the
 loop. uvicorn itself has no deadline for a request's headers and no bound on their size, so
-``FrontProtocol`` adds both, plus an idle deadline for a fresh connection and a cap on open
-connections (the oldest connection not busy with a request makes room for a new one, so a flood of
-idle connections cannot lock a kubelet probe out).
+``FrontProtocol`` adds both (per request, pipelined ones included), plus an idle deadline for a
+fresh connection and a cap on open connections: past it, another connection makes room (one
+lingering, else the oldest idle, else the incomplete request arriving the slowest), never the new
+one, so no flood can lock a kubelet probe out. An answer sent while the request is still arriving
+(an early 413 or 503) is followed by a lingering close, so that the client reads it instead of a
+reset. An ``Upgrade`` offer (``h2c``...) is declined: the request is served as HTTP/1.1.
 
 On SIGTERM: the connections the kernel has already queued are accepted and the listener closes
 (new connections are refused), a connection that was idle gets ``SHUTDOWN_IDLE_S`` for a request
 already on its way (each connection closes after its answer), ``/readyz`` turns 503, queued jobs
 that cannot finish within ``graceful_timeout`` are answered 503 with ``Connection: close`` at once,
-the rest are served, and the process exits 0.
+the rest are served. ``SHUTDOWN_SLACK_S`` past the grace, what is still unanswered is answered 503,
+and the process exits 0, at the latest ``EXIT_SLACK_S`` later, even if a job is still inside a
+decoder: within the pod's ``terminationGracePeriodSeconds``.
 """
 
 from __future__ import annotations
@@ -57,9 +62,12 @@ ACCEPT_DRAIN_S = 0.05
 # process exits even if a thread is still inside a decoder or a forward pass (which Python cannot
 # interrupt), so that it stops well within the pod's terminationGracePeriodSeconds.
 EXIT_SLACK_S = 2.0
-# Lingering close after an early answer (nginx's lingering_time and lingering_timeout).
+# Lingering close after an early answer: at most this long in all and between two reads (nginx's
+# lingering_time and lingering_timeout), and this many times the body limit in bytes (a client
+# refused for a body somewhat over the limit still reads its 413).
 LINGERING_TIME_S = 30.0
 LINGERING_TIMEOUT_S = 5.0
+LINGERING_BODY_LIMITS = 2
 
 
 class _HeadersTooLarge(Exception):
@@ -96,7 +104,8 @@ class FrontProtocol(HttpToolsProtocol):
         self._received = 0  # bytes received since the connection last became busy
         self._shutting_down = False
         self._since = time.monotonic()  # start of the current request, or of idleness
-        self._upgrade_head: bytes | None = None  # a declined Upgrade's request, to parse again
+        # A declined Upgrade's request, to parse again without it (empty: a CONNECT, refused).
+        self._upgrade_head: bytes | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_end = 0.0
         self._linger_bytes = 0
@@ -165,7 +174,9 @@ class FrontProtocol(HttpToolsProtocol):
             # httptools skips the body of an Upgrade request and stops: the same request without
             # its Upgrade goes to a fresh parser, followed by everything that came after it.
             head, self._upgrade_head = self._upgrade_head, None
-            assert head is not None
+            if not head:  # CONNECT: a tunnel, not a request to serve
+                self.send_400_response("CONNECT is not served.")
+                return
             self.parser = httptools.HttpRequestParser(self)
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
             self._feed(head + data[upgrade.args[0] :])
@@ -201,7 +212,8 @@ class FrontProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         if self.parser.should_upgrade():
-            self._upgrade_head = self._head_without_upgrade()
+            connect = self.parser.get_method() == b"CONNECT"
+            self._upgrade_head = b"" if connect else self._head_without_upgrade()
             return
         self._cancel_header_timer()
         # The body must arrive by the same deadline; the front reads it.
@@ -252,7 +264,7 @@ class FrontProtocol(HttpToolsProtocol):
         ``http.client`` and ``requests`` do before they read) sees the reset, not the answer. So
         the write side is shut (the answer, then end of stream) and what arrives is read and
         discarded, for at most ``LINGERING_TIME_S`` in all, ``LINGERING_TIMEOUT_S`` between two
-        reads, and the body limit in bytes, as nginx's lingering close does.
+        reads and ``LINGERING_BODY_LIMITS`` body limits in bytes, as nginx's lingering close does.
         """
         if not self._in_message or self.transport.is_closing():
             self.transport.close()
@@ -263,7 +275,7 @@ class FrontProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._linger_end = self.loop.time() + LINGERING_TIME_S
-        self._linger_bytes = self.settings.max_body_bytes + MAX_HEADER_BYTES
+        self._linger_bytes = LINGERING_BODY_LIMITS * self.settings.max_body_bytes
         self._discard(0)
         self.flow.resume_reading()
 
@@ -394,7 +406,7 @@ class FrontServer(uvicorn.Server):
 def _exit_at(deadline: float) -> None:
     """Exit 0 at ``deadline`` unless the process has ended by then (a daemon thread)."""
     time.sleep(max(0.0, deadline - time.monotonic()))
-    log.warning("a job still runs past the grace; its request was answered 503: exiting now")
+    log.warning("still running past the grace (a job inside native code): exiting now")
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(0)
