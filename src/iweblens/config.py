@@ -85,7 +85,7 @@ class Settings:
     # Bytes of requests in flight (bodies, decoding); 0 = the memory limit less what the loaded
     # networks and the process take, less a margin (see service/admission.py and sizing).
     memory_budget: int = 0
-    # Open connections; past it the oldest idle one is closed to make room.
+    # Open connections; past it another one is closed to make room (``service/server.py``).
     max_connections: int = 1000
 
     def __post_init__(self) -> None:

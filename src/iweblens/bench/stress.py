@@ -412,7 +412,7 @@ class ConnectionFlood(Background):
 
     def __init__(self, port: int, connections: int, trickle: bool, interval: float = 1.0) -> None:
         self._port = port
-        self._connections = connections
+        self.connections = connections
         self._trickle = trickle
         self._interval = interval
         self.opened = 0
@@ -439,7 +439,7 @@ class ConnectionFlood(Background):
                 sock.close()
 
     def _top_up(self, open_: dict[socket.socket, int]) -> None:
-        while len(open_) < self._connections and not self._stop.is_set():
+        while len(open_) < self.connections and not self._stop.is_set():
             try:
                 sock = socket.create_connection((LOOPBACK, self._port), timeout=1.0)
             except OSError:
@@ -471,13 +471,32 @@ def connection_flood(
     real_request_timeout: float = 10.0,
 ) -> AttackResult:
     """Hold ``connections`` slow or silent connections for ``duration_s``; probe and serve."""
-    attack = "slowloris" if trickle else "silent"
+    return flood_attack(
+        spec,
+        images,
+        "slowloris" if trickle else "silent",
+        lambda port: ConnectionFlood(port, connections, trickle),
+        duration_s=duration_s,
+        real_request_timeout=real_request_timeout,
+    )
+
+
+def flood_attack(
+    spec: PodSpec,
+    images: Sequence[Path],
+    attack: str,
+    make_flood: Callable[[int], ConnectionFlood],
+    *,
+    duration_s: float,
+    real_request_timeout: float = 10.0,
+) -> AttackResult:
+    """Hold the flood ``make_flood(port)`` on a fresh pod for ``duration_s``; probe and serve."""
     with running_pod(spec, attack) as pod:
         url = f"{pod.url}{DETECTION_PATH}"
         with (
             PodSampler(pod) as sampler,
             Prober(pod.port, spec.probes) as prober,
-            ConnectionFlood(pod.port, connections, trickle) as flood,
+            make_flood(pod.port) as flood,
         ):
             time.sleep(min(3.0, duration_s / 4))  # the flood is in place before real requests
             real = ClosedLoop(url, images, 1, timeout=real_request_timeout).start()
@@ -486,7 +505,7 @@ def connection_flood(
         served = [o for o in outcomes if o.ok]
         latencies = sorted(o.ended - o.started for o in served)
         figures = {
-            "connections": connections,
+            "connections": flood.connections,
             "duration_s": duration_s,
             "flood_opened": flood.opened,
             "flood_dropped": flood.dropped,
