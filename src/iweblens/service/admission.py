@@ -3,8 +3,8 @@
 Two budgets, both checked before a request costs anything it cannot afford:
 
 * **Memory.** Every request reserves bytes from a budget (the memory the process may use, less what
-  the loaded networks take; see ``sizing``) for as long as it lives: its body as soon as the headers
-  say how long it is (a chunked body grows its reservation as it arrives). The expected cost of
+  the loaded networks take; see ``sizing``) for as long as it lives: its body as its bytes arrive
+  (never for a length it only declares). The expected cost of
   decoding its image (from the image header) is checked when the job is queued and reserved only
   while the job runs (the inference threads decode one image each, so queued photographs cost
   their bodies, not their decoding). A reservation that does not fit is a fast ``503`` with
