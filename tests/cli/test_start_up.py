@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from iweblens.inference.engines import ENGINES
 
@@ -44,3 +45,22 @@ def test_a_command_whose_extra_is_missing_names_the_extra_to_install() -> None:
     )
     assert done.returncode == 2
     assert "pip install 'iweblens[study]'" in done.stderr
+
+
+def refusal(done: subprocess.CompletedProcess[str]) -> str:
+    """The line a refused command ended on: exit status non-zero, no traceback (the lines
+    before it are the model files' verification, as at every start)."""
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_serve_refuses_a_non_ascii_api_key_naming_it_by_position(tmp_path: Path) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("ascii\ncl\u00e9\n", encoding="utf-8")
+    done = iweblens(
+        "serve", "--host", "127.0.0.1", "--port", "1", env={"IWEBLENS_API_KEYS_FILE": str(secret)}
+    )
+    line = refusal(done)
+    assert line.startswith(f"iweblens: IWEBLENS_API_KEYS_FILE={secret}: key 2 is not ASCII")
+    assert "cl\u00e9" not in line

@@ -46,6 +46,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     exec_with_huge_pages()
 
     from iweblens.inference.sizing import InsufficientMemoryError
+    from iweblens.service.auth import ApiKeyError
     from iweblens.service.server import serve
 
     overrides = {
@@ -61,8 +62,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     _ensure_model(settings)
     try:
         serve(settings)
-    except InsufficientMemoryError as error:
-        # Exits non-zero with the reason, rather than being OOM-killed while loading, in a loop.
+    except (InsufficientMemoryError, ApiKeyError) as error:
+        # Exits non-zero with the reason (in the pod's log), rather than being OOM-killed while
+        # loading or serving 401s to every client, in a loop.
         raise SystemExit(f"iweblens: {error}") from None
     return 0
 
