@@ -10,6 +10,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from iweblens.cli import check_path, unreadable
 from iweblens.config import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
@@ -74,12 +75,17 @@ def run_detect(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.inference.detector import Detector
     from iweblens.service.protocol import DetectionRequest, Flavour, render_detections
 
+    # Every path is checked before the model loads: a typo costs no start-up.
+    images = [check_path(image) for image in args.images]
     _check_engine(settings)
     paths = _ensure_model(settings)
     detector = Detector.from_settings(settings, paths)
     results = {}
-    for image in args.images:
-        data = image.read_bytes()
+    for image in images:
+        try:
+            data = image.read_bytes()
+        except OSError as error:
+            raise unreadable(image, error) from None
         try:
             detections = detector.detect_bytes(data)
         except ImageDecodeError as error:
