@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from iweblens.inference.engines import ENGINES
 
 
@@ -64,3 +66,53 @@ def test_serve_refuses_a_non_ascii_api_key_naming_it_by_position(tmp_path: Path)
     line = refusal(done)
     assert line.startswith(f"iweblens: IWEBLENS_API_KEYS_FILE={secret}: key 2 is not ASCII")
     assert "cl\u00e9" not in line
+
+
+def without_package(tmp_path: Path, name: str) -> dict[str, str]:
+    """The environment of a child that cannot import ``name``, as an install without its extra."""
+    (tmp_path / "sitecustomize.py").write_text(f"import sys\nsys.modules[{name!r}] = None\n")
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+
+
+def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``iweblens serve`` that must refuse to start: a server that starts fails the test."""
+    return subprocess.run(
+        [sys.executable, "-m", "iweblens.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("engine", "package", "extra"),
+    [("onnxruntime", "onnxruntime", "engines"), ("openvino", "openvino", "openvino")],
+)
+def test_serve_stops_when_the_engines_package_is_missing_naming_the_extra(
+    tmp_path: Path, engine: str, package: str, extra: str
+) -> None:
+    env = {**without_package(tmp_path, package), "IWEBLENS_ENGINE": engine}
+    line = refusal(serve(env))
+    assert line.startswith(f"iweblens: IWEBLENS_ENGINE={engine}: "), line
+    assert (
+        f"needs {package}, which is not installed" in line
+        and f"pip install 'iweblens[{extra}]'" in line
+    )
+
+
+def test_detect_stops_when_the_engines_package_is_missing(tmp_path: Path) -> None:
+    env = {**without_package(tmp_path, "onnxruntime"), "IWEBLENS_ENGINE": "onnxruntime"}
+    photo = next((Path(__file__).parents[1] / "images").glob("*.jpg"))
+    done = iweblens("detect", str(photo), env=env)
+    assert done.returncode != 0 and done.stdout == ""
+    assert "pip install 'iweblens[engines]'" in refusal(done)
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_serve_stops_when_the_engine_cannot_take_the_input_size(engine: str) -> None:
+    line = refusal(serve({"IWEBLENS_ENGINE": engine, "IWEBLENS_INPUT_SIZE": "320"}))
+    assert line.startswith(f"iweblens: IWEBLENS_ENGINE={engine}: "), line
+    assert "416" in line and "IWEBLENS_INPUT_SIZE=320" in line

@@ -30,14 +30,25 @@ def _ensure_model(settings: Settings) -> ModelPaths:
         raise SystemExit(f"iweblens: {error}") from None
 
 
-def _check_engine(settings: Settings) -> None:
-    """Refuse an unknown engine now, rather than in an inference thread (``/readyz`` failing)."""
-    from iweblens.inference.engines import UnknownEngineError, check_engine
+def _check_engine(settings: Settings, paths: ModelPaths | None = None) -> None:
+    """Refuse an engine that cannot run now, rather than in an inference thread (``/readyz``
+    failing for ever): unknown, a package of its extra missing, or (with the model files'
+    ``paths``) unable to take the input size. Checked, not loaded: start-up stays fast."""
+    from iweblens.inference.engines import (
+        EngineUnavailableError,
+        UnknownEngineError,
+        check_engine,
+        check_input_size,
+    )
 
     try:
         check_engine(settings.engine)
+        if paths is not None:
+            check_input_size(settings.engine, settings.input_size, paths)
     except UnknownEngineError as error:
         raise SystemExit(f"iweblens: {env_name('engine')}: {error}") from None
+    except EngineUnavailableError as error:
+        raise SystemExit(f"iweblens: {env_name('engine')}={settings.engine}: {error}") from None
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -60,7 +71,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     except SettingsError as error:
         raise SystemExit(f"iweblens: {error}") from None
     _check_engine(settings)
-    _ensure_model(settings)
+    _check_engine(settings, _ensure_model(settings))
     try:
         serve(settings)
     except (InsufficientMemoryError, ApiKeyError) as error:
@@ -79,6 +90,7 @@ def run_detect(args: argparse.Namespace, settings: Settings) -> int:
     images = [check_path(image) for image in args.images]
     _check_engine(settings)
     paths = _ensure_model(settings)
+    _check_engine(settings, paths)
     detector = Detector.from_settings(settings, paths)
     results = {}
     for image in images:

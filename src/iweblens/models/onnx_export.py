@@ -252,13 +252,24 @@ def _yolo_decode(
     return graph.op("Concat", [centres, extents, objectness, scores], axis=1)
 
 
+def _square_input(net: Section) -> int:
+    input_size = net.integer("width", 416)
+    if net.integer("height", input_size) != input_size:
+        raise ValueError("only square network inputs are supported")
+    return input_size
+
+
+def graph_input_size(paths: ModelPaths) -> int:
+    """The side S of the graph's 1x3xSxS input: the cfg's ``[net]`` width (416 for the official
+    cfg). Raises ``ValueError`` for a cfg whose input is not square."""
+    return _square_input(parse_cfg(paths.cfg.read_text())[0])
+
+
 def build_model(cfg_path: Path, weights_path: Path) -> onnx.ModelProto:
     """Build the ONNX graph (input ``images`` 1x3xSxS RGB in [0,1], output ``rows`` (N, 85))."""
     sections = parse_cfg(cfg_path.read_text())
     net, layers = sections[0], sections[1:]
-    input_size = net.integer("width", 416)
-    if net.integer("height", input_size) != input_size:
-        raise ValueError("only square network inputs are supported")
+    input_size = _square_input(net)
     weights = _WeightReader(weights_path)
     graph = _GraphBuilder()
     source = _Tensor(INPUT_NAME, net.integer("channels", 3), input_size)

@@ -10,6 +10,8 @@ its own.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import Protocol
 
 import numpy as np
@@ -44,17 +46,68 @@ ENGINES: dict[str, EngineFactory] = {
 }
 
 
+@dataclass(frozen=True)
+class EngineNeeds:
+    """What an engine needs beyond the base install."""
+
+    packages: tuple[str, ...] = ()  # import names of its third-party packages
+    extra: str | None = None  # the optional dependencies (pyproject.toml) that install them
+    onnx_graph: bool = False  # it runs the converted ONNX graph, whose input size is fixed
+
+
+_ONNX_ON_OPENVINO = EngineNeeds(("onnx", "openvino"), "openvino", onnx_graph=True)
+NEEDS: dict[str, EngineNeeds] = {
+    "opencv": EngineNeeds(),
+    "onnxruntime": EngineNeeds(("onnx", "onnxruntime"), "engines", onnx_graph=True),
+    "openvino": _ONNX_ON_OPENVINO,
+    "openvino-int8": _ONNX_ON_OPENVINO,
+}
+
+
 class UnknownEngineError(ValueError):
     """No engine of that name is registered."""
 
 
+class EngineUnavailableError(RuntimeError):
+    """The engine cannot run here: a package of its extra is missing, or it cannot take the
+    configured input size."""
+
+
 def check_engine(name: str) -> EngineFactory:
-    """The factory registered as ``name``; ``UnknownEngineError`` lists the known names."""
+    """The factory registered as ``name``, its packages found (not imported: this is fast).
+
+    Raises ``UnknownEngineError`` listing the known names, ``EngineUnavailableError`` naming the
+    missing package and the extra that installs it.
+    """
     try:
-        return ENGINES[name]
+        factory = ENGINES[name]
     except KeyError:
         known = ", ".join(sorted(ENGINES))
         raise UnknownEngineError(f"unknown engine {name!r}; choose one of {known}") from None
+    needs = NEEDS[name]
+    if missing := [package for package in needs.packages if find_spec(package) is None]:
+        raise EngineUnavailableError(
+            f"engine {name!r} needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; install the {needs.extra!r} "
+            f"extra: pip install 'iweblens[{needs.extra}]'"
+        )
+    return factory
+
+
+def check_input_size(name: str, input_size: int, paths: ModelPaths) -> None:
+    """Raise ``EngineUnavailableError`` when engine ``name`` (checked) cannot take
+    ``input_size``: the ONNX graph is converted at the cfg's size, OpenCV takes any."""
+    if not NEEDS[name].onnx_graph:
+        return
+    from iweblens.models.onnx_export import graph_input_size
+
+    graph = graph_input_size(paths)
+    if input_size != graph:
+        raise EngineUnavailableError(
+            f"engine {name!r} runs the ONNX graph converted at {graph} x {graph}, which cannot "
+            f"take IWEBLENS_INPUT_SIZE={input_size}: set it to {graph}, or use the opencv engine "
+            "(any multiple of 32)"
+        )
 
 
 def create_engine(name: str, paths: ModelPaths) -> Engine:
@@ -64,11 +117,15 @@ def create_engine(name: str, paths: ModelPaths) -> Engine:
 
 __all__ = [
     "ENGINES",
+    "NEEDS",
     "SCORE_FLOOR",
     "Engine",
     "EngineFactory",
+    "EngineNeeds",
+    "EngineUnavailableError",
     "UnknownEngineError",
     "check_engine",
+    "check_input_size",
     "create_engine",
     "set_compute_threads",
 ]
