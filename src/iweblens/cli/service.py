@@ -119,7 +119,7 @@ def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
         # With the engines extra, convert now so the onnxruntime/openvino engines start offline.
         from iweblens.models.onnx_export import ensure_onnx
 
-        print(ensure_onnx(paths))
+        print(ensure_onnx(paths, settings.input_size))
     return 0
 
 

@@ -9,7 +9,6 @@ its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Protocol
@@ -36,7 +35,11 @@ class Engine(Protocol):
         ...
 
 
-EngineFactory = Callable[[ModelPaths], Engine]
+class EngineFactory(Protocol):
+    """Builds one engine from the model files, for blobs of ``input_size`` (None: the cfg's)."""
+
+    def __call__(self, paths: ModelPaths, *, input_size: int | None = None) -> Engine: ...
+
 
 ENGINES: dict[str, EngineFactory] = {
     "opencv": OpenCVEngine,
@@ -52,15 +55,16 @@ class EngineNeeds:
 
     packages: tuple[str, ...] = ()  # import names of its third-party packages
     extra: str | None = None  # the optional dependencies (pyproject.toml) that install them
-    onnx_graph: bool = False  # it runs the converted ONNX graph, whose input size is fixed
+    # It runs a model made once at the cfg's input size (the INT8 model), so takes no other.
+    cfg_size_only: bool = False
 
 
-_ONNX_ON_OPENVINO = EngineNeeds(("onnx", "openvino"), "openvino", onnx_graph=True)
+_OPENVINO = ("onnx", "openvino")
 NEEDS: dict[str, EngineNeeds] = {
     "opencv": EngineNeeds(),
-    "onnxruntime": EngineNeeds(("onnx", "onnxruntime"), "engines", onnx_graph=True),
-    "openvino": _ONNX_ON_OPENVINO,
-    "openvino-int8": _ONNX_ON_OPENVINO,
+    "onnxruntime": EngineNeeds(("onnx", "onnxruntime"), "engines"),
+    "openvino": EngineNeeds(_OPENVINO, "openvino"),
+    "openvino-int8": EngineNeeds(_OPENVINO, "openvino", cfg_size_only=True),
 }
 
 
@@ -96,23 +100,25 @@ def check_engine(name: str) -> EngineFactory:
 
 def check_input_size(name: str, input_size: int, paths: ModelPaths) -> None:
     """Raise ``EngineUnavailableError`` when engine ``name`` (checked) cannot take
-    ``input_size``: the ONNX graph is converted at the cfg's size, OpenCV takes any."""
-    if not NEEDS[name].onnx_graph:
+    ``input_size``: the INT8 model is quantized at the cfg's size; the other engines take any
+    (the float ONNX graph is converted at the configured size)."""
+    if not NEEDS[name].cfg_size_only:
         return
     from iweblens.models.onnx_export import graph_input_size
 
     graph = graph_input_size(paths)
     if input_size != graph:
         raise EngineUnavailableError(
-            f"engine {name!r} runs the ONNX graph converted at {graph} x {graph}, which cannot "
-            f"take IWEBLENS_INPUT_SIZE={input_size}: set it to {graph}, or use the opencv engine "
-            "(any multiple of 32)"
+            f"engine {name!r} runs a model quantized at {graph} x {graph}, which cannot take "
+            f"IWEBLENS_INPUT_SIZE={input_size}: set it to {graph}, or use the float engine "
+            "openvino (any multiple of 32)"
         )
 
 
-def create_engine(name: str, paths: ModelPaths) -> Engine:
-    """Build a fresh engine instance by name (``Settings.engine``)."""
-    return check_engine(name)(paths)
+def create_engine(name: str, paths: ModelPaths, input_size: int | None = None) -> Engine:
+    """Build a fresh engine instance by name (``Settings.engine``) for blobs of ``input_size``
+    (None: the cfg's)."""
+    return check_engine(name)(paths, input_size=input_size)
 
 
 __all__ = [
