@@ -76,11 +76,18 @@ class Body:
     flavour: str
 
 
-def multipart_body(image: bytes, filename: str = "image.jpg") -> Body:
-    """One file part named ``image``, as the reference client sends."""
+def multipart_body(
+    image: bytes, filename: str = "image.jpg", fields: Mapping[str, str] | None = None
+) -> Body:
+    """One file part named ``image``, as the reference client sends, after any text ``fields``."""
     boundary = "iweblensstressboundary"
+    texts = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in (fields or {}).items()
+    )
     head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        f"{texts}--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
     ).encode()
     data = head + image + f"\r\n--{boundary}--\r\n".encode()
@@ -108,9 +115,14 @@ FLAVOURS: dict[str, Callable[[bytes], Body]] = {
 
 
 def exchange(
-    port: int, body: Body, timeout: float, on_sent: Callable[[], None] | None = None
+    port: int,
+    body: Body,
+    timeout: float,
+    on_sent: Callable[[], None] | None = None,
+    *,
+    path: str = DETECTION_PATH,
 ) -> Outcome:
-    """POST ``body`` on a new connection and read the status, all within ``timeout`` seconds.
+    """POST ``body`` to ``path`` on a new connection and read the status, within ``timeout`` s.
 
     The body is sent in chunks while watching for an early answer (a server may refuse a large
     body before reading it), as curl does; an answer read after the server reset the connection
@@ -131,7 +143,7 @@ def exchange(
     except OSError:
         return outcome(None, REFUSED)
     head = (
-        f"POST {DETECTION_PATH} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n"
         f"Content-Type: {body.content_type}\r\nContent-Length: {len(body.data)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()

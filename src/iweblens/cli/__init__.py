@@ -80,6 +80,11 @@ COMMANDS: dict[str, Command] = {
         "attack one imitated pod (its limits, the kubelet's probes): issue 12's outcomes",
         "bench",
     ),
+    "frigate": Command(
+        "iweblens.cli.bench",
+        "replay Frigate's DeepStack detector (Poisson arrivals, 0.1 s timeout) on one pod",
+        "bench",
+    ),
 }
 
 # The third-party packages of the engine extras, by import name: what a command without an
