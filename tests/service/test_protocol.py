@@ -374,3 +374,29 @@ def test_brackets_and_commas_inside_strings_do_not_count(member: str) -> None:
 def test_malformed_json_is_still_malformed_json(body: str) -> None:
     refusal = json_refusal(request_of(data=body, content_type="application/json"))
     assert (refusal.status, refusal.code) == (400, "malformed_json")
+
+
+def test_a_multipart_body_of_many_tiny_parts_is_refused_by_werkzeugs_own_limit() -> None:
+    """The multipart counterpart of the JSON bounds: Werkzeug's ``max_form_parts`` (1,000),
+    a 413 before the parts are built, through the request class the app uses."""
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    from iweblens.service.app import BufferedRequest
+
+    def body(fields: int) -> bytes:
+        image = b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+        parts = b"".join(
+            b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i
+            for i in range(fields)
+        )
+        return image + JPEG + b"\r\n" + parts + b"--x--\r\n"
+
+    def parsed(fields: int) -> DetectionRequest:
+        environ = EnvironBuilder(
+            method="POST", data=body(fields), content_type="multipart/form-data; boundary=x"
+        ).get_environ()
+        return parse_request(BufferedRequest(environ))
+
+    assert parsed(998).image == JPEG
+    with pytest.raises(RequestEntityTooLarge):
+        parsed(5000)
