@@ -172,11 +172,12 @@ def _format(value: object) -> str:
 
 
 def read_api_keys(path: Path) -> tuple[str, ...]:
-    """The keys in a key file (a mounted Secret): one per line or comma-separated.
+    """The keys in a key file (a mounted Secret): one per line or comma-separated, UTF-8 with or
+    without a byte order mark (as Windows editors save it).
 
-    Raises ``OSError`` when the file cannot be read.
+    Raises ``OSError`` when the file cannot be read, ``UnicodeDecodeError`` when it is not UTF-8.
     """
-    return _words(path.read_text(encoding="utf-8"))
+    return _words(path.read_text(encoding="utf-8-sig"))
 
 
 def client_api_key() -> str | None:

@@ -244,7 +244,11 @@ class BufferedRequest(Request):
 
 
 def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
-    """Build the app; the model loads and warms up in the background (``/readyz`` says when)."""
+    """Build the app; the model loads and warms up in the background (``/readyz`` says when).
+
+    Raises ``ApiKeyError`` for an unusable key or key file, before any model starts loading.
+    """
+    keys = ApiKeys.from_settings(settings)
     app = Flask(__name__)
     app.request_class = BufferedRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -275,7 +279,6 @@ def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
     app.register_blueprint(deepstack_blueprint(run_detection))
-    keys = ApiKeys.from_settings(settings)
     app.extensions["iweblens.api_keys"] = keys  # the front checks /metrics with the same keys
     app.register_blueprint(auth_blueprint(keys, settings.metrics_require_key))
     return app
