@@ -23,6 +23,7 @@ DOCKER_MODULES = frozenset({"study/test_docker_study.py"})
 SLOW_MODULES = frozenset(
     {
         "inference/test_quantize.py",
+        "service/test_parsing_fuzz.py",
         "service/test_reliability_fuzz.py",
         "service/test_reliability_slow_clients.py",
         "study/test_local_study.py",

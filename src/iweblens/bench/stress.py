@@ -243,7 +243,7 @@ def _counts(counter: Mapping[str, int]) -> str:
     return ", ".join(f"{key}: {value}" for key, value in sorted(counter.items()))
 
 
-def _probe_figures(prober: Prober) -> dict[str, Any]:
+def probe_figures(prober: Prober) -> dict[str, Any]:
     return {
         "probe_failures": prober.failures,
         "probe_p99_s": round(prober.quantile(0.99), 3),
@@ -254,7 +254,7 @@ def _probe_figures(prober: Prober) -> dict[str, Any]:
     }
 
 
-def _pod_figures(pod: Pod) -> dict[str, Any]:
+def pod_figures(pod: Pod) -> dict[str, Any]:
     peak = pod.peak_memory_bytes()
     return {
         "oom_kills": pod.oom_kills(),
@@ -331,7 +331,7 @@ def one_max_image(spec: PodSpec, images: Sequence[Path]) -> AttackResult:
     with running_pod(spec, "one-max-image") as pod:
         outcome = exchange(pod.port, multipart_body(image), timeout=120)
         time.sleep(0.5)
-        figures = {"status": outcome.status or outcome.failure, **_pod_figures(pod)}
+        figures = {"status": outcome.status or outcome.failure, **pod_figures(pod)}
     cell = (
         f"{figures['status']}; peak {figures['peak_memory_mib']} of "
         f"{figures['memory_limit_mib']:.0f} MiB; OOM kills {figures['oom_kills']}"
@@ -375,8 +375,8 @@ def max_bodies(
             "statuses": dict(statuses),
             "next_good": next_good.status or next_good.failure,
             "next_good_s": round(next_good.ended - next_good.started, 2),
-            **_pod_figures(pod),
-            **_probe_figures(prober),
+            **pod_figures(pod),
+            **probe_figures(prober),
         }
     answered = sum(statuses.get(str(code), 0) for code in (200, *SHED_STATUSES))
     cell = (
@@ -515,8 +515,8 @@ def flood_attack(
             "real_served": len(served),
             "real_statuses": dict(statuses_of(outcomes)),
             "real_p50_s": round(latencies[len(latencies) // 2], 2) if latencies else None,
-            **_probe_figures(prober),
-            **_pod_figures(pod),
+            **probe_figures(prober),
+            **pod_figures(pod),
         }
     cell = (
         f"probe p99 {figures['probe_p99_s'] * 1000:.0f} ms, {figures['probe_failures']} probe "
@@ -625,8 +625,8 @@ def overload(
             drain_s=round(drain_s, 1),
             max_held_connections=sampler.max_connections,
             server_metrics=shed_metrics,
-            **_probe_figures(prober),
-            **_pod_figures(pod),
+            **probe_figures(prober),
+            **pod_figures(pod),
         )
     recovered = figures["recovered_after_s"]
     checks = [
@@ -718,7 +718,7 @@ def study_load(
                 for name, value in read_metrics(pod.url).items()
                 if name.startswith("iweblens_shed_total")
             },
-            **_pod_figures(pod),
+            **pod_figures(pod),
         }
     cell = (
         f"{clients} clients x {result.images} images: errors {result.errors}, timeouts "
@@ -774,7 +774,7 @@ def sigterm(
         termination = pod.terminate()
         for thread in threads:
             thread.join()
-        figures_pod = _pod_figures(pod)
+        figures_pod = pod_figures(pod)
     statuses = statuses_of(outcomes)
     unanswered = sum(o.status is None and o.failure != REFUSED for o in outcomes)
     shed_after = sorted(o.ended - signalled for o in outcomes if o.status == 503)
@@ -838,7 +838,7 @@ def cpu_over_memory(spec: PodSpec, *, cores: float = 2.0, watch_s: float = 45.0)
             "watched_s": watch_s,
             "ready_after_s": None if ready_after is None else round(ready_after, 1),
             "exit_code": exit_code,
-            **_pod_figures(pod),
+            **pod_figures(pod),
         }
         notes = [line for line in pod.log().splitlines() if "network" in line.lower()][-3:]
     state = (

@@ -21,8 +21,8 @@ from iweblens.bench.stress import (
     AttackResult,
     Body,
     Check,
-    _pod_figures,
-    _probe_figures,
+    pod_figures,
+    probe_figures,
     exchange,
     photo_body,
     running_pod,
@@ -93,8 +93,8 @@ def hostile_json(
             "body_bytes": {name: len(body.data) for name, body in bodies.items()},
             "statuses": {name: dict(statuses_of(got)) for name, got in outcomes.items()},
             "good_request_after": after.status or after.failure,
-            **_probe_figures(prober),
-            **_pod_figures(pod),
+            **probe_figures(prober),
+            **pod_figures(pod),
         }
     cell = (
         f"nested arrays {figures['statuses']['nested-arrays']}, {depth} deep "
