@@ -21,10 +21,10 @@ from iweblens.bench.stress import (
     AttackResult,
     Body,
     Check,
-    pod_figures,
-    probe_figures,
     exchange,
     photo_body,
+    pod_figures,
+    probe_figures,
     running_pod,
     statuses_of,
 )
