@@ -101,7 +101,7 @@ def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
 def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from iweblens.bench.stress import ATTACKS, all_passed, run_stress, table
+    from iweblens.bench.attacks.registry import ATTACKS, all_passed, run_stress, table
     from iweblens.load.client import list_images
     from iweblens.study.replicas.manifest import manifest_pod_spec
 
@@ -111,7 +111,7 @@ def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     spec = manifest_pod_spec(args.manifest)
     spec = dataclasses.replace(spec, env={**spec.env, **dict(args.env)})
-    results = run_stress(spec, images, args.attack or ATTACKS)
+    results = run_stress(spec, images, args.attack or list(ATTACKS))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -278,11 +278,11 @@ def _manifest_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _stress_arguments(parser: argparse.ArgumentParser) -> None:
-    from iweblens.bench.stress import ATTACKS
+    from iweblens.bench.attacks.registry import ATTACKS
 
     parser.add_argument("images", type=Path, help="folder of photographs")
     parser.add_argument(
-        "--attack", action="append", choices=ATTACKS, help="run only this one (repeatable)"
+        "--attack", action="append", choices=list(ATTACKS), help="run only this one (repeatable)"
     )
     _manifest_argument(parser)
     parser.add_argument(

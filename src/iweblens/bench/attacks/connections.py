@@ -74,7 +74,12 @@ def _served_check(result: AttackResult) -> AttackResult:
 
 
 def one_byte_flood(
-    spec: PodSpec, images: Sequence[Path], *, connections: int | None = None, duration_s: float
+    spec: PodSpec,
+    images: Sequence[Path],
+    *,
+    connections: int | None = None,
+    duration_s: float,
+    baseline_s: float = 0.0,
 ) -> AttackResult:
     """``connections`` (default: the server's connection cap) connections of one byte each."""
     count = connections if connections is not None else Settings().max_connections
@@ -84,13 +89,19 @@ def one_byte_flood(
         "one-byte-flood",
         lambda port: OpeningFlood(port, count, b"P"),
         duration_s=duration_s,
+        baseline_s=baseline_s,
     )
     result.checks.append(Check("0 liveness restarts", result.figures["would_restart"] == 0))
     return _served_check(result)
 
 
 def declared_bodies(
-    spec: PodSpec, images: Sequence[Path], *, connections: int = 3, duration_s: float
+    spec: PodSpec,
+    images: Sequence[Path],
+    *,
+    connections: int = 3,
+    duration_s: float,
+    baseline_s: float = 0.0,
 ) -> AttackResult:
     """Raw uploads that declare a body and send none of it, as much as the budget would hold.
 
@@ -113,7 +124,9 @@ def declared_bodies(
         return OpeningFlood(port, count, head.encode())
 
     return _served_check(
-        flood_attack(spec, images, "declared-bodies", flood, duration_s=duration_s)
+        flood_attack(
+            spec, images, "declared-bodies", flood, duration_s=duration_s, baseline_s=baseline_s
+        )
     )
 
 
