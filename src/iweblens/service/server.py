@@ -17,6 +17,22 @@ that cannot finish within ``graceful_timeout`` are answered 503 with ``Connectio
 the rest are served. ``SHUTDOWN_SLACK_S`` past the grace, what is still unanswered is answered 503,
 and the process exits 0, at the latest ``EXIT_SLACK_S`` later, even if a job is still inside a
 decoder: within the pod's ``terminationGracePeriodSeconds``.
+
+uvicorn internals this module relies on (uvicorn is pinned to the minor version tested, in
+pyproject.toml; ``tests/service/test_uvicorn_internals.py`` fails when one of them goes):
+``HttpToolsProtocol.connection_made``, ``HttpToolsProtocol.connection_lost``,
+``HttpToolsProtocol.data_received``, ``HttpToolsProtocol.on_message_begin``,
+``HttpToolsProtocol.on_url``, ``HttpToolsProtocol.on_header``,
+``HttpToolsProtocol.on_headers_complete``, ``HttpToolsProtocol.on_message_complete``,
+``HttpToolsProtocol.on_response_complete``, ``HttpToolsProtocol.send_400_response``,
+``HttpToolsProtocol.shutdown``, ``HttpToolsProtocol.timeout_keep_alive_handler``,
+``HttpToolsProtocol._unset_keepalive_if_required``, ``HttpToolsProtocol.connections``,
+``HttpToolsProtocol.cycle``, ``HttpToolsProtocol.loop``, ``HttpToolsProtocol.parser``,
+``HttpToolsProtocol.pipeline``, ``HttpToolsProtocol.scope``, ``HttpToolsProtocol.server_state``,
+``HttpToolsProtocol.timeout_keep_alive``, ``HttpToolsProtocol.timeout_keep_alive_task``,
+``HttpToolsProtocol.transport``, ``HttpToolsProtocol.url``, ``RequestResponseCycle.keep_alive``,
+``RequestResponseCycle.transport``, ``RequestResponseCycle.response_complete``, ``httptools_impl.STATUS_LINE``,
+``Server.capture_signals``, ``Server._captured_signals``, ``Server.shutdown``, ``Server.servers``.
 """
 
 from __future__ import annotations
