@@ -13,6 +13,7 @@ import struct
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,10 +31,13 @@ from iweblens.bench.attacks.images import (
     scan_flood,
 )
 from iweblens.detection import ImageDecodeError
-from iweblens.inference.headers import iso_brands, jpeg_frame, png_chunks
+from iweblens.inference.headers import PNG_SIGNATURE, iso_brands, png_chunks, walk_jpeg
 from iweblens.inference.images import (
+    MAX_PNG_ANCILLARY_CHUNKS,
+    MAX_PNG_CHUNKS,
     MAX_SCAN_MCUS,
     MAX_SCANS,
+    MAX_SEGMENTS,
     REDUCTIONS,
     ImageLimits,
     ImageTooLargeError,
@@ -101,6 +105,33 @@ def test_png_walk_reads_every_chunk_up_to_iend(photo: Image.Image) -> None:
     assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and b"tEXt" not in kinds
 
 
+def rechunked(png: bytes, size: int, extra: bytes = b"") -> bytes:
+    """``png`` with its image data split into IDAT chunks of ``size`` bytes, ``extra`` before."""
+    chunks = list(png_chunks(png))
+    data = b"".join(bytes(payload) for kind, payload in chunks if kind == b"IDAT")
+    idats = [png_chunk(b"IDAT", data[i : i + size]) for i in range(0, len(data), size)]
+    before = [png_chunk(kind, bytes(p)) for kind, p in chunks if kind not in (b"IDAT", b"IEND")]
+    return PNG_SIGNATURE + b"".join(before) + extra + b"".join(idats) + png_chunk(b"IEND", b"")
+
+
+def test_png_chunk_counts_are_bounded_where_real_encoders_stay(photo: Image.Image) -> None:
+    png = encoded(photo, "PNG")
+    split = rechunked(png, 1024)
+    assert np.array_equal(decode_with_opencv(split), decode_with_opencv(png))
+    assert read_header(split).width == photo.width
+    ancillary = sum(kind[0] & 0x20 != 0 for kind, _ in png_chunks(png))  # lower-case first
+    room = MAX_PNG_ANCILLARY_CHUNKS - ancillary
+    private = png_chunk(b"prVt", b"")
+    assert len(png) // 4 > MAX_PNG_CHUNKS
+    assert read_header(rechunked(png, 1024, private * room)).width == photo.width
+    for flood in (
+        rechunked(png, 1024, private * (room + 1)),
+        rechunked(png, 4),
+    ):
+        with pytest.raises(ImageTooLargeError, match="chunks"):
+            read_header(flood)
+
+
 # ----------------------------------------------------------------------------- lossless JPEG
 
 
@@ -159,7 +190,8 @@ def declaring(data: bytes, width: int, height: int) -> bytes:
 def test_scan_work_is_bounded_as_scans_times_mcus() -> None:
     """A 12 MP 4:2:0 frame has 250 x 188 MCUs: 170 scans fit the bound, 171 do not."""
     base = declaring(progressive_jpeg(64, 48), 4000, 3000)
-    assert jpeg_frame(base, MAX_SCANS).mcus == 250 * 188
+    walk = walk_jpeg(base, MAX_SCANS, MAX_SEGMENTS)
+    assert walk.frame is not None and walk.frame.mcus == 250 * 188
     fits = MAX_SCAN_MCUS // (250 * 188)
     assert read_header(scan_flood(base, fits - 10), 416).scans == fits
     with pytest.raises(ImageTooLargeError, match="scans x MCUs"):
@@ -180,6 +212,14 @@ def test_every_photograph_progressive_is_admitted(coco128: list[Path]) -> None:
         with Image.open(path) as image:
             data = encoded(image.convert("RGB"), "JPEG", quality=90, progressive=True)
         assert inspect_image(data, ImageLimits()).scans == 10, path.name
+
+
+def test_a_flood_of_marker_segments_is_refused_before_pillow_walks_it(photo: Image.Image) -> None:
+    data = encoded(photo, "JPEG")
+    comments = b"\xff\xfe\x00\x02" * MAX_SEGMENTS  # empty COM segments, before the frame
+    with pytest.raises(ImageTooLargeError, match="marker segments"):
+        read_header(data[:2] + comments + data[2:])
+    assert read_header(data[:2] + comments[: -4 * 32] + data[2:]).width == photo.width
 
 
 # ----------------------------------------------------------------------------- frame headers

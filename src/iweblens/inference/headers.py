@@ -90,11 +90,11 @@ class JpegSegments:
 
 @dataclass(frozen=True)
 class JpegFrame:
-    """What a JPEG's frame header and scan headers declare.
+    """What a JPEG's frame header declares.
 
     ``mcus`` is the number of MCUs of an interleaved scan (8 x 8 blocks of the most sampled
-    component, each covering ``8 * h_max`` x ``8 * v_max`` pixels); ``scans`` the SOS segments
-    before the end marker, counted up to ``max_scans + 1``; ``lossless`` a SOF3/7/11/15 frame.
+    component, each covering ``8 * h_max`` x ``8 * v_max`` pixels); ``lossless`` a SOF3/7/11/15
+    frame.
     """
 
     width: int
@@ -102,29 +102,36 @@ class JpegFrame:
     progressive: bool
     lossless: bool
     mcus: int
+
+
+@dataclass(frozen=True)
+class JpegWalk:
+    """A JPEG's first frame header (None if none was met), and its scans and marker segments
+    before the end marker, each counted no further than one past its limit."""
+
+    frame: JpegFrame | None
     scans: int
+    segments: int
 
 
-def jpeg_frame(data: bytes, max_scans: int) -> JpegFrame:
-    """The first frame of a JPEG and its scans, counting no further than ``max_scans + 1``.
+def walk_jpeg(data: bytes, max_scans: int, max_segments: int) -> JpegWalk:
+    """Walk a JPEG's segments until its end marker, or until ``max_scans`` or ``max_segments``
+    is passed.
 
-    Raises ``ImageDecodeError`` for a frame header libjpeg refuses: no components, or a
-    sampling factor outside 1-4 (``JERR_BAD_SAMPLING``), or a file with no frame header.
+    Raises ``ImageDecodeError`` for a frame header libjpeg refuses: cut short, no components,
+    or a sampling factor outside 1-4 (``JERR_BAD_SAMPLING``).
     """
     frame: JpegFrame | None = None
-    scans = 0
+    scans = segments = 0
     for marker, segment in JpegSegments(data):
+        segments += 1
         if marker in SOF_MARKERS and frame is None:
             frame = _frame_header(marker, segment)
         elif marker == SOS:
             scans += 1
-            if scans > max_scans:
-                break
-    if frame is None:
-        raise ImageDecodeError("the JPEG has no frame header")
-    return JpegFrame(
-        frame.width, frame.height, frame.progressive, frame.lossless, frame.mcus, scans
-    )
+        if scans > max_scans or segments > max_segments:
+            break
+    return JpegWalk(frame, scans, segments)
 
 
 def _frame_header(marker: int, segment: memoryview) -> JpegFrame:
@@ -139,9 +146,7 @@ def _frame_header(marker: int, segment: memoryview) -> JpegFrame:
     else:
         h_max, v_max = max(h for h, _ in factors), max(v for _, v in factors)
     mcus = -(-width // (8 * h_max)) * -(-height // (8 * v_max))
-    return JpegFrame(
-        width, height, marker in PROGRESSIVE_SOF, marker in LOSSLESS_SOF, mcus, scans=0
-    )
+    return JpegFrame(width, height, marker in PROGRESSIVE_SOF, marker in LOSSLESS_SOF, mcus)
 
 
 def scans_cover_the_frame(data: bytes) -> bool:

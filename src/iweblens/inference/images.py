@@ -38,10 +38,13 @@ from iweblens.detection import ImageDecodeError
 from iweblens.inference.headers import (
     AVIF_BRANDS,
     HEIF_BRANDS,
+    JPEG_SOI,
+    PNG_SIGNATURE,
+    JpegFrame,
     iso_brands,
-    jpeg_frame,
     png_chunks,
     scans_cover_the_frame,
+    walk_jpeg,
 )
 
 if TYPE_CHECKING:
@@ -54,9 +57,16 @@ SUPPORTED_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF"
 JPEG_FORMATS = ("JPEG", "MPO")
 # Progressive work: each scan walks every MCU of the frame again, whatever data it carries, so a
 # JPEG's scans x MCUs is bounded (docs/reliability.md has the measurements behind the numbers),
-# and so are its scans alone, which bounds the header walk itself.
+# and so are its scans alone. Marker segments are bounded too: Pillow and the walk read each in
+# Python, and a real JPEG has tens (a few hundred with a chunked ICC profile).
 MAX_SCANS = 500
 MAX_SCAN_MCUS = 8_000_000
+MAX_SEGMENTS = 4096
+# PNG chunks: Pillow reads those before the image data in Python, the walk all of them. libpng
+# keeps at most 1000 ancillary chunks (its user_chunk_cache_max); encoders split the image data
+# into chunks of 8 KiB (libpng) to 64 KiB (Pillow).
+MAX_PNG_ANCILLARY_CHUNKS = 1000
+MAX_PNG_CHUNKS = 65536
 # The smallest decoded long side a reduced JPEG decode may leave, in network inputs: 2 agreed best
 # with the 640-px originals on photos upscaled to 12 and 24 MP, better than 1 or 4 or a full-size
 # decode (docs/decoding.md).
@@ -185,29 +195,37 @@ def read_header(data: bytes, input_size: int | None = None) -> ImageHeader:
 
     Reads the header only (never the pixels). Raises ``UnsupportedImageFormatError`` for images
     in other formats (the HEIF family is recognised by its ftyp brand), ``ImageTooLargeError``
-    when Pillow's own bomb limit trips or a JPEG's scans exceed ``MAX_SCANS`` or
-    ``MAX_SCAN_MCUS``, ``ImageDecodeError`` for bytes that are not an image, an image without
-    pixels, a damaged AVIF, a PNG chunk declaring more bytes than the file holds or a JPEG frame
-    header libjpeg refuses.
+    when Pillow's own bomb limit trips or the walk's limits are passed (``_walk_within_limits``:
+    a JPEG's scans and segments, a PNG's chunks), ``ImageDecodeError`` for bytes that are not an
+    image, an image without pixels, a damaged AVIF, a PNG chunk declaring more bytes than the
+    file holds or a JPEG frame header libjpeg refuses.
     """
+    # Walked before Pillow reads it: Pillow's own walk (to a JPEG's first scan, to a PNG's first
+    # image data chunk) would be unbounded.
+    walk = _walk_within_limits(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                header = _header_of(image, data, input_size)
+                header = _header_of(image, input_size, walk)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError:
         raise ImageTooLargeError("the image declares more pixels than the limit") from None
-    except RuntimeError:
-        # Pillow's AVIF plugin raises it for what libavif refuses past the ftyp box.
-        if not iso_brands(data) & AVIF_BRANDS:
-            raise
-        raise ImageDecodeError("the AVIF file is damaged") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        struct.error,
+        RuntimeError,
+    ) as error:
         brands = iso_brands(data)
         if brands & AVIF_BRANDS:
+            # Pillow's AVIF plugin raises RuntimeError for much of what libavif refuses.
             raise ImageDecodeError("the AVIF file is damaged") from None
+        if isinstance(error, RuntimeError):
+            raise  # not from the AVIF plugin: a bug, not a bad image
         if brands & HEIF_BRANDS:
             raise UnsupportedImageFormatError(
                 f"HEIC/HEIF images are not supported; send {SUPPORTED_NAMES}"
@@ -376,26 +394,67 @@ def limit_decoded_pixels(max_pixels: int) -> None:
 # ----------------------------------------------------------------------------- the header
 
 
-def _header_of(image: Image.Image, data: bytes, input_size: int | None) -> ImageHeader:
+@dataclass(frozen=True)
+class _Walk:
+    """What the header walks found: a JPEG's frame and scans, a PNG's eXIf payload."""
+
+    frame: JpegFrame | None = None
+    scans: int = 1
+    png_exif: bytes | None = None
+
+
+def _walk_within_limits(data: bytes) -> _Walk:
+    """Walk a JPEG's segments or a PNG's chunks, within the limits above.
+
+    Raises ``ImageTooLargeError`` beyond ``MAX_SEGMENTS``, ``MAX_SCANS``, ``MAX_SCAN_MCUS``,
+    ``MAX_PNG_CHUNKS`` or ``MAX_PNG_ANCILLARY_CHUNKS``; ``ImageDecodeError`` for a JPEG without
+    a frame header or with one libjpeg refuses, and a PNG chunk beyond the bytes present.
+    """
+    if data.startswith(PNG_SIGNATURE):
+        ancillary = 0
+        exif = None
+        for chunks, (kind, payload) in enumerate(png_chunks(data), 1):
+            ancillary += kind[0] & 0x20 != 0  # a lower-case first letter: an ancillary chunk
+            if chunks > MAX_PNG_CHUNKS or ancillary > MAX_PNG_ANCILLARY_CHUNKS:
+                raise ImageTooLargeError(
+                    f"the PNG has more than {MAX_PNG_CHUNKS} chunks or more than "
+                    f"{MAX_PNG_ANCILLARY_CHUNKS} ancillary ones"
+                )
+            if kind == b"eXIf" and exif is None:
+                exif = bytes(payload)
+        return _Walk(png_exif=exif)
+    if not data.startswith(JPEG_SOI):
+        return _Walk()
+    walk = walk_jpeg(data, MAX_SCANS, MAX_SEGMENTS)
+    if walk.segments > MAX_SEGMENTS:
+        raise ImageTooLargeError(f"the JPEG has more than {MAX_SEGMENTS} marker segments")
+    if walk.frame is None:
+        raise ImageDecodeError("the data is not a decodable image (the JPEG has no frame header)")
+    frame = walk.frame
+    if walk.scans > MAX_SCANS or walk.scans * frame.mcus > MAX_SCAN_MCUS:
+        scans = f"more than {MAX_SCANS}" if walk.scans > MAX_SCANS else str(walk.scans)
+        raise ImageTooLargeError(
+            f"this {frame.width}x{frame.height} JPEG declares {scans} scans of {frame.mcus} MCUs; "
+            f"at most {MAX_SCANS} scans and {MAX_SCAN_MCUS} scans x MCUs are decoded"
+        )
+    return _Walk(frame, walk.scans)
+
+
+def _header_of(image: Image.Image, input_size: int | None, walk: _Walk) -> ImageHeader:
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedImageFormatError(
             f"{image.format or 'this'} images are not supported; send {SUPPORTED_NAMES}"
         )
     width, height = image.size
-    orientation = _orientation(image, data)
+    orientation = _orientation(image, walk.png_exif)
     if image.format == "TIFF":
         # Pillow >= 11 reports a rotated TIFF's displayed size; the tags hold the stored one.
         width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)  # type: ignore[attr-defined]
     size = input_size or DEFAULT_INPUT_SIZE
     if image.format not in JPEG_FORMATS:
         return ImageHeader(image.format, width, height, orientation, input_size=size)
-    frame = jpeg_frame(data, MAX_SCANS)
-    if frame.scans > MAX_SCANS or frame.scans * frame.mcus > MAX_SCAN_MCUS:
-        scans = f"more than {MAX_SCANS}" if frame.scans > MAX_SCANS else str(frame.scans)
-        raise ImageTooLargeError(
-            f"this {width}x{height} JPEG declares {scans} scans of {frame.mcus} MCUs; at most "
-            f"{MAX_SCANS} scans and {MAX_SCAN_MCUS} scans x MCUs are decoded"
-        )
+    frame = walk.frame
+    assert frame is not None, "Pillow's JPEG files start with SOI, which read_header walked"
     return ImageHeader(
         image.format,
         width,
@@ -406,20 +465,18 @@ def _header_of(image: Image.Image, data: bytes, input_size: int | None) -> Image
         progressive=bool(image.info.get("progressive")),
         samples_per_pixel=_samples_per_pixel(image),
         input_size=size,
-        scans=frame.scans,
+        scans=walk.scans,
         lossless=frame.lossless,
     )
 
 
-def _orientation(image: Image.Image, data: bytes) -> int:
+def _orientation(image: Image.Image, png_exif: bytes | None) -> int:
     """The stored EXIF orientation (1 when absent or invalid), read without decoding pixels."""
     if image.format in ("GIF", "BMP"):
         return 1  # neither format can carry one
     if image.format == "PNG":
-        # Pillow loads every pixel to find an eXIf chunk after the image data: walk the chunks
-        # (all of them: the walk also refuses a chunk declaring more bytes than are present).
-        found = [bytes(payload) for kind, payload in png_chunks(data) if kind == b"eXIf"]
-        payload = image.info.get("exif") or (found[0] if found else None)
+        # Pillow loads every pixel to find an eXIf chunk after the image data: the walk found it.
+        payload = image.info.get("exif") or png_exif
         exif = Image.Exif()
         if payload:
             exif.load(payload)
