@@ -239,6 +239,17 @@ def test_sampling_factors_libjpeg_refuses_are_refused(
     assert "sampling factor" in str(refused_as_damaged(bytes(data)))
 
 
+def test_a_second_frame_header_is_refused_as_libjpeg_refuses_it(photo: Image.Image) -> None:
+    data = encoded(photo, "JPEG")
+    sof = data.index(b"\xff\xc0")
+    (length,) = struct.unpack_from(">H", data, sof + 2)
+    frame = bytearray(data[sof : sof + 2 + length])
+    struct.pack_into(">HH", frame, 5, 8000, 6000)  # Pillow would plan by this one
+    doubled = data[: sof + 2 + length] + bytes(frame) + data[sof + 2 + length :]
+    assert decode_with_opencv(doubled) is None
+    assert "two frame headers" in str(refused_as_damaged(doubled))
+
+
 # ----------------------------------------------------------------------------- ISO base media
 
 

@@ -118,14 +118,17 @@ def walk_jpeg(data: bytes, max_scans: int, max_segments: int) -> JpegWalk:
     """Walk a JPEG's segments until its end marker, or until ``max_scans`` or ``max_segments``
     is passed.
 
-    Raises ``ImageDecodeError`` for a frame header libjpeg refuses: cut short, no components,
-    or a sampling factor outside 1-4 (``JERR_BAD_SAMPLING``).
+    Raises ``ImageDecodeError`` for frame headers libjpeg refuses: cut short, no components,
+    a sampling factor outside 1-4 (``JERR_BAD_SAMPLING``), a second one (``JERR_SOF_DUPLICATE``:
+    Pillow would plan by the last, libjpeg decode by the first).
     """
     frame: JpegFrame | None = None
     scans = segments = 0
     for marker, segment in JpegSegments(data):
         segments += 1
-        if marker in SOF_MARKERS and frame is None:
+        if marker in SOF_MARKERS:
+            if frame is not None:
+                raise ImageDecodeError("the JPEG has two frame headers")
             frame = _frame_header(marker, segment)
         elif marker == SOS:
             scans += 1
