@@ -1,24 +1,19 @@
 """The header reader refuses what it cannot bound: each refusal is checked against the decoders.
 
 Hostile files come from ``iweblens.bench.attacks.images`` (built in code); ordinary ones are the
-committed photographs, re-encoded. The last test fuzzes ``inspect_image`` and ``decode_image``
-from those seeds (``FUZZ_EXAMPLES`` as in the service's fuzz tests).
+committed photographs, re-encoded. ``test_image_headers_fuzz.py`` fuzzes the same reader.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import struct
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
-from support import heic_header
+from support import encoded, heic_header
 
 from iweblens.bench.attacks.images import (
     LOSSLESS_SIZE,
@@ -48,15 +43,6 @@ from iweblens.inference.images import (
     inspect_image,
     read_header,
 )
-
-# One knob with the service fuzz tests; a header check costs a tenth of a request or less.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150")) * 12
-
-
-def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -286,68 +272,3 @@ def test_a_damaged_avif_is_damaged_not_heic(photo: Image.Image) -> None:
     assert read_header(data).format == "AVIF"
     with pytest.raises(UnsupportedImageFormatError):
         read_header(heic_header(b"mif1", (b"heic",)))
-
-
-# ----------------------------------------------------------------------------- fuzzing
-
-
-def seeds(photo: Image.Image) -> list[bytes]:
-    small = photo.resize((96, 72))
-    return [
-        encoded(small, "JPEG", quality=85),
-        encoded(small, "JPEG", quality=85, progressive=True),
-        encoded(small, "JPEG", quality=85, progressive=True, subsampling="4:4:4"),
-        encoded(small.convert("L"), "JPEG", progressive=True),
-        encoded(small, "PNG"),
-        encoded(small.convert("P"), "PNG"),
-        encoded(small, "AVIF", quality=60),
-        lossless_jpeg(40, 30),
-        heic_header(),
-        heic_header(b"avif", (b"mif1",)),
-        scan_flood(progressive_jpeg(48, 32), 20),
-    ]
-
-
-@st.composite
-def mutated(draw: st.DrawFn, corpus: list[bytes]) -> bytes:
-    data = bytearray(draw(st.sampled_from(corpus)))
-    for _ in range(draw(st.integers(0, 6))):
-        position = draw(st.integers(0, len(data) - 1))
-        kind = draw(st.sampled_from(["byte", "word", "long", "cut", "copy"]))
-        if kind == "byte":
-            data[position] = draw(st.integers(0, 255))
-        elif kind == "word" and position + 2 <= len(data):
-            struct.pack_into(">H", data, position, draw(st.integers(0, 0xFFFF)))
-        elif kind == "long" and position + 4 <= len(data):
-            struct.pack_into(">I", data, position, draw(st.integers(0, 0xFFFFFFFF)))
-        elif kind == "cut":
-            data = data[: max(position, 1)]
-        elif kind == "copy":
-            end = draw(st.integers(position, min(len(data), position + 64)))
-            data[position:position] = data[position:end] * draw(st.integers(1, 40))
-    return bytes(data)
-
-
-def test_fuzzed_headers_raise_only_decode_errors_and_keep_their_plan(photo: Image.Image) -> None:
-    """No exception but the ``ImageDecodeError`` family; what decodes has the planned size."""
-    limits = ImageLimits()
-
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(mutated(seeds(photo)))
-    def check(data: bytes) -> None:
-        try:
-            header = inspect_image(data, limits)
-            pixels = decode_image(data, limits.input_size).pixels
-        except ImageDecodeError:
-            return
-        width, height = header.decoded_size
-        if header.orientation >= 5:
-            width, height = height, width
-        assert pixels.shape[:2] == (height, width)
-        assert width * height <= limits.max_pixels
-
-    check()

@@ -27,6 +27,7 @@ from iweblens.bench.stress import (
     AttackResult,
     Check,
     RequestLimits,
+    _pod_figures,
     exchange,
     multipart_body,
     photo_body,
@@ -231,9 +232,8 @@ def hostile_images(
         figures = {
             "statuses": statuses,
             "photographs": dict(photos),
-            "oom_kills": pod.oom_kills(),
-            "peak_memory_mib": round((pod.peak_memory_bytes() or 0) / 2**20, 1),
             "ready_after": ready,
+            **_pod_figures(pod),
         }
     checks = [
         Check("every hostile image is refused with its 4xx", statuses == EXPECTED_STATUSES),
