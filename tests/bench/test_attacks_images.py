@@ -14,8 +14,9 @@ from iweblens.study.replicas.manifest import PodSpec
 def test_hostile_images_are_refused_and_photographs_served(
     pod_spec: PodSpec, coco128: list[Path]
 ) -> None:
-    """The 53-byte PNG, the 40 MP lossless JPEG, the 16 MiB ftyp body: 4xx, 0 OOM kills; the
-    photographs sent while the 15,000-scan JPEG is refused: all 200; the pod ready after."""
+    """The 53-byte PNG, the 40 MP lossless JPEG, the 16 MiB ftyp body, a JPEG with sampling
+    factors 0, an AVIF without its primary item: each its 4xx, 0 OOM kills; the photographs sent
+    while the 15,000-scan JPEG is refused: all 200; the pod ready after."""
     result = hostile_images(pod_spec, coco128)
     print("\n" + "\n".join(result.lines()))
     assert result.passed, result.figures

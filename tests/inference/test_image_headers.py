@@ -17,8 +17,10 @@ from support import encoded, heic_header
 
 from iweblens.bench.attacks.images import (
     LOSSLESS_SIZE,
+    avif_without_primary_item,
     flood_jpeg,
     ftyp_body,
+    jpeg_sampling,
     lossless_jpeg,
     png_chunk,
     png_declaring_chunk,
@@ -216,13 +218,9 @@ def test_a_flood_of_marker_segments_is_refused_before_pillow_walks_it(photo: Ima
 def test_sampling_factors_libjpeg_refuses_are_refused(
     factors: tuple[int, ...], progressive: bool
 ) -> None:
-    data = bytearray(encoded(Image.new("RGB", (32, 32)), "JPEG", progressive=progressive))
-    sof = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
-    for i, factor in enumerate(factors):
-        data[sof + 11 + 3 * i] = factor
-    assert decode_with_opencv(bytes(data)) is None
-    assert decode_with_pillow(bytes(data)) is None
-    assert "sampling factor" in str(refused_as_damaged(bytes(data)))
+    data = jpeg_sampling(factors, progressive)
+    assert decode_with_opencv(data) is None and decode_with_pillow(data) is None
+    assert "sampling factor" in str(refused_as_damaged(data))
 
 
 def test_a_second_frame_header_is_refused_as_libjpeg_refuses_it(photo: Image.Image) -> None:
@@ -256,10 +254,8 @@ def avif(photo: Image.Image) -> bytes:
     return encoded(photo.resize((64, 48)), "AVIF", quality=80)
 
 
-def test_an_avif_whose_primary_item_is_missing_is_damaged(photo: Image.Image) -> None:
-    data = avif(photo)
-    pitm = data.index(b"pitm")
-    missing = data[: pitm + 8] + b"\x00\x09" + data[pitm + 10 :]  # no item 9
+def test_an_avif_whose_primary_item_is_missing_is_damaged(photos: list[Path]) -> None:
+    missing = avif_without_primary_item(photos[0])
     assert decode_with_opencv(missing) is None and decode_with_pillow(missing) is None
     refused_as_damaged(missing)
 

@@ -46,9 +46,16 @@ if TYPE_CHECKING:
 LOSSLESS_SIZE = (7300, 5475)
 FLOOD_SCANS = 15_000
 FLOOD_SIZE = (4000, 3000)
-# Damaged (a chunk beyond the file), too large to decode (40 MP at full size, too many scans),
-# a HEIF-branded file (unsupported).
-EXPECTED_STATUSES = {"png-chunk": 400, "lossless-jpeg": 413, "ftyp-body": 415, "scan-flood": 413}
+# Damaged (a chunk beyond the file, a sampling factor 0, an AVIF's primary item missing), too
+# large to decode (40 MP at full size, too many scans), a HEIF-branded file (unsupported).
+EXPECTED_STATUSES = {
+    "png-chunk": 400,
+    "lossless-jpeg": 413,
+    "ftyp-body": 415,
+    "zero-sampling-jpeg": 400,
+    "avif-no-primary-item": 400,
+    "scan-flood": 413,
+}
 # A JPEG scan header for a DC refinement of all three components (Ah=1, Al=0): repeated with
 # no entropy-coded data, libjpeg warns of a bogus progression but decodes every MCU again.
 _DC_REFINEMENT_SCAN = b"\xff\xda\x00\x0c\x03\x01\x00\x02\x00\x03\x00\x00\x00\x10"
@@ -194,6 +201,28 @@ def scan_costs(
     return costs
 
 
+def jpeg_sampling(factors: Sequence[int], progressive: bool = False) -> bytes:
+    """A 32x32 JPEG whose frame header gives its components these sampling-factor bytes."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buffer, "JPEG", progressive=progressive)
+    data = bytearray(buffer.getvalue())
+    sof = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
+    for i, factor in enumerate(factors):
+        data[sof + 11 + 3 * i] = factor  # after the marker, length, precision, size, count, id
+    return bytes(data)
+
+
+def avif_without_primary_item(photo: Path) -> bytes:
+    """A small AVIF of ``photo`` whose primary item box (pitm) names an item that is not there."""
+    with Image.open(photo) as source:
+        image = source.convert("RGB").resize((64, 48))
+    buffer = io.BytesIO()
+    image.save(buffer, "AVIF", quality=80)
+    data = buffer.getvalue()
+    pitm = data.index(b"pitm")
+    return data[: pitm + 8] + struct.pack(">H", 9) + data[pitm + 10 :]  # version 0: 16-bit id
+
+
 def hostile_images(
     spec: PodSpec, images: Sequence[Path], *, photos_during_flood: int = 20, timeout: float = 60.0
 ) -> AttackResult:
@@ -208,11 +237,13 @@ def hostile_images(
         "png-chunk": png_declaring_chunk(),
         "lossless-jpeg": lossless_jpeg(*LOSSLESS_SIZE),
         "ftyp-body": ftyp_body(room // 4 * 4),
+        "zero-sampling-jpeg": jpeg_sampling((0, 0, 0)),
+        "avif-no-primary-item": avif_without_primary_item(images[0]),
         "scan-flood": flood_jpeg(images[0]),
     }
     with running_pod(spec, "hostile-images") as pod:
         statuses: dict[str, int | str | None] = {}
-        for name in ("png-chunk", "lossless-jpeg", "ftyp-body"):
+        for name in [name for name in hostile if name != "scan-flood"]:
             outcome = exchange(pod.port, multipart_body(hostile[name]), timeout)
             statuses[name] = outcome.status or outcome.failure
         photo_outcomes = []
