@@ -24,7 +24,8 @@ SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 SOS, EOI = 0xDA, 0xD9
-# ISO base media file format brands (ftyp box): AVIF first, then the HEIF-family still images.
+# ISO base media file format brands (ftyp box) of AVIF, and of HEIF-family still images (AVIF
+# files name mif1 too: an AVIF brand decides).
 AVIF_BRANDS = frozenset({b"avif", b"avis"})
 HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}

@@ -4,3 +4,5 @@ Each module builds its hostile inputs in code (nothing hostile is committed) and
 that run against one imitated pod, are bounded in connections and time, and return an
 ``iweblens.bench.stress.AttackResult``.
 """
+
+__all__: list[str] = []  # the attacks are used from their own modules
