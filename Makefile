@@ -7,7 +7,10 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint install clean
+.PHONY: help run test quick check lint install clean
+
+help:  ## list the targets with a line each
+	@awk -F':.*## ' '/^[a-z][a-z0-9-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # Dependencies come from the hash-pinned locks (regenerate them with `make lock`), then the
 # package, whose editable install compiles the C letterbox into src/ (again whenever its source
@@ -28,25 +31,36 @@ $(VENV)/.dev-installed: $(BIN)/iweblens requirements-dev.lock
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
 
-install: $(VENV)/.dev-installed
+install: $(VENV)/.dev-installed  ## the service, the tools and the dev lock into .venv
 
-run: $(BIN)/iweblens
+run: $(BIN)/iweblens  ## serve on http://localhost:5000 (HOST=, PORT=)
 	$(BIN)/iweblens serve --host $(HOST) --port $(PORT)
 
-lint: install
+lint: install  ## ruff (lint and format) and mypy --strict
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: install lint
+test: install lint  ## what CI runs: lint, system packages (root), the whole suite
 	scripts/install-system-deps.sh
 	scripts/install-kubectl.sh $(VENV)
 	$(BIN)/iweblens fetch-model
 	$(BIN)/pytest
 
+# The inner loop: no pod (root), container, browser or other slow test (tests/conftest.py says
+# which are which); a minute or two where `make test` takes a quarter of an hour.
+QUICK_MARKS := not slow and not root and not docker and not browser
+
+check: lint  ## lint and types only (what `make test` checks first)
+
+quick: install  ## the fast tests only (no pod, container, browser or benchmark)
+	scripts/install-kubectl.sh $(VENV)
+	$(BIN)/iweblens fetch-model
+	$(BIN)/pytest -q -m '$(QUICK_MARKS)'
+
 # Removes the venv and what the project cached (model, Docker data-roots, debootstrap base, podman
 # storage, test artifacts); says how much that freed. See scripts/clean.sh for the exact list.
-clean:
+clean:  ## remove .venv, test artifacts and ~/.cache/iweblens, saying how much
 	scripts/clean.sh $(VENV)
 
 # Container image and the kind cluster (README: "Deploy on Kubernetes (kind)").
@@ -62,7 +76,7 @@ APP_LABEL    := app.kubernetes.io/name=iweblens
 .PHONY: image kind-up kind-load k8s-apply k8s-autoscale k8s-scale k8s-logs kind-down
 
 # ENGINE=openvino-int8 builds the INT8 image (README: "Inference engines").
-image:
+image:  ## docker build the service image (ENGINE=openvino-int8 for INT8)
 	$(DOCKER) build --build-arg ENGINE=$(ENGINE) --tag $(IMAGE) .
 
 kind-up:
@@ -96,7 +110,7 @@ BENCH_IMAGES ?= ../shared/images/coco128
 
 .PHONY: bench
 
-bench: install
+bench: install  ## every speed goal under a 0.5-CPU quota (root), into docs/benchmarks.md
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens bench --images $(BENCH_IMAGES) --output docs/benchmarks.md
 
@@ -105,7 +119,7 @@ SOAK_IMAGES ?= $(firstword $(wildcard ../shared/images/coco128) tests/images)
 
 .PHONY: soak lock
 
-soak: install
+soak: install  ## 10 minutes of 32 clients on one imitated pod (root)
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens soak $(SOAK_IMAGES) --duration 600 --clients 32 --cpus 0.5
 
@@ -117,13 +131,13 @@ STRESS_COMPARE ?= $(wildcard docs/results/stress-before.json)
 
 .PHONY: stress
 
-stress: install
+stress: install  ## every attack on a fresh imitated pod, judged (root)
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens stress $(SOAK_IMAGES) --label $(basename $(notdir $(STRESS_JSON))) \
 		--json $(STRESS_JSON) $(addprefix --compare ,$(STRESS_COMPARE))
 
 # Regenerate requirements.lock and requirements-dev.lock (hash-pinned) after editing dependencies.
-lock: install
+lock: install  ## regenerate the hash-pinned locks
 	scripts/lock.sh
 
 # Issue 3: the pods x threads study (README: "The pods x threads study"). BACKEND=docker or
@@ -134,7 +148,7 @@ STUDY_CSV    ?= docs/results/results-$(BACKEND).csv
 
 .PHONY: study
 
-study: install
+study: install  ## the pods x threads study (BACKEND=local|docker|kubernetes)
 	scripts/install-system-deps.sh
 	$(BIN)/iweblens fetch-model
 	$(BIN)/iweblens experiment --backend $(BACKEND) --images $(STUDY_IMAGES) --output $(STUDY_CSV)

@@ -7,12 +7,49 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import API_KEYS, COCO128_DIR, DEPLOYMENT_MANIFEST, IMAGES_DIR, ServerProcess
+from support import API_KEYS, COCO128_DIR, DEPLOYMENT_MANIFEST, IMAGES_DIR, TESTS_DIR, ServerProcess
 
 from iweblens.config import Settings
 from iweblens.models.store import ModelPaths, ModelStore
 from iweblens.study.replicas.cgroup import CgroupUnavailable, PodCgroup
 from iweblens.study.replicas.manifest import PodSpec, manifest_pod_spec
+
+# What the quick loop (``make quick``) leaves out, in one place; the markers are declared in
+# pyproject.toml. A test that asks for an imitated pod needs root (cgroups) and takes seconds.
+ROOT_FIXTURES = frozenset({"pod_spec"})
+ROOT_MODULES = frozenset({"inference/test_sizing.py", "study/replicas/test_cgroup.py"})
+BROWSER_MODULES = frozenset({"service/test_page.py"})
+DOCKER_MODULES = frozenset({"study/test_docker_study.py"})
+SLOW_MODULES = frozenset(
+    {
+        "inference/test_quantize.py",
+        "service/test_parsing_fuzz.py",
+        "service/test_reliability_fuzz.py",
+        "service/test_reliability_slow_clients.py",
+        "study/test_local_study.py",
+    }
+)
+SLOW_FOLDERS = ("bench/", "deploy/")
+FAST_IN_SLOW_FOLDERS = frozenset({"bench/test_claims.py", "deploy/test_manifests.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test ``root``, ``docker``, ``browser`` and ``slow`` as the rules above say."""
+    for item in items:
+        module = item.path.relative_to(TESTS_DIR).as_posix()
+        marks = set()
+        if ROOT_FIXTURES & set(getattr(item, "fixturenames", ())) or module in ROOT_MODULES:
+            marks |= {"root", "slow"}
+        if module in BROWSER_MODULES:
+            marks |= {"browser", "slow"}
+        if module in DOCKER_MODULES or item.get_closest_marker("docker"):
+            marks |= {"docker", "slow"}
+        if module in SLOW_MODULES or (
+            module.startswith(SLOW_FOLDERS) and module not in FAST_IN_SLOW_FOLDERS
+        ):
+            marks.add("slow")
+        for mark in sorted(marks):
+            item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,7 @@ class Settings:
     # Bytes of requests in flight (bodies, decoding); 0 = the memory limit less what the loaded
     # networks and the process take, less a margin (see service/admission.py and sizing).
     memory_budget: int = 0
-    # Open connections; past it the oldest idle one is closed to make room.
+    # Open connections; past it another one is closed to make room (``service/server.py``).
     max_connections: int = 1000
 
     def __post_init__(self) -> None:
@@ -172,11 +172,12 @@ def _format(value: object) -> str:
 
 
 def read_api_keys(path: Path) -> tuple[str, ...]:
-    """The keys in a key file (a mounted Secret): one per line or comma-separated.
+    """The keys in a key file (a mounted Secret): one per line or comma-separated, UTF-8 with or
+    without a byte order mark (as Windows editors save it).
 
-    Raises ``OSError`` when the file cannot be read.
+    Raises ``OSError`` when the file cannot be read, ``UnicodeDecodeError`` when it is not UTF-8.
     """
-    return _words(path.read_text(encoding="utf-8"))
+    return _words(path.read_text(encoding="utf-8-sig"))
 
 
 def client_api_key() -> str | None:

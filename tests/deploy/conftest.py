@@ -27,12 +27,6 @@ BASE_IMAGE_TIMEOUT_S = 900
 BUILD_TIMEOUT_S = 1800
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "docker: builds and runs the service image in a private Docker engine"
-    )
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FIGURES:
         terminalreporter.section("iWebLens container image")

@@ -16,7 +16,13 @@ from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, SCORE_FLOOR, create_engine
 from iweblens.inference.images import decode_image
 from iweblens.inference.letterbox import letterbox
-from iweblens.models.onnx_export import CONVERTER_VERSION, ensure_onnx, onnx_path, parse_cfg
+from iweblens.models.onnx_export import (
+    CONVERTER_VERSION,
+    ensure_onnx,
+    graph_input_size,
+    onnx_path,
+    parse_cfg,
+)
 from iweblens.models.store import ModelPaths
 
 FLOAT_ENGINES = ("onnxruntime", "openvino")
@@ -137,3 +143,36 @@ def test_opencv_takes_its_floor_from_the_yolo_layers_thresh(
     network.setInput(letterbox(decode_image(photos[1].read_bytes()).pixels, 416)[0])
     scores = np.vstack(network.forward(network.getUnconnectedOutLayersNames()))[:, 5:]
     assert 0.05 < scores[scores > 0].min() < SCORE_FLOOR
+
+
+CAMERA_SIZE = 320  # what a camera's detector sends (Frigate's default model input)
+
+
+@pytest.mark.parametrize("engine", FLOAT_ENGINES)
+def test_float_engines_honour_the_input_size(
+    engine: str, model_paths: ModelPaths, photos: list[Path]
+) -> None:
+    """The graph is converted at the configured size (its own file, the size in its sidecar),
+    and detects exactly what OpenCV detects at that size."""
+    converted = ensure_onnx(model_paths, CAMERA_SIZE)
+    assert converted == onnx_path(model_paths, CAMERA_SIZE) != onnx_path(model_paths)
+    sidecar = json.loads(converted.with_name(converted.name + ".json").read_text())
+    assert sidecar["input_size"] == CAMERA_SIZE
+    labels = model_paths.labels()
+    expected = Detector(
+        create_engine("opencv", model_paths, input_size=CAMERA_SIZE), labels, input_size=CAMERA_SIZE
+    )
+    actual = Detector(
+        create_engine(engine, model_paths, input_size=CAMERA_SIZE), labels, input_size=CAMERA_SIZE
+    )
+    found = 0
+    for photo in photos:
+        wanted = expected.detect_bytes(photo.read_bytes())
+        found += len(wanted)
+        assert differences(wanted, actual.detect_bytes(photo.read_bytes())) == [], photo.name
+    assert found > 0
+
+
+def test_the_cfg_size_graph_records_its_size(model_paths: ModelPaths, converted: Path) -> None:
+    sidecar = json.loads(converted.with_name(converted.name + ".json").read_text())
+    assert sidecar["input_size"] == 416 == graph_input_size(model_paths)

@@ -207,3 +207,47 @@ def test_the_native_path_makes_no_page_faults_per_image(photos: list[Path]) -> N
     faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
     # The issue's pass mark is 100 a image; nothing here should need a new page at all.
     assert faults / (rounds * len(images)) < 100
+
+
+MAX = 2**63 - 1
+BLOB_ITEMS = 3 * SIZE * SIZE
+HOSTILE_CALLS = {
+    # (blob items, size, left, top, width, height): each sum or product past 64 bits.
+    "left + width wraps": (BLOB_ITEMS, SIZE, MAX, 0, 1, 1),
+    "top + height wraps": (BLOB_ITEMS, SIZE, 0, MAX, 1, 1),
+    "a negative size squares to the blob's size": (BLOB_ITEMS, -SIZE, MAX, MAX, 1, 1),
+    "3 * size * size * 4 wraps to 0": (0, 2**31, 0, 0, 1, 1),
+    "the blob and the plan's allocation sums wrap": (0, 2**62, 0, 0, 2**62, 2**62),
+    "a blob of 3 items too few": (BLOB_ITEMS - 3, SIZE, 0, 0, SIZE, SIZE),
+}
+REFUSALS = ("ValueError", "TypeError", "MemoryError", "OverflowError")
+
+
+@needs_native
+@pytest.mark.parametrize("arguments", HOSTILE_CALLS.values(), ids=HOSTILE_CALLS.keys())
+def test_hostile_arguments_raise_instead_of_writing_past_the_blob(
+    arguments: tuple[int, ...],
+) -> None:
+    """Called directly in a child process, so a heap overflow fails this test instead of
+    killing pytest: the extension must refuse with a Python exception, before touching memory."""
+    import subprocess
+    import sys
+
+    items, *numbers = arguments
+    script = (
+        "import numpy as np\n"
+        "from iweblens.inference import _letterbox\n"
+        "image = np.zeros((8, 8, 3), np.uint8)\n"
+        f"blob = np.zeros({items}, np.float32)\n"
+        "try:\n"
+        f"    _letterbox.letterbox_into(image, blob, {', '.join(map(str, numbers))}, 1 / 255)\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+        "else:\n"
+        "    print('returned')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"the child died (status {done.returncode}): {done.stderr}"
+    assert done.stdout.split(" ", 1)[0] in REFUSALS, done.stdout

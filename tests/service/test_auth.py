@@ -16,7 +16,7 @@ from iweblens.detection import ModelCard
 from iweblens.inference.engines import SCORE_FLOOR
 from iweblens.inference.pool import InferencePool
 from iweblens.service.app import create_app
-from iweblens.service.auth import ApiKeys, presented_key
+from iweblens.service.auth import ApiKeyError, ApiKeys, presented_key
 
 
 def detect(base_url: str, photo: Path, **kwargs: object) -> requests.Response:
@@ -132,11 +132,6 @@ def test_keys_from_the_environment_and_a_file_together(tmp_path: Path) -> None:
     assert not ApiKeys().enabled and ApiKeys().accepts(None)
 
 
-def test_a_missing_key_file_stops_the_app_from_starting(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
-        unstarted_app(Settings(api_keys_file=tmp_path / "absent"))
-
-
 def test_settings_read_the_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IWEBLENS_API_KEYS", " one, two ,,")
     monkeypatch.setenv("IWEBLENS_API_KEYS_FILE", "/run/secrets/iweblens/api-keys")
@@ -156,3 +151,77 @@ def test_the_key_a_request_presents() -> None:
     assert presented_key({"X-API-Key": "k2"}, no_form) == "k2"
     assert presented_key({"Authorization": "Bearer "}, lambda: "k3") == "k3"
     assert presented_key({}, lambda: None) is None
+
+
+def same_mtime(path: Path, mtime_ns: int) -> None:
+    """As on a file system whose timestamps are coarser than the rewrite."""
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_a_key_file_rewritten_in_place_keeps_its_keys_while_empty(tmp_path: Path) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("alpha\n")
+    keys = ApiKeys(key_file=secret)
+    mtime = secret.stat().st_mtime_ns
+    with secret.open("w"):  # truncated, and read while the writer has not written yet
+        pass
+    assert keys.accepts("alpha")
+    same_mtime(secret, mtime + 1_000_000)
+    assert keys.accepts("alpha")  # a new stamp, still empty: the keys read before stay
+    secret.write_text("bravo\n")  # written, within the same timestamp tick
+    same_mtime(secret, mtime + 1_000_000)
+    assert keys.accepts("bravo") and not keys.accepts("alpha")
+
+
+def test_a_same_size_rewrite_is_seen_by_its_inode(tmp_path: Path) -> None:
+    """A Secret volume swaps a new file in: the inode changes, size and timestamp may not."""
+    secret = tmp_path / "api-keys"
+    secret.write_text("alpha\n")
+    keys = ApiKeys(key_file=secret)
+    mtime = secret.stat().st_mtime_ns
+    replacement = tmp_path / "api-keys.new"
+    replacement.write_text("bravo\n")
+    same_mtime(replacement, mtime)
+    replacement.replace(secret)
+    assert keys.accepts("bravo") and not keys.accepts("alpha")
+
+
+def test_a_key_file_saved_with_a_byte_order_mark_keeps_its_first_key(tmp_path: Path) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_bytes("\ufeffalpha\r\nbravo\r\n".encode())
+    keys = ApiKeys(key_file=secret)
+    assert keys.accepts("alpha") and keys.accepts("bravo")
+
+
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe not UTF-8 \xc3", "ascii\nnon-ascii-cl\u00e9\n".encode()]
+)
+def test_a_reread_that_fails_keeps_the_keys_read_before(tmp_path: Path, content: bytes) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("alpha\n")
+    keys = ApiKeys(key_file=secret)
+    secret.write_bytes(content)
+    same_mtime(secret, secret.stat().st_mtime_ns + 1_000_000)
+    assert keys.accepts("alpha") and not keys.accepts("ascii")
+
+
+@pytest.mark.parametrize("where", ["environment", "file"])
+def test_a_non_ascii_key_stops_the_app_from_starting(tmp_path: Path, where: str) -> None:
+    """HTTP headers carry ASCII: a UTF-8 key arrives as other characters and never matches."""
+    secret = tmp_path / "api-keys"
+    secret.write_text("ascii\nschl\u00fcssel\n")
+    settings = (
+        Settings(api_keys=("ascii", "schl\u00fcssel"))
+        if where == "environment"
+        else Settings(api_keys_file=secret)
+    )
+    with pytest.raises(ApiKeyError) as raised:
+        unstarted_app(settings)
+    message = str(raised.value)
+    assert "key 2" in message and "ASCII" in message
+    assert "schl" not in message  # a key is a secret, even a bad one
+
+
+def test_a_missing_key_file_stops_the_app_from_starting(tmp_path: Path) -> None:
+    with pytest.raises(ApiKeyError, match="absent"):
+        unstarted_app(Settings(api_keys_file=tmp_path / "absent"))

@@ -246,7 +246,8 @@ def test_a_long_queue_is_refused_at_once(
     model_paths: ModelPaths, photos: list[Path], path: str
 ) -> None:
     data = photos[0].read_bytes()
-    with serving({"IWEBLENS_MAX_WAIT": "0.05", "IWEBLENS_INFERENCE_WORKERS": "1"}) as server:
+    # 12 clients queue more than 2 s of work; one photograph alone over the limit would be a 413.
+    with serving({"IWEBLENS_MAX_WAIT": "2", "IWEBLENS_INFERENCE_WORKERS": "1"}) as server:
 
         def post(_: int) -> requests.Response:
             return requests.post(f"{server.url}{path}", files={"image": data}, timeout=120)
@@ -261,7 +262,10 @@ def test_a_long_queue_is_refused_at_once(
             assert {r.json()["error"]["code"] for r in shed} == {"overloaded"}
         else:  # DeepStack's clients read its own shape
             assert all(r.json()["success"] is False and r.json()["code"] == 503 for r in shed)
-        assert metric(server, 'iweblens_shed_total{reason="wait"}') == statuses[503]
+        shed_at_once = metric(server, 'iweblens_shed_total{reason="wait"}')
+        # Admitted while the rate was still the prior guess, a job may pass its deadline queued.
+        late = metric(server, 'iweblens_dropped_before_inference_total{reason="deadline"}')
+        assert shed_at_once > 0 and shed_at_once + late == statuses[503]
 
 
 def test_probes_answer_while_every_request_thread_is_busy(

@@ -275,3 +275,26 @@ def test_the_documented_labels_are_the_models(model_paths: ModelPaths) -> None:
     assert schemas["Label"]["enum"] == labels
     assert schemas["CocoLabel"]["enum"] == [coco_name(label) for label in labels]
     assert set(schemas["ClassName"]["enum"]) == set(labels) | set(schemas["CocoLabel"]["enum"])
+
+
+def json_options(options: str) -> DetectionOptions:
+    """The options of a JSON body whose option members are the raw JSON ``options``."""
+    body = f'{{"image": "{base64.b64encode(JPEG).decode()}", {options}}}'
+    return options_of(data=body, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        '"min_confidence": ' + "9" * 400,  # an integer past the double range
+        '"nms": -' + "9" * 400,
+        '"max_detections": "\u00b2"',  # a digit to str.isdigit, not to int()
+        '"max_detections": "\u2460"',
+        '"max_detections": "' + "9" * 5000 + '"',  # past int()'s digit limit
+    ],
+)
+def test_numbers_the_parsers_cannot_convert_are_invalid_options(options: str) -> None:
+    """Found by tests/service/test_parsing_fuzz.py: each escaped as a 500 before."""
+    with pytest.raises(ApiError) as raised:
+        json_options(options)
+    assert (raised.value.status, raised.value.code) == (400, "invalid_option")

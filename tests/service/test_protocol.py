@@ -12,6 +12,8 @@ from werkzeug.test import EnvironBuilder
 from iweblens.detection import Detection
 from iweblens.inference.images import ImageLimits
 from iweblens.service.protocol import (
+    MAX_JSON_DEPTH,
+    MAX_JSON_VALUES,
     ApiError,
     DetectionRequest,
     Flavour,
@@ -279,3 +281,122 @@ def test_base64_decodes_as_the_standard_library_does_on_every_path(
         base64.b64encode(data).decode() + "\n",
     ][spelling]
     assert parse_request(request_of(json={"image": encoded})).image == data
+
+
+def json_request(member: str, *, double: bool = False):
+    """``{"id", "image", "extra": <member>}`` (``member`` raw JSON), once or twice encoded."""
+    document = f'{{"id": "j-1", "image": "{IMAGE_B64}", "extra": {member}}}'
+    body = json.dumps(document) if double else document
+    return request_of(data=body, content_type="application/json")
+
+
+def json_refusal(request) -> ApiError:
+    with pytest.raises(ApiError) as raised:
+        parse_request(request)
+    return raised.value
+
+
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize(
+    "member",
+    ["[" * 1000 + "]" * 1000, "[" * 100_000 + "]" * 100_000, '{"a":' * 1000 + "0" + "}" * 1000],
+)
+def test_json_nested_a_thousand_deep_anywhere_is_a_400(member: str, double: bool) -> None:
+    refusal = json_refusal(json_request(member, double=double))
+    assert (refusal.status, refusal.code) == (400, "json_too_complex")
+    assert "deep" in refusal.message
+
+
+def test_json_nested_deep_inside_the_id_is_a_400() -> None:
+    body = f'{{"id": {"[" * 5000}{"]" * 5000}, "image": "{IMAGE_B64}"}}'
+    refusal = json_refusal(request_of(data=body, content_type="application/json"))
+    assert (refusal.status, refusal.code) == (400, "json_too_complex")
+
+
+def test_json_depth_limit_is_exact() -> None:
+    # The top-level object is one level; the member adds the rest.
+    inner = MAX_JSON_DEPTH - 1
+    parsed = parse_request(json_request("[" * inner + "]" * inner))
+    assert parsed.image == JPEG
+    refusal = json_refusal(json_request("[" * (inner + 1) + "]" * (inner + 1)))
+    assert (refusal.status, refusal.code) == (400, "json_too_complex")
+
+
+def test_json_value_limit_is_exact() -> None:
+    # The object, five strings (three keys, two values), two commas and the array count nine;
+    # each element after the first, its comma.
+    elements = MAX_JSON_VALUES - 8
+    assert parse_request(json_request("[" + ",".join("0" * elements) + "]")).image == JPEG
+    refusal = json_refusal(json_request("[" + ",".join("0" * (elements + 1)) + "]"))
+    assert (refusal.status, refusal.code) == (400, "json_too_complex")
+    assert "values" in refusal.message
+
+
+def test_many_tiny_nested_arrays_are_refused_without_building_them() -> None:
+    """2 MiB of ``[[[]]],``: today's parser would build 0.9 M lists (~60 MB); the refusal builds
+    nothing the size of the body (the decoded text is the one body-sized object)."""
+    import tracemalloc
+
+    groups = 2 * 2**20 // 7
+    request = json_request("[" + ",".join(["[[[]]]"] * groups) + "]")
+    body_bytes = len(request.get_data())
+    tracemalloc.start()
+    try:
+        refusal = json_refusal(request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (refusal.status, refusal.code) == (400, "json_too_complex")
+    assert peak < 2 * body_bytes, f"peak {peak} bytes for a {body_bytes}-byte body"
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        json.dumps("[" * 100_000 + "{" * 100_000),  # brackets inside a string are text
+        json.dumps('\\",[{' * 20_000),  # escaped quotes and backslashes do not end the string
+        json.dumps(["a,b"] * 100),
+    ],
+)
+def test_brackets_and_commas_inside_strings_do_not_count(member: str) -> None:
+    parsed = parse_request(json_request(member))
+    assert parsed.fields["extra"] == json.loads(member)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"id": "' + '\\"' * 100_000,  # unterminated, every quote escaped: no quadratic rescans
+        '{"id": "x", "image": "' + IMAGE_B64 + '", "extra": ["' + "[" * 50_000,
+        '{"id": "x"' + ", " * 10,
+    ],
+)
+def test_malformed_json_is_still_malformed_json(body: str) -> None:
+    refusal = json_refusal(request_of(data=body, content_type="application/json"))
+    assert (refusal.status, refusal.code) == (400, "malformed_json")
+
+
+def test_a_multipart_body_of_many_tiny_parts_is_refused_by_werkzeugs_own_limit() -> None:
+    """The multipart counterpart of the JSON bounds: Werkzeug's ``max_form_parts`` (1,000),
+    a 413 before the parts are built, through the request class the app uses."""
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    from iweblens.service.app import BufferedRequest
+
+    def body(fields: int) -> bytes:
+        image = b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+        parts = b"".join(
+            b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i
+            for i in range(fields)
+        )
+        return image + JPEG + b"\r\n" + parts + b"--x--\r\n"
+
+    def parsed(fields: int) -> DetectionRequest:
+        environ = EnvironBuilder(
+            method="POST", data=body(fields), content_type="multipart/form-data; boundary=x"
+        ).get_environ()
+        return parse_request(BufferedRequest(environ))
+
+    assert parsed(998).image == JPEG
+    with pytest.raises(RequestEntityTooLarge):
+        parsed(5000)

@@ -76,11 +76,18 @@ class Body:
     flavour: str
 
 
-def multipart_body(image: bytes, filename: str = "image.jpg") -> Body:
-    """One file part named ``image``, as the reference client sends."""
+def multipart_body(
+    image: bytes, filename: str = "image.jpg", fields: Mapping[str, str] | None = None
+) -> Body:
+    """One file part named ``image``, as the reference client sends, after any text ``fields``."""
     boundary = "iweblensstressboundary"
+    texts = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in (fields or {}).items()
+    )
     head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        f"{texts}--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
         "Content-Type: image/jpeg\r\n\r\n"
     ).encode()
     data = head + image + f"\r\n--{boundary}--\r\n".encode()
@@ -108,9 +115,14 @@ FLAVOURS: dict[str, Callable[[bytes], Body]] = {
 
 
 def exchange(
-    port: int, body: Body, timeout: float, on_sent: Callable[[], None] | None = None
+    port: int,
+    body: Body,
+    timeout: float,
+    on_sent: Callable[[], None] | None = None,
+    *,
+    path: str = DETECTION_PATH,
 ) -> Outcome:
-    """POST ``body`` on a new connection and read the status, all within ``timeout`` seconds.
+    """POST ``body`` to ``path`` on a new connection and read the status, within ``timeout`` s.
 
     The body is sent in chunks while watching for an early answer (a server may refuse a large
     body before reading it), as curl does; an answer read after the server reset the connection
@@ -131,7 +143,7 @@ def exchange(
     except OSError:
         return outcome(None, REFUSED)
     head = (
-        f"POST {DETECTION_PATH} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n"
         f"Content-Type: {body.content_type}\r\nContent-Length: {len(body.data)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
@@ -231,7 +243,7 @@ def _counts(counter: Mapping[str, int]) -> str:
     return ", ".join(f"{key}: {value}" for key, value in sorted(counter.items()))
 
 
-def _probe_figures(prober: Prober) -> dict[str, Any]:
+def probe_figures(prober: Prober) -> dict[str, Any]:
     return {
         "probe_failures": prober.failures,
         "probe_p99_s": round(prober.quantile(0.99), 3),
@@ -242,7 +254,7 @@ def _probe_figures(prober: Prober) -> dict[str, Any]:
     }
 
 
-def _pod_figures(pod: Pod) -> dict[str, Any]:
+def pod_figures(pod: Pod) -> dict[str, Any]:
     peak = pod.peak_memory_bytes()
     return {
         "oom_kills": pod.oom_kills(),
@@ -319,7 +331,7 @@ def one_max_image(spec: PodSpec, images: Sequence[Path]) -> AttackResult:
     with running_pod(spec, "one-max-image") as pod:
         outcome = exchange(pod.port, multipart_body(image), timeout=120)
         time.sleep(0.5)
-        figures = {"status": outcome.status or outcome.failure, **_pod_figures(pod)}
+        figures = {"status": outcome.status or outcome.failure, **pod_figures(pod)}
     cell = (
         f"{figures['status']}; peak {figures['peak_memory_mib']} of "
         f"{figures['memory_limit_mib']:.0f} MiB; OOM kills {figures['oom_kills']}"
@@ -363,8 +375,8 @@ def max_bodies(
             "statuses": dict(statuses),
             "next_good": next_good.status or next_good.failure,
             "next_good_s": round(next_good.ended - next_good.started, 2),
-            **_pod_figures(pod),
-            **_probe_figures(prober),
+            **pod_figures(pod),
+            **probe_figures(prober),
         }
     answered = sum(statuses.get(str(code), 0) for code in (200, *SHED_STATUSES))
     cell = (
@@ -400,7 +412,7 @@ class ConnectionFlood(Background):
 
     def __init__(self, port: int, connections: int, trickle: bool, interval: float = 1.0) -> None:
         self._port = port
-        self._connections = connections
+        self.connections = connections
         self._trickle = trickle
         self._interval = interval
         self.opened = 0
@@ -427,7 +439,7 @@ class ConnectionFlood(Background):
                 sock.close()
 
     def _top_up(self, open_: dict[socket.socket, int]) -> None:
-        while len(open_) < self._connections and not self._stop.is_set():
+        while len(open_) < self.connections and not self._stop.is_set():
             try:
                 sock = socket.create_connection((LOOPBACK, self._port), timeout=1.0)
             except OSError:
@@ -459,13 +471,32 @@ def connection_flood(
     real_request_timeout: float = 10.0,
 ) -> AttackResult:
     """Hold ``connections`` slow or silent connections for ``duration_s``; probe and serve."""
-    attack = "slowloris" if trickle else "silent"
+    return flood_attack(
+        spec,
+        images,
+        "slowloris" if trickle else "silent",
+        lambda port: ConnectionFlood(port, connections, trickle),
+        duration_s=duration_s,
+        real_request_timeout=real_request_timeout,
+    )
+
+
+def flood_attack(
+    spec: PodSpec,
+    images: Sequence[Path],
+    attack: str,
+    make_flood: Callable[[int], ConnectionFlood],
+    *,
+    duration_s: float,
+    real_request_timeout: float = 10.0,
+) -> AttackResult:
+    """Hold the flood ``make_flood(port)`` on a fresh pod for ``duration_s``; probe and serve."""
     with running_pod(spec, attack) as pod:
         url = f"{pod.url}{DETECTION_PATH}"
         with (
             PodSampler(pod) as sampler,
             Prober(pod.port, spec.probes) as prober,
-            ConnectionFlood(pod.port, connections, trickle) as flood,
+            make_flood(pod.port) as flood,
         ):
             time.sleep(min(3.0, duration_s / 4))  # the flood is in place before real requests
             real = ClosedLoop(url, images, 1, timeout=real_request_timeout).start()
@@ -474,7 +505,7 @@ def connection_flood(
         served = [o for o in outcomes if o.ok]
         latencies = sorted(o.ended - o.started for o in served)
         figures = {
-            "connections": connections,
+            "connections": flood.connections,
             "duration_s": duration_s,
             "flood_opened": flood.opened,
             "flood_dropped": flood.dropped,
@@ -484,8 +515,8 @@ def connection_flood(
             "real_served": len(served),
             "real_statuses": dict(statuses_of(outcomes)),
             "real_p50_s": round(latencies[len(latencies) // 2], 2) if latencies else None,
-            **_probe_figures(prober),
-            **_pod_figures(pod),
+            **probe_figures(prober),
+            **pod_figures(pod),
         }
     cell = (
         f"probe p99 {figures['probe_p99_s'] * 1000:.0f} ms, {figures['probe_failures']} probe "
@@ -594,8 +625,8 @@ def overload(
             drain_s=round(drain_s, 1),
             max_held_connections=sampler.max_connections,
             server_metrics=shed_metrics,
-            **_probe_figures(prober),
-            **_pod_figures(pod),
+            **probe_figures(prober),
+            **pod_figures(pod),
         )
     recovered = figures["recovered_after_s"]
     checks = [
@@ -687,7 +718,7 @@ def study_load(
                 for name, value in read_metrics(pod.url).items()
                 if name.startswith("iweblens_shed_total")
             },
-            **_pod_figures(pod),
+            **pod_figures(pod),
         }
     cell = (
         f"{clients} clients x {result.images} images: errors {result.errors}, timeouts "
@@ -743,7 +774,7 @@ def sigterm(
         termination = pod.terminate()
         for thread in threads:
             thread.join()
-        figures_pod = _pod_figures(pod)
+        figures_pod = pod_figures(pod)
     statuses = statuses_of(outcomes)
     unanswered = sum(o.status is None and o.failure != REFUSED for o in outcomes)
     shed_after = sorted(o.ended - signalled for o in outcomes if o.status == 503)
@@ -807,7 +838,7 @@ def cpu_over_memory(spec: PodSpec, *, cores: float = 2.0, watch_s: float = 45.0)
             "watched_s": watch_s,
             "ready_after_s": None if ready_after is None else round(ready_after, 1),
             "exit_code": exit_code,
-            **_pod_figures(pod),
+            **pod_figures(pod),
         }
         notes = [line for line in pod.log().splitlines() if "network" in line.lower()][-3:]
     state = (

@@ -12,11 +12,12 @@ import argparse
 import importlib
 import sys
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from iweblens.config import Settings, SettingsError, env_name
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+__all__ = ["COMMANDS", "BadPath", "Command", "build_parser", "check_path", "main"]
 
 
 class Command(NamedTuple):
@@ -79,6 +80,11 @@ COMMANDS: dict[str, Command] = {
         "attack one imitated pod (its limits, the kubelet's probes): issue 12's outcomes",
         "bench",
     ),
+    "frigate": Command(
+        "iweblens.cli.bench",
+        "replay Frigate's DeepStack detector (Poisson arrivals, 0.1 s timeout) on one pod",
+        "bench",
+    ),
 }
 
 # The third-party packages of the engine extras, by import name: what a command without an
@@ -89,6 +95,27 @@ EXTRA_OF_MODULE = {
     "openvino": "engines",
     "nncf": "int8",
 }
+
+
+class BadPath(Exception):
+    """A path given on the command line that the command cannot use: one line, exit status 2."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+
+
+def check_path(path: Path, *, folder: bool = False) -> Path:
+    """``path`` when it is a file (``folder``: a folder), else ``BadPath`` saying what it is."""
+    if folder and not path.is_dir():
+        raise BadPath(path, "is not a folder" if path.exists() else "no such folder")
+    if not folder and not path.is_file():
+        raise BadPath(path, "is a folder, not a file" if path.is_dir() else "no such file")
+    return path
+
+
+def unreadable(path: Path, error: OSError) -> BadPath:
+    """The ``BadPath`` of a file or folder whose reading failed with ``error``."""
+    return BadPath(path, f"cannot be read: {error.strerror or error}")
 
 
 def build_parser(configured: Collection[str] | None = None) -> argparse.ArgumentParser:
@@ -112,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((word for word in arguments if not word.startswith("-")), None)
     try:
         return _run(arguments, command)
+    except BadPath as error:
+        print(f"iweblens {command}: {error}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as error:
         # Only a missing third-party package: a module of ours missing is a broken install.
         missing = (error.name or "").partition(".")[0]

@@ -1,5 +1,5 @@
 """The bench and reliability subcommands: ``bench``, ``bench-letterbox``, ``bench-decode``,
-``quantize``, ``soak``, ``stress``."""
+``quantize``, ``soak``, ``stress``, ``frigate``."""
 
 from __future__ import annotations
 
@@ -118,6 +118,61 @@ def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
     columns = {path.stem: json.loads(path.read_text()) for path in args.compare}
     print("\n".join(table({**columns, args.label: results})))
     return 0 if all_passed(results) else 1
+
+
+def _run_frigate(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.bench.frigate import frigate, report
+    from iweblens.study.replicas.manifest import manifest_pod_spec
+
+    photos = sorted(args.images.glob("*.jpg"))[: args.count]
+    if not photos:
+        print(f"iweblens frigate: no .jpg images in {args.images}", file=sys.stderr)
+        return 2
+    profiles = dict(args.profile or DEFAULT_FRIGATE_PROFILES)
+    spec = manifest_pod_spec(args.manifest)
+    runs = frigate(spec, photos, profiles, rate=args.rate, count=args.requests, seed=args.seed)
+    text = "\n".join(report(runs))
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+    return 0
+
+
+# The server as it ships, and at the crop's own size.
+DEFAULT_FRIGATE_PROFILES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("defaults", {}),
+    ("input-320", {env_name("input_size"): "320"}),
+)
+
+
+def _profile(text: str) -> tuple[str, dict[str, str]]:
+    name, _, assignments = text.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"{text!r} names no profile")
+    env = dict(_assignment(item) for item in assignments.split(",") if item)
+    return name, env
+
+
+def _frigate_arguments(parser: argparse.ArgumentParser) -> None:
+    _photo_arguments(parser)
+    parser.add_argument("--rate", type=float, default=5.0, help="requests a second (default 5)")
+    parser.add_argument(
+        "--requests", type=int, default=600, help="measured requests per profile (default 600)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
+    parser.add_argument(
+        "--profile",
+        type=_profile,
+        action="append",
+        metavar="NAME[:VAR=VALUE,...]",
+        help="a pod's settings over the manifest's (repeatable; default: "
+        + ", ".join(name for name, _ in DEFAULT_FRIGATE_PROFILES)
+        + ", e.g. int8-320:IWEBLENS_ENGINE=openvino-int8,IWEBLENS_INPUT_SIZE=320)",
+    )
+    _manifest_argument(parser)
+    parser.add_argument("--output", type=Path, help="also write the Markdown table here")
+    parser.set_defaults(run=_run_frigate)
 
 
 def _photo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,4 +313,5 @@ ARGUMENTS = {
     "quantize": _quantize_arguments,
     "soak": _soak_arguments,
     "stress": _stress_arguments,
+    "frigate": _frigate_arguments,
 }

@@ -8,13 +8,17 @@ import json
 import sys
 from pathlib import Path
 
+from iweblens.cli import check_path, unreadable
 from iweblens.config import Settings
 
 
 def _run_client(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.load import client
 
-    images = client.list_images(args.inputfolder)
+    try:
+        images = client.list_images(check_path(args.inputfolder, folder=True))
+    except OSError as error:
+        raise unreadable(args.inputfolder, error) from None
     if not images:
         print(f"no .jpg, .jpeg or .png files in {args.inputfolder}", file=sys.stderr)
         return 2

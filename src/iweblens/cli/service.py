@@ -10,6 +10,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from iweblens.cli import check_path, unreadable
 from iweblens.config import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
@@ -29,14 +30,25 @@ def _ensure_model(settings: Settings) -> ModelPaths:
         raise SystemExit(f"iweblens: {error}") from None
 
 
-def _check_engine(settings: Settings) -> None:
-    """Refuse an unknown engine now, rather than in an inference thread (``/readyz`` failing)."""
-    from iweblens.inference.engines import UnknownEngineError, check_engine
+def _check_engine(settings: Settings, paths: ModelPaths | None = None) -> None:
+    """Refuse an engine that cannot run now, rather than in an inference thread (``/readyz``
+    failing for ever): unknown, a package of its extra missing, or (with the model files'
+    ``paths``) unable to take the input size. Checked, not loaded: start-up stays fast."""
+    from iweblens.inference.engines import (
+        EngineUnavailableError,
+        UnknownEngineError,
+        check_engine,
+        check_input_size,
+    )
 
     try:
         check_engine(settings.engine)
+        if paths is not None:
+            check_input_size(settings.engine, settings.input_size, paths)
     except UnknownEngineError as error:
         raise SystemExit(f"iweblens: {env_name('engine')}: {error}") from None
+    except EngineUnavailableError as error:
+        raise SystemExit(f"iweblens: {env_name('engine')}={settings.engine}: {error}") from None
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -46,6 +58,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     exec_with_huge_pages()
 
     from iweblens.inference.sizing import InsufficientMemoryError
+    from iweblens.service.auth import ApiKeyError
     from iweblens.service.server import serve
 
     overrides = {
@@ -58,11 +71,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     except SettingsError as error:
         raise SystemExit(f"iweblens: {error}") from None
     _check_engine(settings)
-    _ensure_model(settings)
+    _check_engine(settings, _ensure_model(settings))
     try:
         serve(settings)
-    except InsufficientMemoryError as error:
-        # Exits non-zero with the reason, rather than being OOM-killed while loading, in a loop.
+    except (InsufficientMemoryError, ApiKeyError) as error:
+        # Exits non-zero with the reason (in the pod's log), rather than being OOM-killed while
+        # loading or serving 401s to every client, in a loop.
         raise SystemExit(f"iweblens: {error}") from None
     return 0
 
@@ -72,12 +86,18 @@ def run_detect(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.inference.detector import Detector
     from iweblens.service.protocol import DetectionRequest, Flavour, render_detections
 
+    # Every path is checked before the model loads: a typo costs no start-up.
+    images = [check_path(image) for image in args.images]
     _check_engine(settings)
     paths = _ensure_model(settings)
+    _check_engine(settings, paths)
     detector = Detector.from_settings(settings, paths)
     results = {}
-    for image in args.images:
-        data = image.read_bytes()
+    for image in images:
+        try:
+            data = image.read_bytes()
+        except OSError as error:
+            raise unreadable(image, error) from None
         try:
             detections = detector.detect_bytes(data)
         except ImageDecodeError as error:
@@ -99,7 +119,7 @@ def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
         # With the engines extra, convert now so the onnxruntime/openvino engines start offline.
         from iweblens.models.onnx_export import ensure_onnx
 
-        print(ensure_onnx(paths))
+        print(ensure_onnx(paths, settings.input_size))
     return 0
 
 

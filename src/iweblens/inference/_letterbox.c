@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,10 +55,15 @@ typedef struct {
 } Plan;
 
 static int plan_alloc(Plan *plan, Py_ssize_t width, Py_ssize_t height) {
+    /* Per output column: two offsets, two weights, three floats in each of the two rows; per
+     * output row: two indices, two weights. The sum is checked before it is computed. */
+    const size_t per_column = 2 * sizeof(Py_ssize_t) + 2 * sizeof(float) + 2 * 3 * sizeof(float);
+    const size_t per_row = 2 * sizeof(Py_ssize_t) + 2 * sizeof(float);
     const size_t w = (size_t)width, h = (size_t)height;
-    const size_t bytes = 2 * w * sizeof(Py_ssize_t) + 2 * w * sizeof(float) +
-                         2 * h * sizeof(Py_ssize_t) + 2 * h * sizeof(float) +
-                         2 * 3 * w * sizeof(float);
+    if (w > SIZE_MAX / per_column || h > (SIZE_MAX - w * per_column) / per_row) {
+        return -1;
+    }
+    const size_t bytes = w * per_column + h * per_row;
     char *p = malloc(bytes);
     if (p == NULL) {
         return -1;
@@ -164,6 +170,24 @@ static void letterbox(Plan *plan, const Py_buffer *image, float *blob, Py_ssize_
     }
 }
 
+/* Whether a box of width x height at (left, top) fits a size x size square, without a sum that
+ * can overflow: every operand is checked positive first, so size - width cannot wrap. */
+static int box_fits(Py_ssize_t size, Py_ssize_t left, Py_ssize_t top, Py_ssize_t width,
+                    Py_ssize_t height) {
+    return size >= 1 && width >= 1 && height >= 1 && left >= 0 && top >= 0 &&
+           width <= size && height <= size && left <= size - width && top <= size - height;
+}
+
+/* Whether `bytes` are exactly 3 * size * size float32 items (size >= 1), without forming the
+ * product before it is known to fit. */
+static int blob_holds(Py_ssize_t bytes, Py_ssize_t size) {
+    if (bytes < 0 || bytes % (Py_ssize_t)(3 * sizeof(float)) != 0) {
+        return 0;
+    }
+    const Py_ssize_t per_plane = bytes / (Py_ssize_t)(3 * sizeof(float));
+    return size <= per_plane / size && size * size == per_plane;
+}
+
 PyDoc_STRVAR(letterbox_into_doc,
              "letterbox_into(image, blob, size, left, top, width, height, scale)\n--\n\n"
              "Write darknet's letterbox of `image` into `blob`.\n\n"
@@ -193,8 +217,7 @@ static PyObject *letterbox_into(PyObject *module, PyObject *const *args, Py_ssiz
     if (scale == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    if (width < 1 || height < 1 || left < 0 || top < 0 || left + width > size ||
-        top + height > size) {
+    if (!box_fits(size, left, top, width, height)) {
         PyErr_SetString(PyExc_ValueError, "the resized image does not fit in the blob");
         return NULL;
     }
@@ -212,7 +235,7 @@ static PyObject *letterbox_into(PyObject *module, PyObject *const *args, Py_ssiz
     if (image.ndim != 3 || image.shape[2] != 3 || image.shape[0] < 1 || image.shape[1] < 1 ||
         strcmp(image.format, "B") != 0) {
         PyErr_SetString(PyExc_TypeError, "image must be an (H, W, 3) uint8 buffer");
-    } else if (strcmp(blob.format, "f") != 0 || blob.len != 3 * size * size * (Py_ssize_t)sizeof(float)) {
+    } else if (strcmp(blob.format, "f") != 0 || !blob_holds(blob.len, size)) {
         PyErr_SetString(PyExc_TypeError, "blob must be float32 with 3 * size * size items");
     } else if (plan_alloc(&plan, width, height) < 0) {
         PyErr_NoMemory();

@@ -47,7 +47,7 @@ class Detector:
     ) -> Detector:
         """A detector with a fresh engine (``settings.engine`` unless named) and the thresholds."""
         return cls(
-            create_engine(engine or settings.engine, paths),
+            create_engine(engine or settings.engine, paths, settings.input_size),
             paths.labels(),
             input_size=settings.input_size,
             confidence=settings.confidence,

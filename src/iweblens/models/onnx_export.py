@@ -252,13 +252,30 @@ def _yolo_decode(
     return graph.op("Concat", [centres, extents, objectness, scores], axis=1)
 
 
-def build_model(cfg_path: Path, weights_path: Path) -> onnx.ModelProto:
-    """Build the ONNX graph (input ``images`` 1x3xSxS RGB in [0,1], output ``rows`` (N, 85))."""
-    sections = parse_cfg(cfg_path.read_text())
-    net, layers = sections[0], sections[1:]
+def _square_input(net: Section) -> int:
     input_size = net.integer("width", 416)
     if net.integer("height", input_size) != input_size:
         raise ValueError("only square network inputs are supported")
+    return input_size
+
+
+def graph_input_size(paths: ModelPaths) -> int:
+    """The side S of the graph's 1x3xSxS input: the cfg's ``[net]`` width (416 for the official
+    cfg). Raises ``ValueError`` for a cfg whose input is not square."""
+    return _square_input(parse_cfg(paths.cfg.read_text())[0])
+
+
+def build_model(
+    cfg_path: Path, weights_path: Path, input_size: int | None = None
+) -> onnx.ModelProto:
+    """Build the ONNX graph (input ``images`` 1x3xSxS RGB in [0,1], output ``rows`` (N, 85)).
+
+    S is ``input_size`` (a multiple of the network's stride, 32), or the cfg's when None: the
+    network is convolutional, only the YOLO decode's grids and anchor scale depend on S.
+    """
+    sections = parse_cfg(cfg_path.read_text())
+    net, layers = sections[0], sections[1:]
+    input_size = input_size or _square_input(net)
     weights = _WeightReader(weights_path)
     graph = _GraphBuilder()
     source = _Tensor(INPUT_NAME, net.integer("channels", 3), input_size)
@@ -305,17 +322,21 @@ def build_model(cfg_path: Path, weights_path: Path) -> onnx.ModelProto:
     return model
 
 
-def _provenance(paths: ModelPaths) -> dict[str, object]:
+def _provenance(paths: ModelPaths, input_size: int) -> dict[str, object]:
     return {
         "converter_version": CONVERTER_VERSION,
         "cfg_sha256": sha256_of(paths.cfg),
         "weights_sha256": sha256_of(paths.weights),
+        "input_size": input_size,
     }
 
 
-def onnx_path(paths: ModelPaths) -> Path:
-    """Where the converted model of these model files lives."""
-    return paths.weights.parent / ONNX_FILENAME
+def onnx_path(paths: ModelPaths, input_size: int | None = None) -> Path:
+    """Where the model converted at ``input_size`` (None: the cfg's) lives: ``ONNX_FILENAME`` at
+    the cfg's size, a file named with its size at any other."""
+    if input_size is None or input_size == graph_input_size(paths):
+        return paths.weights.parent / ONNX_FILENAME
+    return paths.weights.parent / f"{Path(ONNX_FILENAME).stem}-{input_size}.onnx"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -326,22 +347,25 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def ensure_onnx(paths: ModelPaths) -> Path:
-    """Return the cached ONNX model, converting it first if it is missing or stale.
+def ensure_onnx(paths: ModelPaths, input_size: int | None = None) -> Path:
+    """Return the cached ONNX model at ``input_size`` (None: the cfg's), converting it first if
+    it is missing or stale.
 
-    Stale means the sidecar's source hashes or converter version differ from the current ones.
-    The model is written before its sidecar, so an interrupted conversion is redone next time.
+    Stale means the sidecar's source hashes, input size or converter version differ from the
+    current ones. The model is written before its sidecar, so an interrupted conversion is
+    redone next time.
     """
-    target = onnx_path(paths)
+    size = input_size or graph_input_size(paths)
+    target = onnx_path(paths, size)
     sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
-    wanted = _provenance(paths)
+    wanted = _provenance(paths, size)
     try:
         recorded = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         recorded = None
     if recorded == wanted and target.is_file():
         return target
-    model = build_model(paths.cfg, paths.weights)
+    model = build_model(paths.cfg, paths.weights, size)
     _write_atomically(target, model.SerializeToString())
     _write_atomically(sidecar, json.dumps(wanted, indent=2).encode() + b"\n")
     return target

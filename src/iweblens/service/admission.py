@@ -3,8 +3,8 @@
 Two budgets, both checked before a request costs anything it cannot afford:
 
 * **Memory.** Every request reserves bytes from a budget (the memory the process may use, less what
-  the loaded networks take; see ``sizing``) for as long as it lives: its body as soon as the headers
-  say how long it is (a chunked body grows its reservation as it arrives). The expected cost of
+  the loaded networks take; see ``sizing``) for as long as it lives: its body as its bytes arrive
+  (never for a length it only declares). The expected cost of
   decoding its image (from the image header) is checked when the job is queued and reserved only
   while the job runs (the inference threads decode one image each, so queued photographs cost
   their bodies, not their decoding). A reservation that does not fit is a fast ``503`` with
@@ -12,15 +12,24 @@ Two budgets, both checked before a request costs anything it cannot afford:
 * **Time.** Admitted images wait in one queue for the inference threads. The expected wait of a
   new job is the work queued ahead of it (in work units: a 12 MP photograph costs several 640-pixel
   ones) times the measured seconds per unit (the slower of a moving average of the jobs' own times
-  and the recent throughput, which also counts the HTTP work sharing the CPU). A job whose expected
-  wait exceeds the wait limit is refused at once, and a job still queued past its deadline, or whose
-  client has gone, is dropped before inference.
-* **Client patience.** The wait limit is ``max_wait``, unless clients have recently been leaving
-  while queued: then it is a little under how long they waited before leaving (a low quantile of
-  the recent departures). Serving a queue as deep as the clients' patience would start every job
-  just before its client leaves and finish it for nobody (with 5 s clients at 3x overload, 91 % of
-  the inferences were read by no one); refusing the excess at once keeps the queue short enough to
-  answer what it takes. Without departures (the study's clients never give up) it is ``max_wait``.
+  and the recent throughput, which also counts the HTTP work sharing the CPU; each job's time
+  counts only within ``RATE_CLAMP`` of what was predicted for it, so one slow job cannot poison
+  the estimate). A job whose own predicted inference exceeds ``max_wait`` or the shutdown grace
+  is refused ``413 image_too_large`` (no queue position would let it finish in time, and a
+  thread inside a decoder cannot be abandoned); a job whose expected wait exceeds ``max_wait``
+  is shed (503); a job still queued past its deadline, or whose client has gone, is dropped
+  before inference.
+* **Client patience.** When many of the recent clients have been leaving while queued, admission
+  learns how long they wait (a margin under a low quantile of the recent departures, never under
+  a few service times) and takes and starts a job only if its answer (wait + its own inference)
+  is expected within that patience. Serving a queue as deep as the clients' patience would start
+  every job just before its client leaves and finish it for nobody (with 5 s clients at 3x
+  overload, most of the inferences were read by no one); refusing the excess at once keeps the
+  queue short enough to answer what it takes. A few impatient clients among patient ones are
+  not enough to learn from, and clients that leave before any queue could answer them (a 0.1 s
+  timeout) cannot lower the patience under the floor: they are served what fits, and nothing is
+  refused for their patience alone. Without departures (the study's clients never give up) the
+  limit is ``max_wait``.
 
 After SIGTERM (``drain``) the queue is answered, not abandoned: jobs that can finish within the
 grace period are served, the others get a prompt ``503`` (with ``Connection: close``) so a balancer
@@ -50,21 +59,36 @@ from iweblens.service.protocol import ApiError
 PRIOR_SECONDS_PER_UNIT = 0.2
 # Weight of each new measurement in the moving average of the service rate.
 RATE_SMOOTHING = 0.2
+# A job's time counts for at most RATE_CLAMP times (and at least 1/RATE_CLAMP of) what the
+# estimate predicted for it: one hostile job that keeps a thread busy for minutes moves the
+# estimate a step, not to minutes, while a lasting slowdown is still followed within a few jobs.
+RATE_CLAMP = 4.0
 # Retry-After is at least a second and at most a minute: past that, a client should look elsewhere.
 RETRY_AFTER_BOUNDS = (1, 60)
-# Client patience: departures of queued jobs seen in the last PATIENCE_WINDOW_S seconds, at least
-# PATIENCE_MIN_DEPARTURES of them; their PATIENCE_QUANTILE, times PATIENCE_SHARE, is the wait limit,
-# and a queued job is not started past PATIENCE_START_SHARE of it (its answer would come too late).
+# Client patience is learned from the clients that left while queued in the last
+# PATIENCE_WINDOW_S seconds: the PATIENCE_QUANTILE of how long they waited. It is learned only
+# from at least PATIENCE_MIN_DEPARTURES of them that are at least PATIENCE_MIN_SHARE of the clients
+# seen to wait that long (those who left, and those answered later than that after queueing): a
+# few impatient connections among clients that wait longer teach nothing. What admission uses is
+# PATIENCE_SHARE of it (a margin for the estimate's error), and never less than
+# PATIENCE_FLOOR_SERVICES service times of one photograph: clients that leave before any queue
+# could answer them say nothing about how long the queue may be.
 PATIENCE_WINDOW_S = 30.0
 PATIENCE_MIN_DEPARTURES = 3
+PATIENCE_MIN_SHARE = 0.25
 PATIENCE_QUANTILE = 0.1
 PATIENCE_SHARE = 0.6
-PATIENCE_START_SHARE = 0.8
-# Throughput is measured over the last THROUGHPUT_JOBS jobs finished back to back.
+PATIENCE_FLOOR_SERVICES = 4.0
+# Throughput is measured over the gaps between the last THROUGHPUT_JOBS jobs finished back to back.
 THROUGHPUT_JOBS = 16
 # During a drain, jobs are assumed to run this much slower than measured (a node busy with other
 # pods, or the drain itself): better a 503 that could have been a 200 than a cut at the deadline.
 DRAIN_PESSIMISM = 1.5
+# What a shed request is told: that it was refused for load, never how much budget is left (the
+# figures would tell an attacker how to fill it; the metrics keep the reason).
+QUEUE_FULL = "the server is overloaded (its queue is full); retry later"
+MEMORY_FULL = "the server is overloaded (its memory for requests is taken); retry later"
+TOO_SLOW = "this image would take longer to process than this server allows a request"
 
 
 class Shed(ApiError):
@@ -123,7 +147,9 @@ class Ticket:
         self._admission.reserve(self, nbytes)
 
     def admit_job(self, decode_bytes: int, units: float) -> None:
-        """Take a place in the queue (decoding must fit the memory now), or raise ``Shed``."""
+        """Take a place in the queue (decoding must fit the memory now), or raise ``Shed`` (503);
+        ``ApiError`` 413 if the job's own inference alone would outlast ``max_wait`` or the grace.
+        """
         self._admission.admit_job(self, decode_bytes, units)
 
     def depart(self) -> None:
@@ -160,12 +186,18 @@ class Admission:
         workers: int,
         events: AdmissionEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
+        grace: float = math.inf,
     ) -> None:
+        """``budget_bytes`` of memory for requests; ``max_wait`` seconds of expected queue wait
+        (also the longest a job's own inference may be predicted to take); ``workers``
+        inference threads; ``grace`` seconds a job may still run after SIGTERM (``inf``: no
+        bound); ``clock`` a monotonic clock in seconds."""
         self.budget_bytes = budget_bytes
         # The budget as set at start (or once the networks are loaded): what a request can ever
         # have. Re-measured budgets may be lower for a while (memory the allocator keeps).
         self.capacity_bytes = budget_bytes
         self.max_wait = max_wait
+        self.grace = grace
         self.workers = max(1, workers)
         self.events = events or AdmissionEvents()
         self._clock = clock
@@ -176,7 +208,10 @@ class Admission:
         self._running: set[Ticket] = set()
         self.drain_deadline: float | None = None
         self._departures: deque[tuple[float, float]] = deque()  # (when, seconds it had waited)
-        self._finishes: deque[tuple[float, float]] = deque(maxlen=THROUGHPUT_JOBS)  # (when, units)
+        self._answers: deque[tuple[float, float]] = deque()  # (when, seconds since queued)
+        # Jobs finished back to back: (seconds since the previous finish, clamped; its units).
+        self._gaps: deque[tuple[float, float]] = deque(maxlen=THROUGHPUT_JOBS - 1)
+        self._last_finish: float | None = None
 
     # -- figures (read by /metrics and by the front) ------------------------------------------
 
@@ -215,30 +250,45 @@ class Admission:
     def _unit_seconds_locked(self) -> float:
         """Seconds one inference thread needs per unit: its own time, or throughput if slower."""
         own = self.seconds_per_unit
-        if len(self._finishes) < THROUGHPUT_JOBS:
+        if len(self._gaps) < THROUGHPUT_JOBS - 1:
             return own
-        span = self._finishes[-1][0] - self._finishes[0][0]
-        units = sum(units for _, units in list(self._finishes)[1:])
-        return max(own, span * self.workers / units) if units > 0 else own
+        span = sum(gap for gap, _ in self._gaps)
+        units = sum(units for _, units in self._gaps)
+        return max(own, span * self.workers / units)
 
     def wait_limit(self) -> float:
-        """The longest expected wait admitted now: ``max_wait``, or less for impatient clients."""
+        """The longest expected wait admitted now for a photograph (one work unit), in seconds:
+        ``max_wait``, or less when learned patience says its answer would come too late."""
         with self._lock:
             return self._limit_locked()
 
     def _limit_locked(self) -> float:
         patience = self._patience_locked()
-        return self.max_wait if patience is None else min(self.max_wait, patience * PATIENCE_SHARE)
+        if patience is None:
+            return self.max_wait
+        return min(self.max_wait, patience - self._unit_seconds_locked())
 
     def _patience_locked(self) -> float | None:
-        """How long recent clients waited before leaving (a low quantile), if enough left."""
+        """Seconds from queueing to answer that recent clients wait for, or None (not learned).
+
+        See ``PATIENCE_*``: only when enough of the recent clients left while queued, never
+        less than a few service times.
+        """
         horizon = self._clock() - PATIENCE_WINDOW_S
         while self._departures and self._departures[0][0] < horizon:
             self._departures.popleft()
-        if len(self._departures) < PATIENCE_MIN_DEPARTURES:
+        while self._answers and self._answers[0][0] < horizon:
+            self._answers.popleft()
+        left = len(self._departures)
+        if left < PATIENCE_MIN_DEPARTURES:
             return None
         waits = sorted(waited for _, waited in self._departures)
-        return waits[int(PATIENCE_QUANTILE * (len(waits) - 1))]
+        observed = waits[int(PATIENCE_QUANTILE * (len(waits) - 1))]
+        outwaited = sum(1 for _, took in self._answers if took > observed)
+        if left < PATIENCE_MIN_SHARE * (left + outwaited):
+            return None
+        learned = observed * PATIENCE_SHARE
+        return max(learned, PATIENCE_FLOOR_SERVICES * self._unit_seconds_locked())
 
     def departed(self, ticket: Ticket) -> None:
         """Learn from a client that left while its job was queued (see the module docstring)."""
@@ -263,25 +313,14 @@ class Admission:
                 raise self._shed("shutdown", "the server is shutting down", 1, close=True)
             wait, limit = self._wait_locked(), self._limit_locked()
             if wait > limit:
-                raise self._shed(
-                    "wait",
-                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
-                    wait - limit,
-                    close=True,
-                )
+                raise self._shed("wait", QUEUE_FULL, wait - limit, close=True)
 
     def reserve(self, ticket: Ticket, nbytes: int) -> None:
         with self._lock:
             if self.reserved_bytes + nbytes > self.budget_bytes:
                 # Freed as the queue ahead finishes: the wait is the best guess of when.
                 retry = max(self._wait_locked(), self.seconds_per_unit)
-                raise self._shed(
-                    "memory",
-                    f"the server holds {self.reserved_bytes} of its {self.budget_bytes} bytes "
-                    f"for requests in flight; this one needs {nbytes} more",
-                    retry,
-                    close=True,
-                )
+                raise self._shed("memory", MEMORY_FULL, retry, close=True)
             self.reserved_bytes += nbytes
             ticket.reserved += nbytes
 
@@ -289,23 +328,20 @@ class Admission:
         with self._lock:
             now = self._clock()
             wait = self._wait_locked()
+            own = units * self._unit_seconds_locked()  # on one inference thread
+            if own > min(self.max_wait, self.grace):
+                # Not even an idle server would run it within its deadline or a shutdown's
+                # grace, and a thread inside a decoder cannot be abandoned: refused up front.
+                raise ApiError(413, "image_too_large", TOO_SLOW)
             if self.drain_deadline is not None:
-                own = units * self._unit_seconds_locked() / self.workers
-                if now + (wait + own) * DRAIN_PESSIMISM > self.drain_deadline:
+                if now + (wait + own / self.workers) * DRAIN_PESSIMISM > self.drain_deadline:
                     raise self._shed("shutdown", "the server is shutting down", 1, close=True)
-            elif wait > (limit := self._limit_locked()):
-                raise self._shed(
-                    "wait",
-                    f"the queue holds {wait:.1f} s of work, over the limit of {limit:.1f} s",
-                    wait - limit,
-                )
+            elif wait > self.max_wait:
+                raise self._shed("wait", QUEUE_FULL, wait - self.max_wait)
+            elif (patience := self._patience_locked()) is not None and wait + own > patience:
+                raise self._shed("wait", QUEUE_FULL, wait + own - patience)
             if self.reserved_bytes + decode_bytes > self.budget_bytes:
-                raise self._shed(
-                    "memory",
-                    f"decoding this image needs {decode_bytes} bytes; the server holds "
-                    f"{self.reserved_bytes} of its {self.budget_bytes} for requests in flight",
-                    max(wait, self.seconds_per_unit),
-                )
+                raise self._shed("memory", MEMORY_FULL, max(wait, self.seconds_per_unit))
             ticket.decode_bytes = decode_bytes
             ticket.units = units
             ticket.deadline = now + self.max_wait
@@ -322,9 +358,7 @@ class Admission:
                 reason = "disconnected"
             elif now > ticket.deadline:
                 reason = "deadline"
-            elif patience is not None and (
-                now - ticket.admitted + own > patience * PATIENCE_START_SHARE
-            ):
+            elif patience is not None and now - ticket.admitted + own > patience:
                 # Clients like this one have been leaving by now: its answer would be too late.
                 reason = "deadline"
             elif self.reserved_bytes + ticket.decode_bytes > self.budget_bytes:
@@ -343,13 +377,22 @@ class Admission:
     def finished(self, ticket: Ticket, seconds: float) -> None:
         with self._lock:
             if ticket.units > 0:
-                sample = seconds / ticket.units
-                self.seconds_per_unit += RATE_SMOOTHING * (sample - self.seconds_per_unit)
+                expected = ticket.units * self.seconds_per_unit
+                clamped = min(max(seconds, expected / RATE_CLAMP), expected * RATE_CLAMP)
+                self.seconds_per_unit += RATE_SMOOTHING * (
+                    clamped / ticket.units - self.seconds_per_unit
+                )
+                now = self._clock()
+                self._answers.append((now, now - ticket.admitted))
                 if len(self._queued) > len(self._running):
-                    self._finishes.append((self._clock(), ticket.units))
+                    if self._last_finish is not None:
+                        gap = min(now - self._last_finish, expected * RATE_CLAMP)
+                        self._gaps.append((gap, ticket.units))
+                    self._last_finish = now
                 else:
                     # Nothing waits: the time to the next finish would measure idleness.
-                    self._finishes.clear()
+                    self._gaps.clear()
+                    self._last_finish = None
             self._forget_job(ticket)
 
     def close(self, ticket: Ticket) -> None:

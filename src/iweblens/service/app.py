@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from concurrent.futures import CancelledError
 from importlib import resources
@@ -102,7 +103,8 @@ def run_detection(image: bytes, params: DetectionParams) -> Inference:
     """Check the image, admit it, wait for the model and detect: every detection endpoint's path.
 
     Raises ``ApiError``: 400, 413 or 415 for the image (413 also when decoding it needs more
-    memory than the server has), 503 while the model is unavailable; ``Shed`` (503) when the job
+    memory than the server has, or its inference alone would outlast ``max_wait`` or the
+    shutdown grace), 503 while the model is unavailable; ``Shed`` (503) when the job
     is dropped before inference (client gone, deadline) or cancelled by a shutdown.
     """
     header = check_image(image, ImageLimits.from_settings(_settings()))
@@ -242,7 +244,11 @@ class BufferedRequest(Request):
 
 
 def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
-    """Build the app; the model loads and warms up in the background (``/readyz`` says when)."""
+    """Build the app; the model loads and warms up in the background (``/readyz`` says when).
+
+    Raises ``ApiKeyError`` for an unusable key or key file, before any model starts loading.
+    """
+    keys = ApiKeys.from_settings(settings)
     app = Flask(__name__)
     app.request_class = BufferedRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -259,6 +265,8 @@ def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
         settings.max_wait,
         pool.workers,
         AdmissionEvents(shed=service_metrics.count_shed, dropped=service_metrics.count_dropped),
+        # A grace of 0 stops at once: no job could fit it, so it bounds none.
+        grace=settings.graceful_timeout or math.inf,
     )
     service_metrics.watch_admission(admission)
     # Once the networks are loaded, the budget is measured rather than estimated.
@@ -271,7 +279,6 @@ def create_app(settings: Settings, pool: InferencePool | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
     app.register_blueprint(deepstack_blueprint(run_detection))
-    keys = ApiKeys.from_settings(settings)
     app.extensions["iweblens.api_keys"] = keys  # the front checks /metrics with the same keys
     app.register_blueprint(auth_blueprint(keys, settings.metrics_require_key))
     return app

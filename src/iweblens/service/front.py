@@ -5,14 +5,17 @@ before it costs a thread or memory the process cannot spare:
 
 * **headers complete**: probes (``/healthz``, ``/readyz``, ``/metrics``) are answered here, in
   the loop, so they never queue behind work (``/metrics`` asks for the API key as the app would,
-  from the headers); a body over ``max_body_bytes`` is refused (413)
-  unread; the body's memory is reserved (``Admission``), or the request is refused (503,
-  ``Retry-After``) unread, as it is when the inference queue alone is already over ``max_wait``;
-* **body complete** (read here, however slowly it arrives, without a thread; a chunked body grows
-  its reservation as it comes and is refused past the limit): the request goes to the Flask app on
-  a thread of its own (a2wsgi), which parses it, reserves the decoding cost from the image header
-  and queues the image;
-* **client gone** (``http.disconnect``): its job, if still queued, is dropped before inference.
+  from the headers); a declared body over ``max_body_bytes`` is refused (413) unread, as is a
+  detection when the inference queue alone is already over ``max_wait`` (503, ``Retry-After``);
+* **body arriving** (read here, however slowly it arrives, without a thread): each chunk's memory
+  is reserved as it comes (``Admission``), never a declared length, so a connection holds only
+  what it has sent; a chunk that does not fit is refused (503, ``Retry-After``), a body past the
+  limit too (413), and the server lingers so the client reads the answer (``server``);
+* **body complete**: the request goes to the Flask app on a thread of its own (a2wsgi), which
+  parses it, reserves the decoding cost from the image header and queues the image;
+* **client gone** (``http.disconnect``): its job, if still queued, is dropped before inference;
+* **shutdown past the grace** (the request's task cancelled): a request not yet answered is
+  answered 503 (``shutting_down``).
 
 Every answer given here carries the same headers and access-log line as the app's
 (``conventions``).
@@ -120,6 +123,12 @@ class Front:
             await self._to_app(scope, receive, exchange, ticket, body)
         except ApiError as error:
             await exchange.refuse(error)
+        except asyncio.CancelledError:
+            # The server stops waiting for this request (the grace is over): it gets an answer,
+            # the process exits even if its job is still running (``server``).
+            if exchange.started:
+                raise
+            await exchange.refuse(Shed("shutdown", "the server is shutting down", 1, close=True))
         finally:
             ticket.close()
             if ticket.large_buffers >= TRIM_AFTER_BYTES:
@@ -166,9 +175,11 @@ class Front:
             return b""
         if scope["path"] in DETECTION_PATHS:
             self.admission.check_open()
-        if length is not None:
-            ticket.reserve(body_charge(length, content_type))
-        deadline = scope.get(READ_DEADLINE_KEY) or time.monotonic() + self.settings.read_timeout
+        fallback = time.monotonic() + self.settings.read_timeout
+
+        def deadline() -> float:
+            return float(scope.get(READ_DEADLINE_KEY) or fallback)
+
         chunks: list[bytes] = []
         received = 0
         more = True
@@ -181,26 +192,32 @@ class Front:
             received += len(chunk)
             if received > limit:
                 raise _too_large(limit)
-            if length is None:
-                ticket.reserve(body_charge(len(chunk), content_type))
+            # Memory is reserved for the bytes that have come, never for a declared length: a
+            # connection that declares a large body and sends nothing holds nothing.
+            ticket.reserve(body_charge(len(chunk), content_type))
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _receive_before(self, receive: Receive, deadline: float) -> Message:
-        """The next message; ``ApiError`` 408 past the read deadline, 503 past the grace."""
+    async def _receive_before(self, receive: Receive, deadline: Callable[[], float]) -> Message:
+        """The next message; ``ApiError`` 408 past ``deadline()``, 503 past the grace.
+
+        ``deadline()`` is asked again at every wake-up: it becomes infinite once the request
+        has arrived in full (``server.FrontProtocol``), however late the front reads it.
+        """
         while True:
             now = time.monotonic()
             drain_deadline = self.admission.drain_deadline
             if drain_deadline is not None and now >= drain_deadline:
                 raise Shed("shutdown", "the server is shutting down", 1, close=True)
-            if now >= deadline:
+            read_deadline = deadline()
+            if now >= read_deadline:
                 self.metrics.slow_requests.inc()
                 raise ApiError(
                     408,
                     "request_timeout",
                     f"the request did not arrive in full within {self.settings.read_timeout} s",
                 )
-            remaining = min(deadline, drain_deadline or deadline) - now
+            remaining = min(read_deadline, drain_deadline or read_deadline) - now
             try:
                 return await asyncio.wait_for(receive(), min(remaining, BODY_POLL_S))
             except TimeoutError:
@@ -230,7 +247,8 @@ class Exchange:
         self._send = send
         self.served_by = served_by
         self.metrics = metrics
-        self.started = time.perf_counter()
+        self.started_at = time.perf_counter()
+        self.started = False  # the answer has begun (its status line is sent)
         self.request_id = request_id(_header_map(scope).get(REQUEST_ID_HEADER.lower()))
 
     async def answer(
@@ -247,6 +265,7 @@ class Exchange:
             **common_headers(self.served_by, self.request_id),
             **dict(extra),
         }
+        self.started = True
         await self._send(
             {
                 "type": "http.response.start",
@@ -274,7 +293,7 @@ class Exchange:
         await self.answer(error.status, json.dumps(shape).encode(), "application/json", extra)
 
     def record(self, status: int, route: str) -> None:
-        elapsed = time.perf_counter() - self.started
+        elapsed = time.perf_counter() - self.started_at
         method = self.scope["method"]
         self.metrics.requests.labels(method_label(method), route, str(status)).inc()
         self.metrics.latency.labels(route).observe(elapsed)
@@ -282,6 +301,8 @@ class Exchange:
 
     async def send_from_app(self, message: Message) -> None:
         """The app's own messages (it stamps, counts and logs its answers itself)."""
+        if message["type"] == "http.response.start":
+            self.started = True
         await self._send(message)
 
 

@@ -141,7 +141,10 @@ def parse_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past the double range
+            return None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -167,8 +170,12 @@ def _count(given: Mapping[str, list[Any]]) -> int | None:
     if value is None:
         return None
     count = value if isinstance(value, int) and not isinstance(value, bool) else None
-    if isinstance(value, str) and value.strip().isdigit():
-        count = int(value.strip())
+    # isdecimal, not isdigit: int() refuses superscripts and circled digits.
+    if isinstance(value, str) and value.strip().isdecimal():
+        try:
+            count = int(value.strip())
+        except ValueError:  # past int()'s digit limit
+            count = None
     if count is None or count < 1:
         message = f"max_detections must be a whole number of at least 1, not {value!r}"
         raise ApiError(400, "invalid_option", message)

@@ -8,6 +8,8 @@ Three request flavours reach ``POST /api/object_detection``:
 * ``application/json`` ``{"id": ..., "image": "<base64>"}``, or that object encoded once more as a
   JSON string, which is what the later clients send (``requests.post(url, json=json.dumps(data))``);
   base64 may be URL-safe and unpadded; numbers must be finite, so every answer is strict JSON;
+  the JSON is bounded before it is parsed (``MAX_JSON_DEPTH`` levels, ``MAX_JSON_VALUES``
+  values), so no body can make the parser build millions of objects or recurse past its limit;
 * a raw image body (``image/*`` or ``application/octet-stream``).
 
 The JSON flavour is answered in its own shape (id echoed, accuracy a float in [0, 1]); the other two
@@ -19,8 +21,10 @@ from __future__ import annotations
 import binascii
 import enum
 import json
+import json.decoder
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +50,16 @@ _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]+;base64,")
 _WHITESPACE = re.compile(r"\s+")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=_-]")
 _URL_SAFE = str.maketrans("-_", "+/")
+# The JSON bounds: what a request may hold before the parser builds it. A client sends an object
+# of two members (one level, six counted values); options add an array of labels.
+MAX_JSON_DEPTH = 32
+MAX_JSON_VALUES = 10_000
+# The standard parser's own string scanner (C): (text, index after the opening quote) ->
+# (the string, index after its closing quote); ValueError for a string that is not JSON.
+# Undeclared in the type stubs, but part of the json module since its first version.
+_scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+# Where a JSON text's structure goes on: a bracket, a comma or the start of a string.
+_JSON_STRUCTURE = re.compile(r'[\[\]{},"]')
 
 
 class ApiError(Exception):
@@ -144,6 +158,8 @@ def _parse_json(body: bytes) -> DetectionRequest:
             document = _strict_loads(document)
     except NonFiniteNumberError as error:
         raise ApiError(400, "non_finite_number", str(error)) from None
+    except JsonTooComplexError as error:
+        raise ApiError(400, "json_too_complex", str(error)) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     if not isinstance(document, dict):
@@ -162,13 +178,60 @@ class NonFiniteNumberError(ValueError):
     """The JSON holds NaN, Infinity or a number beyond the double range (1e400)."""
 
 
-def _strict_loads(text: str | bytes) -> Any:
-    """``json.loads`` that refuses what no strict JSON writer could echo back.
+class JsonTooComplexError(ValueError):
+    """The JSON nests deeper than ``MAX_JSON_DEPTH`` or holds more than ``MAX_JSON_VALUES``."""
 
-    Python's parser accepts the literals NaN and Infinity (not JSON) and turns 1e400 into
-    infinity; echoing either (an id, say) would produce a body that is not JSON. Refused, with
-    the number named, rather than echoed as sent: an id is an opaque string in every client.
+
+def check_json_bounds(text: str) -> None:
+    """Raise ``JsonTooComplexError`` when ``text`` nests or counts past the JSON bounds.
+
+    Reads the structure only and builds nothing that is kept: strings are skipped whole by the
+    standard parser's own string scanner (the one pass ``json.loads`` makes over them too), and
+    the count stops at the first bound passed. Counted: every array, object, string (keys too)
+    and comma. Text that is not JSON is left for the parser to refuse.
     """
+    depth = counted = 0
+    position = 0
+    while (token := _JSON_STRUCTURE.search(text, position)) is not None:
+        char = token.group()
+        position = token.end()
+        if char == '"':
+            try:
+                _, position = _scan_string(text, position)
+            except ValueError:
+                return  # not a JSON string: the parser refuses the text there
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise JsonTooComplexError(
+                    f"the JSON nests more than {MAX_JSON_DEPTH} levels deep; send the object "
+                    "with its image and options only"
+                )
+        elif char in "]}":
+            depth -= 1
+            continue
+        counted += 1
+        if counted > MAX_JSON_VALUES:
+            raise JsonTooComplexError(
+                f"the JSON holds more than {MAX_JSON_VALUES} values (arrays, objects, strings "
+                "and members); send the object with its image and options only"
+            )
+
+
+def _strict_loads(text: str | bytes) -> Any:
+    """``json.loads`` within the JSON bounds, refusing what no strict JSON writer could echo back.
+
+    The bounds are checked before parsing (``JsonTooComplexError``): the standard parser builds
+    every value of a document (a Python list of ~56 bytes for each two-byte ``[]``) and recurses
+    once per level. Python's parser accepts the literals NaN and Infinity (not JSON) and turns
+    1e400 into infinity; echoing either (an id, say) would produce a body that is not JSON.
+    Refused, with the number named, rather than echoed as sent: an id is an opaque string in
+    every client.
+    """
+    if isinstance(text, bytes):
+        # As json.loads decodes bytes (UTF-8, -16 or -32, read from the first bytes).
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    check_json_bounds(text)
 
     def refuse(literal: str) -> float:
         raise NonFiniteNumberError(

@@ -3,15 +3,20 @@
 Requests are read asynchronously: a slow or silent connection costs a parser object in the event
 loop, never a thread. Only complete requests reach a thread (``front``); probes are answered in the
 loop. uvicorn itself has no deadline for a request's headers and no bound on their size, so
-``FrontProtocol`` adds both, plus an idle deadline for a fresh connection and a cap on open
-connections (the oldest connection not busy with a request makes room for a new one, so a flood of
-idle connections cannot lock a kubelet probe out).
+``FrontProtocol`` adds both (per request, pipelined ones included), plus an idle deadline for a
+fresh connection and a cap on open connections: past it, another connection makes room (one
+lingering, else the oldest idle, else the incomplete request arriving the slowest), never the new
+one, so no flood can lock a kubelet probe out. An answer sent while the request is still arriving
+(an early 413 or 503) is followed by a lingering close, so that the client reads it instead of a
+reset. An ``Upgrade`` offer (``h2c``...) is declined: the request is served as HTTP/1.1.
 
 On SIGTERM: the connections the kernel has already queued are accepted and the listener closes
 (new connections are refused), a connection that was idle gets ``SHUTDOWN_IDLE_S`` for a request
 already on its way (each connection closes after its answer), ``/readyz`` turns 503, queued jobs
 that cannot finish within ``graceful_timeout`` are answered 503 with ``Connection: close`` at once,
-the rest are served, and the process exits 0.
+the rest are served. ``SHUTDOWN_SLACK_S`` past the grace, what is still unanswered is answered 503,
+and the process exits 0, at the latest ``EXIT_SLACK_S`` later, even if a job is still inside a
+decoder: within the pod's ``terminationGracePeriodSeconds``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -50,10 +58,33 @@ SHUTDOWN_SLACK_S = 5
 # already queued: closing the listener resets them, after their clients have sent a request.
 SHUTDOWN_IDLE_S = 1.0
 ACCEPT_DRAIN_S = 0.05
+# Past the grace and its slack, what is still running is answered 503; this long after that, the
+# process exits even if a thread is still inside a decoder or a forward pass (which Python cannot
+# interrupt), so that it stops well within the pod's terminationGracePeriodSeconds.
+EXIT_SLACK_S = 2.0
+# Lingering close after an early answer: at most this long in all and between two reads (nginx's
+# lingering_time and lingering_timeout), and this many times the body limit in bytes (a client
+# refused for a body somewhat over the limit still reads its 413).
+LINGERING_TIME_S = 30.0
+LINGERING_TIMEOUT_S = 5.0
+LINGERING_BODY_LIMITS = 2
 
 
 class _HeadersTooLarge(Exception):
     pass
+
+
+class _AnswerTransport:
+    """The transport as a request's cycle sees it: closing it after an answer may linger."""
+
+    def __init__(self, protocol: FrontProtocol) -> None:
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol.transport, name)
+
+    def close(self) -> None:
+        self._protocol.close_after_answer()
 
 
 class FrontProtocol(HttpToolsProtocol):
@@ -69,36 +100,100 @@ class FrontProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._headers_too_large = False
         self._busy = False  # a request is being received or answered
+        self._in_message = False  # a request has begun to arrive and has not arrived in full
+        self._received = 0  # bytes received since the connection last became busy
         self._shutting_down = False
-        self._since = time.monotonic()
+        self._since = time.monotonic()  # start of the current request, or of idleness
+        # A declined Upgrade's request, to parse again without it (empty: a CONNECT, refused).
+        self._upgrade_head: bytes | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_end = 0.0
+        self._linger_bytes = 0
         # A fresh connection that sends nothing is closed like an idle keep-alive one.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
         if len(self.connections) > self.max_connections:
-            self._evict_oldest_idle()
+            self._make_room()
 
-    def _evict_oldest_idle(self) -> None:
-        idle = [c for c in self.connections if isinstance(c, FrontProtocol) and not c._busy]
-        if idle:
-            victim = min(idle, key=lambda c: c._since)
-            log.warning("too many connections (%d): closing the oldest idle one", len(idle))
-            victim.transport.close()
+    # -- the connection cap -----------------------------------------------------------------
+
+    @property
+    def lingering(self) -> bool:
+        return self._linger_timer is not None
+
+    def _make_room(self) -> None:
+        """Close one other connection: lingering, else the oldest idle, else the slowest request.
+
+        The new connection is never the one closed (it may be a kubelet's probe); if every other
+        connection is busy with a request that has arrived, it is kept over the cap.
+        """
+        others = [c for c in self.connections if isinstance(c, FrontProtocol) and c is not self]
+        now = time.monotonic()
+        if lingering := [c for c in others if c.lingering]:
+            victim, why = lingering[0], "a lingering one"
+        elif idle := [c for c in others if not c._busy]:
+            victim, why = min(idle, key=lambda c: c._since), "the oldest idle one"
+        elif arriving := [c for c in others if c._in_message]:
+            victim = min(arriving, key=lambda c: c._received / max(now - c._since, 1e-3))
+            why = "the slowest incomplete request"
+        else:
+            return
+        log.warning("too many connections (%d): closing %s", len(self.connections), why)
+        victim.transport.close()
+
+    # -- one request at a time, pipelined or not ---------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self._discard(len(data))
+            return
         if not self._busy:
-            # The first byte of a request starts its clock: the headers must follow in time.
             self._busy = True
-            self._since = time.monotonic()
-            self._header_bytes = self._header_count = 0
-            self._header_timer = self.loop.call_later(
-                self.settings.read_timeout, self._headers_timed_out
-            )
-        super().data_received(data)
+            self._received = 0
+            self._begin_request()
+        self._received += len(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        # uvicorn's own ``data_received``, except that an Upgrade is declined and the request
+        # served as HTTP/1.1, as a server that does not speak the offered protocol must.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade as upgrade:
+            # httptools skips the body of an Upgrade request and stops: the same request without
+            # its Upgrade goes to a fresh parser, followed by everything that came after it.
+            head, self._upgrade_head = self._upgrade_head, None
+            if not head:  # CONNECT: a tunnel, not a request to serve
+                self.send_400_response("CONNECT is not served.")
+                return
+            self.parser = httptools.HttpRequestParser(self)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+            self._feed(head + data[upgrade.args[0] :])
+
+    def _begin_request(self) -> None:
+        """A request starts: its own header counters and deadline (pipelined ones too)."""
+        self._since = time.monotonic()
+        self._header_bytes = self._header_count = 0
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(
+            self.settings.read_timeout, self._headers_timed_out
+        )
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._begin_request()
+        super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
         self._count_header_bytes(len(url))
@@ -116,17 +211,98 @@ class FrontProtocol(HttpToolsProtocol):
             raise _HeadersTooLarge  # httptools stops parsing; uvicorn calls send_400_response
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():
+            connect = self.parser.get_method() == b"CONNECT"
+            self._upgrade_head = b"" if connect else self._head_without_upgrade()
+            return
         self._cancel_header_timer()
         # The body must arrive by the same deadline; the front reads it.
         scope = cast(dict[str, Any], self.scope)  # an ASGI scope may carry extensions of ours
         scope[READ_DEADLINE_KEY] = self._since + self.settings.read_timeout
         super().on_headers_complete()
+        self.cycle.transport = cast(asyncio.Transport, _AnswerTransport(self))
         if self._shutting_down:
             self.cycle.keep_alive = False
+
+    def _head_without_upgrade(self) -> bytes:
+        """The request line and headers just parsed, less ``Upgrade`` and its Connection token."""
+        version = self.parser.get_http_version().encode("ascii")
+        lines = [self.parser.get_method() + b" " + self.url + b" HTTP/" + version]
+        for name, value in self.headers:
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",") if t.strip().lower() != b"upgrade"]
+                value = b", ".join(tokens)
+            if name != b"upgrade" and value:
+                lines.append(name + b": " + value)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def on_message_complete(self) -> None:
+        if self._upgrade_head is not None:
+            return  # the request is parsed again, without its Upgrade
+        self._in_message = False
+        # Arrived in full: the front reads what is already here, however late it gets to it.
+        cast(dict[str, Any], self.scope)[READ_DEADLINE_KEY] = math.inf
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self.lingering:
+            self.server_state.total_requests += 1
+            return
+        # A pipelined request may be queued, or arriving, behind the one just answered.
+        pending = bool(self.pipeline) or self._in_message
+        super().on_response_complete()
+        self._busy = pending
+        if not pending:
+            self._since = time.monotonic()
+
+    # -- lingering close -----------------------------------------------------------------------
+
+    def close_after_answer(self) -> None:
+        """Close once an answer is sent; if the client is still sending, linger first.
+
+        Closing a socket with unread data resets it, and a client still sending its body (as
+        ``http.client`` and ``requests`` do before they read) sees the reset, not the answer. So
+        the write side is shut (the answer, then end of stream) and what arrives is read and
+        discarded, for at most ``LINGERING_TIME_S`` in all, ``LINGERING_TIMEOUT_S`` between two
+        reads and ``LINGERING_BODY_LIMITS`` body limits in bytes, as nginx's lingering close does.
+        """
+        if not self._in_message or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._cancel_header_timer()
+        self._unset_keepalive_if_required()
+        self.pipeline.clear()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger_end = self.loop.time() + LINGERING_TIME_S
+        self._linger_bytes = LINGERING_BODY_LIMITS * self.settings.max_body_bytes
+        self._discard(0)
+        self.flow.resume_reading()
+
+    def _discard(self, size: int) -> None:
+        self._linger_bytes -= size
+        remaining = self._linger_end - self.loop.time()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        if self._linger_bytes <= 0 or remaining <= 0:
+            self.transport.close()
+            return
+        self._linger_timer = self.loop.call_later(
+            min(remaining, LINGERING_TIMEOUT_S), self.transport.close
+        )
+
+    def eof_received(self) -> None:
+        # The client has sent all it will: a lingering close is over (asyncio then closes).
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+
+    # -- shutdown and errors -------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Close once the request in progress, or one already on its way, has been answered."""
         self._shutting_down = True
+        if self.lingering:
+            return  # closes by itself, within the lingering bounds
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
         elif not self._busy:
@@ -136,11 +312,6 @@ class FrontProtocol(HttpToolsProtocol):
     def _close_if_idle(self) -> None:
         if not self._busy and not self.transport.is_closing():
             self.transport.close()
-
-    def on_response_complete(self) -> None:
-        self._busy = False
-        self._since = time.monotonic()
-        super().on_response_complete()
 
     def _headers_timed_out(self) -> None:
         self._header_timer = None
@@ -172,7 +343,7 @@ class FrontProtocol(HttpToolsProtocol):
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        self.close_after_answer()
 
 
 class FrontServer(uvicorn.Server):
@@ -195,6 +366,8 @@ class FrontServer(uvicorn.Server):
                 self._captured_signals.clear()
 
     async def shutdown(self, sockets: Any = None) -> None:
+        exit_at = time.monotonic() + self.grace + SHUTDOWN_SLACK_S + EXIT_SLACK_S
+        threading.Thread(target=_exit_at, args=(exit_at,), name="exit", daemon=True).start()
         cancelled = self.admission.drain(self.grace)
         log.info(
             "shutting down: %d queued job(s) answered 503 now; the rest get %s s to finish",
@@ -230,6 +403,15 @@ class FrontServer(uvicorn.Server):
             log.warning("grace period over: %d queued job(s) answered 503", len(cancelled))
 
 
+def _exit_at(deadline: float) -> None:
+    """Exit 0 at ``deadline`` unless the process has ended by then (a daemon thread)."""
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    log.warning("still running past the grace (a job inside native code): exiting now")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(0)
+
+
 def configure_logging() -> None:
     """One line per request on stderr, as ``kubectl logs`` and ``docker logs`` expect."""
     logging.basicConfig(
@@ -253,6 +435,7 @@ def build_server(settings: Settings) -> FrontServer:
         http=protocol,
         loop="auto",
         lifespan="off",
+        ws="none",  # no WebSocket route: an Upgrade is declined, the request served as HTTP/1.1
         log_config=None,
         access_log=False,
         server_header=False,

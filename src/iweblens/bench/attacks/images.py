@@ -27,10 +27,10 @@ from iweblens.bench.stress import (
     AttackResult,
     Check,
     RequestLimits,
-    _pod_figures,
     exchange,
     multipart_body,
     photo_body,
+    pod_figures,
     running_pod,
     statuses_of,
 )
@@ -264,7 +264,7 @@ def hostile_images(
             "statuses": statuses,
             "photographs": dict(photos),
             "ready_after": ready,
-            **_pod_figures(pod),
+            **pod_figures(pod),
         }
     checks = [
         Check("every hostile image is refused with its 4xx", statuses == EXPECTED_STATUSES),

@@ -16,7 +16,11 @@ from iweblens.models.store import ModelPaths
 class OnnxRuntimeEngine:
     """The ONNX graph on ONNX Runtime's CPU provider, sequential, fixed intra-op threads."""
 
-    def __init__(self, paths: ModelPaths, threads: int | None = None) -> None:
+    def __init__(
+        self, paths: ModelPaths, threads: int | None = None, *, input_size: int | None = None
+    ) -> None:
+        """``input_size``: the side of the blobs it is given (None: the cfg's); the graph is
+        converted at it, once (cached)."""
         import onnxruntime as ort  # optional dependency: the `engines` extra
 
         from iweblens.models.onnx_export import INPUT_NAME, ensure_onnx
@@ -28,7 +32,7 @@ class OnnxRuntimeEngine:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
-            str(ensure_onnx(paths)), options, providers=["CPUExecutionProvider"]
+            str(ensure_onnx(paths, input_size)), options, providers=["CPUExecutionProvider"]
         )
 
     def forward(self, blob: np.ndarray) -> np.ndarray:

@@ -15,7 +15,9 @@ from iweblens.models.store import ModelPaths
 class OpenCVEngine:
     """YOLOv3-tiny through OpenCV's DNN module and its darknet importer."""
 
-    def __init__(self, paths: ModelPaths) -> None:
+    def __init__(self, paths: ModelPaths, *, input_size: int | None = None) -> None:
+        """``input_size`` is not needed: the darknet importer's network takes any blob side."""
+        del input_size
         self.net = cv2.dnn.readNetFromDarknet(str(paths.cfg), str(paths.weights))
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)

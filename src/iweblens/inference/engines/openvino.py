@@ -38,19 +38,24 @@ def _openvino_config(threads: int) -> dict[str, str]:
 class OpenVinoEngine:
     """The ONNX graph compiled by OpenVINO for the CPU, latency hint, one stream."""
 
-    def __init__(self, paths: ModelPaths, threads: int | None = None) -> None:
+    def __init__(
+        self, paths: ModelPaths, threads: int | None = None, *, input_size: int | None = None
+    ) -> None:
+        """``input_size``: the side of the blobs it is given (None: the cfg's)."""
         import openvino as ov  # optional dependency: the `engines` extra
 
+        self.input_size = input_size
         core = ov.Core()
         config = _openvino_config(threads or compute_threads())
         self.compiled = core.compile_model(str(self.model_file(paths)), "CPU", config)
         self.request = self.compiled.create_infer_request()
 
     def model_file(self, paths: ModelPaths) -> Path:
-        """The network to compile: the float graph converted from the darknet files."""
+        """The network to compile: the float graph converted from the darknet files at the
+        input size."""
         from iweblens.models.onnx_export import ensure_onnx
 
-        return ensure_onnx(paths)
+        return ensure_onnx(paths, self.input_size)
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
         self.request.infer({0: blob})
@@ -89,7 +94,11 @@ def quantized_model(paths: ModelPaths) -> Path:
 
 
 class OpenVinoInt8Engine(OpenVinoEngine):
-    """The NNCF-quantized graph (``iweblens quantize``) on OpenVINO: same rows, int8 convs."""
+    """The NNCF-quantized graph (``iweblens quantize``) on OpenVINO: same rows, int8 convs.
+
+    Quantized from the graph at the cfg's input size, so it takes that size only
+    (``engines.check_input_size`` refuses another).
+    """
 
     def model_file(self, paths: ModelPaths) -> Path:
         return quantized_model(paths)

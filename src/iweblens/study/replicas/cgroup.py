@@ -165,20 +165,22 @@ class CpuCgroup(Cgroup):
     @classmethod
     def create(cls, name: str, cores: float, root: Path = CGROUP_ROOT) -> CpuCgroup:
         """Create ``name`` with a quota of ``cores`` in the first hierarchy that accepts it."""
-        quota_us = round(cores * PERIOD_US)
 
         def setup_v1(path: Path) -> None:
-            (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (path / "cpu.cfs_quota_us").write_text(str(quota_us))
+            _write_quota(path, 1, cores)
 
         def setup_v2(path: Path) -> None:
-            (path / "cpu.max").write_text(f"{quota_us} {PERIOD_US}")
+            _write_quota(path, 2, cores)
 
         folders = ("cpu", "cpu,cpuacct")
         path, version = _create_in_first_writable(
             name, "cpu", root, folders, "cpu.cfs_quota_us", setup_v1, setup_v2
         )
         return cls(path, version, _v1_accounting(root, name, path) if version == 1 else None)
+
+    def set_cores(self, cores: float) -> None:
+        """Change the quota while processes run inside (the kernel applies it at once)."""
+        _write_quota(self.path, self.version, cores)
 
     @property
     def directories(self) -> list[Path]:
@@ -215,6 +217,15 @@ class CpuCgroup(Cgroup):
                 return None
             quota, period = int(text[0]), int(text[1])
         return quota / period if quota > 0 else None
+
+
+def _write_quota(path: Path, version: int, cores: float) -> None:
+    quota_us = round(cores * PERIOD_US)
+    if version == 1:
+        (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        (path / "cpu.cfs_quota_us").write_text(str(quota_us))
+    else:
+        (path / "cpu.max").write_text(f"{quota_us} {PERIOD_US}")
 
 
 def _make_dir(path: Path) -> Path:
