@@ -3,6 +3,7 @@ once several folders have one)."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -13,8 +14,12 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -99,6 +104,13 @@ class ServerProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    """``image`` saved by Pillow as ``fmt`` with ``options``: the file's bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
 
 
 def png_declaring(width: int, height: int) -> bytes:

@@ -35,6 +35,17 @@ from PIL import Image, UnidentifiedImageError
 
 from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.headers import (
+    AVIF_BRANDS,
+    HEIF_BRANDS,
+    JPEG_SOI,
+    PNG_SIGNATURE,
+    JpegFrame,
+    iso_brands,
+    png_chunks,
+    scans_cover_the_frame,
+    walk_jpeg,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,10 +55,18 @@ if TYPE_CHECKING:
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 SUPPORTED_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF"
 JPEG_FORMATS = ("JPEG", "MPO")
-# Brands of the ISO base media file format (ftyp box) that mark a HEIF-family still image.
-HEIF_BRANDS = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
+# Progressive work: each scan walks every MCU of the frame again, whatever data it carries, so a
+# JPEG's scans x MCUs is bounded (docs/reliability.md has the measurements behind the numbers),
+# and so are its scans alone. Marker segments are bounded too: Pillow and the walk read each in
+# Python, and a real JPEG has tens (a few hundred with a chunked ICC profile).
+MAX_SCANS = 500
+MAX_SCAN_MCUS = 8_000_000
+MAX_SEGMENTS = 4096
+# PNG chunks: Pillow reads those before the image data in Python, the walk all of them. libpng
+# keeps at most 1000 ancillary chunks (its user_chunk_cache_max); encoders split the image data
+# into chunks of 8 KiB (libpng) to 64 KiB (Pillow).
+MAX_PNG_ANCILLARY_CHUNKS = 1000
+MAX_PNG_CHUNKS = 65536
 # The smallest decoded long side a reduced JPEG decode may leave, in network inputs: 2 agreed best
 # with the 640-px originals on photos upscaled to 12 and 24 MP, better than 1 or 4 or a full-size
 # decode (docs/decoding.md).
@@ -121,7 +140,8 @@ class ImageHeader:
     is the EXIF value 1-8 (1 = upright); ``reduction`` the JPEG scale denominator (1, 2, 4, 8);
     ``progressive`` and ``samples_per_pixel`` (colour samples per pixel after chroma subsampling)
     size a progressive JPEG's coefficient buffers; ``input_size`` is the network input the plan
-    is for (the letterbox's share of ``decode_cost``).
+    is for (the letterbox's share of ``decode_cost``); ``scans`` the SOS scans a JPEG declares
+    (1 for other formats); ``lossless`` a lossless JPEG (SOF3/7/11/15), never decoded reduced.
     """
 
     format: str
@@ -132,6 +152,8 @@ class ImageHeader:
     progressive: bool = False
     samples_per_pixel: float = 3.0
     input_size: int = DEFAULT_INPUT_SIZE
+    scans: int = 1
+    lossless: bool = False
 
     @property
     def decoded_size(self) -> tuple[int, int]:
@@ -173,20 +195,38 @@ def read_header(data: bytes, input_size: int | None = None) -> ImageHeader:
 
     Reads the header only (never the pixels). Raises ``UnsupportedImageFormatError`` for images
     in other formats (the HEIF family is recognised by its ftyp brand), ``ImageTooLargeError``
-    when Pillow's own bomb limit trips, ``ImageDecodeError`` for bytes that are not an image or
-    an image without pixels.
+    when Pillow's own bomb limit trips or the walk's limits are passed (``_walk_within_limits``:
+    a JPEG's scans and segments, a PNG's chunks), ``ImageDecodeError`` for bytes that are not an
+    image, an image without pixels, a damaged AVIF, a PNG chunk declaring more bytes than the
+    file holds or a JPEG frame header libjpeg refuses.
     """
+    # Walked before Pillow reads it: Pillow's own walk (to a JPEG's first scan, to a PNG's first
+    # image data chunk) would be unbounded.
+    walk = _walk_within_limits(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                header = _header_of(image, data, input_size)
+                header = _header_of(image, input_size, walk)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError:
         raise ImageTooLargeError("the image declares more pixels than the limit") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
-        if _is_heif(data):
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        struct.error,
+        RuntimeError,
+    ) as error:
+        brands = iso_brands(data)
+        if brands & AVIF_BRANDS:
+            # Pillow's AVIF plugin raises RuntimeError for much of what libavif refuses.
+            raise ImageDecodeError("the AVIF file is damaged") from None
+        if isinstance(error, RuntimeError):
+            raise  # not from the AVIF plugin: a bug, not a bad image
+        if brands & HEIF_BRANDS:
             raise UnsupportedImageFormatError(
                 f"HEIC/HEIF images are not supported; send {SUPPORTED_NAMES}"
             ) from None
@@ -354,38 +394,89 @@ def limit_decoded_pixels(max_pixels: int) -> None:
 # ----------------------------------------------------------------------------- the header
 
 
-def _header_of(image: Image.Image, data: bytes, input_size: int | None) -> ImageHeader:
+@dataclass(frozen=True)
+class _Walk:
+    """What the header walks found: a JPEG's frame and scans, a PNG's eXIf payload."""
+
+    frame: JpegFrame | None = None
+    scans: int = 1
+    png_exif: bytes | None = None
+
+
+def _walk_within_limits(data: bytes) -> _Walk:
+    """Walk a JPEG's segments or a PNG's chunks, within the limits above.
+
+    Raises ``ImageTooLargeError`` beyond ``MAX_SEGMENTS``, ``MAX_SCANS``, ``MAX_SCAN_MCUS``,
+    ``MAX_PNG_CHUNKS`` or ``MAX_PNG_ANCILLARY_CHUNKS``; ``ImageDecodeError`` for a JPEG without
+    a frame header or with one libjpeg refuses, and a PNG chunk beyond the bytes present.
+    """
+    if data.startswith(PNG_SIGNATURE):
+        ancillary = 0
+        exif = None
+        for chunks, (kind, payload) in enumerate(png_chunks(data), 1):
+            ancillary += kind[0] & 0x20 != 0  # a lower-case first letter: an ancillary chunk
+            if chunks > MAX_PNG_CHUNKS or ancillary > MAX_PNG_ANCILLARY_CHUNKS:
+                raise ImageTooLargeError(
+                    f"the PNG has more than {MAX_PNG_CHUNKS} chunks or more than "
+                    f"{MAX_PNG_ANCILLARY_CHUNKS} ancillary ones"
+                )
+            if kind == b"eXIf" and exif is None:
+                exif = bytes(payload)
+        return _Walk(png_exif=exif)
+    if not data.startswith(JPEG_SOI):
+        return _Walk()
+    walk = walk_jpeg(data, MAX_SCANS, MAX_SEGMENTS)
+    if walk.segments > MAX_SEGMENTS:
+        raise ImageTooLargeError(f"the JPEG has more than {MAX_SEGMENTS} marker segments")
+    if walk.frame is None:
+        raise ImageDecodeError("the data is not a decodable image (the JPEG has no frame header)")
+    frame = walk.frame
+    if walk.scans > MAX_SCANS or walk.scans * frame.mcus > MAX_SCAN_MCUS:
+        scans = f"more than {MAX_SCANS}" if walk.scans > MAX_SCANS else str(walk.scans)
+        raise ImageTooLargeError(
+            f"this {frame.width}x{frame.height} JPEG declares {scans} scans of {frame.mcus} MCUs; "
+            f"at most {MAX_SCANS} scans and {MAX_SCAN_MCUS} scans x MCUs are decoded"
+        )
+    return _Walk(frame, walk.scans)
+
+
+def _header_of(image: Image.Image, input_size: int | None, walk: _Walk) -> ImageHeader:
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedImageFormatError(
             f"{image.format or 'this'} images are not supported; send {SUPPORTED_NAMES}"
         )
     width, height = image.size
-    orientation = _orientation(image, data)
+    orientation = _orientation(image, walk.png_exif)
     if image.format == "TIFF":
         # Pillow >= 11 reports a rotated TIFF's displayed size; the tags hold the stored one.
         width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)  # type: ignore[attr-defined]
     size = input_size or DEFAULT_INPUT_SIZE
     if image.format not in JPEG_FORMATS:
         return ImageHeader(image.format, width, height, orientation, input_size=size)
+    frame = walk.frame
+    assert frame is not None, "Pillow's JPEG files start with SOI, which read_header walked"
     return ImageHeader(
         image.format,
         width,
         height,
         orientation,
-        reduction=reduction_for(width, height, input_size),
+        # libjpeg decodes a lossless frame at full size whatever the scale asked for.
+        reduction=1 if frame.lossless else reduction_for(width, height, input_size),
         progressive=bool(image.info.get("progressive")),
         samples_per_pixel=_samples_per_pixel(image),
         input_size=size,
+        scans=walk.scans,
+        lossless=frame.lossless,
     )
 
 
-def _orientation(image: Image.Image, data: bytes) -> int:
+def _orientation(image: Image.Image, png_exif: bytes | None) -> int:
     """The stored EXIF orientation (1 when absent or invalid), read without decoding pixels."""
     if image.format in ("GIF", "BMP"):
         return 1  # neither format can carry one
     if image.format == "PNG":
-        # Pillow loads every pixel to find an eXIf chunk after the image data: walk the chunks.
-        payload = image.info.get("exif") or _png_exif(data)
+        # Pillow loads every pixel to find an eXIf chunk after the image data: the walk found it.
+        payload = image.info.get("exif") or png_exif
         exif = Image.Exif()
         if payload:
             exif.load(payload)
@@ -393,20 +484,6 @@ def _orientation(image: Image.Image, data: bytes) -> int:
         exif = image.getexif()
     value = exif.get(ORIENTATION_TAG, 1)
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _png_exif(data: bytes) -> bytes | None:
-    """The payload of a PNG's eXIf chunk wherever it is, by walking the chunk lengths."""
-    position = 8
-    while position + 8 <= len(data):
-        (length,) = struct.unpack_from(">I", data, position)
-        kind = data[position + 4 : position + 8]
-        if kind == b"eXIf":
-            return data[position + 8 : position + 8 + length]
-        if kind == b"IEND":
-            return None
-        position += 12 + length
-    return None
 
 
 def _samples_per_pixel(image: Image.Image) -> float:
@@ -417,15 +494,6 @@ def _samples_per_pixel(image: Image.Image) -> float:
     h_max = max(layer[1] for layer in layers)
     v_max = max(layer[2] for layer in layers)
     return float(sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max))
-
-
-def _is_heif(data: bytes) -> bool:
-    """An ISO base media file whose major or compatible brands name a HEIF still image."""
-    if len(data) < 16 or data[4:8] != b"ftyp":
-        return False
-    box_end = min(struct.unpack_from(">I", data, 0)[0], len(data))
-    brands = [data[8:12]] + [data[i : i + 4] for i in range(16, box_end - 3, 4)]
-    return any(brand in HEIF_BRANDS for brand in brands)
 
 
 def _tiff_marked_upright(data: bytes) -> bytes:
@@ -471,7 +539,7 @@ def _end_marker_repair(data: bytes, reduction: int) -> bytes | None:
     """
     body = data[:-1] if data.endswith(b"\xff") else data  # the marker's first byte may be there
     try:
-        if not _scans_cover_the_frame(body):
+        if not scans_cover_the_frame(body):
             return None
     except (IndexError, ValueError, struct.error):  # a segment shorter than its fields
         return None
@@ -484,53 +552,3 @@ def _end_marker_repair(data: bytes, reduction: int) -> bytes | None:
         if probe is None or not np.array_equal(probe, reference):
             return None
     return repaired
-
-
-def _scans_cover_the_frame(data: bytes) -> bool:
-    """True when ``data`` ends inside its last scan and the scans cover the whole frame.
-
-    Walks the JPEG markers from SOI. Sequential frames need every component in some scan;
-    progressive frames need every coefficient of every component refined to full precision.
-    """
-    if not data.startswith(b"\xff\xd8"):
-        return False
-    components: list[int] = []
-    progressive = False
-    final: dict[int, set[int]] = {}
-    position: int | None = 2
-    while position is not None:
-        while data[position + 1 : position + 2] == b"\xff":
-            position += 1  # fill bytes before a marker
-        if position + 4 > len(data) or data[position] != 0xFF or data[position + 1] == 0xD9:
-            return False  # cut inside the headers, not at a marker, or the end marker is there
-        marker = data[position + 1]
-        (length,) = struct.unpack_from(">H", data, position + 2)
-        segment = data[position + 4 : position + 2 + length]
-        position += 2 + length
-        if position > len(data):
-            return False
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            progressive = marker in (0xC2, 0xC6, 0xCA, 0xCE)
-            components = [segment[6 + 3 * i] for i in range(segment[5])]
-        elif marker == 0xDA:
-            count = segment[0]
-            start, end, approximation = segment[1 + 2 * count : 4 + 2 * count]
-            if not progressive or approximation & 0x0F == 0:
-                coefficients = range(start, end + 1) if progressive else range(64)
-                for i in range(count):
-                    final.setdefault(segment[1 + 2 * i], set()).update(coefficients)
-            position = _end_of_entropy_data(data, position)
-    return bool(components) and all(len(final.get(c, ())) == 64 for c in components)
-
-
-def _end_of_entropy_data(data: bytes, position: int) -> int | None:
-    """Where the marker after a scan's entropy-coded data starts; None if the data runs out."""
-    while True:
-        position = data.find(b"\xff", position)
-        if position < 0 or position + 1 >= len(data):
-            return None
-        following = data[position + 1]
-        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
-            position += 1 if following == 0xFF else 2  # stuffing, restart marker or fill
-            continue
-        return position
