@@ -21,6 +21,7 @@ from iweblens.bench.attacks.connections import (
     one_byte_flood,
     sigterm_long_job,
 )
+from iweblens.bench.attacks.images import hostile_images
 from iweblens.bench.attacks.patience import impatient_clients
 from iweblens.bench.pod import MIB
 from iweblens.bench.stress import (
@@ -57,6 +58,7 @@ ATTACKS: dict[str, Attack] = {
     ),
     "impatient-clients": lambda spec, images: impatient_clients(spec, images, duration_s=FLOOD_S),
     "hostile-json": hostile_json,
+    "hostile-images": hostile_images,
     "maximal-burst": maximal_burst,
     "overload": overload,
     "sigterm": sigterm,
