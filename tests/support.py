@@ -3,6 +3,7 @@ once several folders have one)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -14,9 +15,17 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request, Response
+
+from iweblens.config import Settings
+from iweblens.detection import ModelCard
+from iweblens.inference.engines import SCORE_FLOOR
+from iweblens.inference.pool import InferencePool
+from iweblens.service.front import Front, build_front
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -130,3 +139,75 @@ def heic_header(major: bytes = b"heic", compatible: tuple[bytes, ...] = (b"mif1"
     box = struct.pack(">I", 8 + len(body)) + b"ftyp" + body
     meta = struct.pack(">I", 40) + b"meta" + bytes(32)
     return box + meta
+
+
+class FrontClient:
+    """Requests through the whole service in this process: the front (probes, admission, headers,
+    access line, metrics, refusals) and the app behind it, as ASGI messages, no socket.
+
+    ``open``, ``get`` and ``post`` take Werkzeug's ``EnvironBuilder`` arguments (``data``,
+    ``content_type``, ``headers``, ``query_string``...), as Flask's test client does, and return
+    the answer as a Werkzeug ``Response``. The client never hangs up.
+    """
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+
+    def open(self, path: str, method: str = "GET", **kwargs: Any) -> Response:
+        builder = EnvironBuilder(path, method=method, **kwargs)
+        try:
+            request = Request(builder.get_environ())
+            body = request.get_data()
+        finally:
+            builder.close()
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": request.path,
+            "raw_path": request.path.encode(),
+            "query_string": request.query_string,
+            "root_path": "",
+            "headers": [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in request.headers.items()
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+        }
+        return asyncio.run(self._exchange(scope, body))
+
+    def get(self, path: str, **kwargs: Any) -> Response:
+        return self.open(path, "GET", **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Response:
+        return self.open(path, "POST", **kwargs)
+
+    async def _exchange(self, scope: dict[str, Any], body: bytes) -> Response:
+        incoming = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if incoming:
+                return incoming.pop()
+            await asyncio.Event().wait()  # the client stays until the answer is sent
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.front(scope, receive, send)
+        start, *rest = sent
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in start["headers"]
+        ]
+        content = b"".join(message.get("body", b"") for message in rest)
+        return Response(content, status=start["status"], headers=headers)
+
+
+def unstarted_front(settings: Settings) -> Front:
+    """The whole service over an inference pool that never starts (no model is loaded)."""
+    card = ModelCard("opencv", "", 416, (), SCORE_FLOOR)
+    return build_front(settings, pool=InferencePool(lambda: None, workers=0, model=card))

@@ -5,13 +5,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support import FrontClient
 
 from iweblens.config import Settings
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import create_engine
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, model_card
 from iweblens.models.store import ModelPaths
-from iweblens.service.app import create_app
+from iweblens.service.front import build_front
 
 
 def make_detector_factory(model_paths: ModelPaths, gate: threading.Event | None = None):
@@ -28,7 +29,7 @@ def test_readyz_is_503_until_the_model_is_warm(model_paths: ModelPaths, photos: 
     card = model_card(Settings(), model_paths)
     pool = InferencePool(make_detector_factory(model_paths, gate), workers=1, model=card)
     pool.start()
-    client = create_app(Settings(model_dir=model_paths.cfg.parent), pool=pool).test_client()
+    client = FrontClient(build_front(Settings(model_dir=model_paths.cfg.parent), pool=pool))
     loading = client.get("/readyz")
     assert (loading.status_code, loading.json) == (503, {"status": "loading"})
     gate.set()
@@ -50,7 +51,7 @@ def test_a_model_that_fails_to_load_is_reported(
     pool = InferencePool(broken, workers=1, model=model_card(Settings(), model_paths))
     pool.start()
     assert not pool.wait_ready(60)
-    client = create_app(Settings(model_dir=model_paths.cfg.parent), pool=pool).test_client()
+    client = FrontClient(build_front(Settings(model_dir=model_paths.cfg.parent), pool=pool))
     readyz = client.get("/readyz")
     assert readyz.status_code == 503 and "weights unreadable" in readyz.json["reason"]
     response = client.post(

@@ -20,7 +20,7 @@ from iweblens.models.store import (
     ModelPaths,
     ModelStore,
 )
-from iweblens.service.app import create_app
+from iweblens.service.front import build_front
 
 
 def copy_model(paths: ModelPaths, directory: Path) -> ModelStore:
@@ -55,7 +55,7 @@ def test_service_refuses_to_load_a_mismatched_model(
     copy_model(model_paths, tmp_path)
     (tmp_path / "coco.names").write_text("not\nthe\nlabels\n")
     with pytest.raises(ModelIntegrityError, match=r"coco\.names"):
-        create_app(Settings(model_dir=tmp_path))
+        build_front(Settings(model_dir=tmp_path))
 
 
 def test_wrong_bytes_are_never_stored(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from iweblens.service.admission import (
     Shed,
     Ticket,
 )
-from iweblens.service.protocol import ApiError
+from iweblens.service.errors import ApiError
 
 UNIT_S = PRIOR_SECONDS_PER_UNIT
 BUDGET = 1_000_000

@@ -9,13 +9,9 @@ import jsonschema
 import pytest
 import requests
 from api_contract import schema
-from support import API_KEYS
+from support import API_KEYS, FrontClient, unstarted_front
 
 from iweblens.config import Settings
-from iweblens.detection import ModelCard
-from iweblens.inference.engines import SCORE_FLOOR
-from iweblens.inference.pool import InferencePool
-from iweblens.service.app import create_app
 from iweblens.service.auth import ApiKeyError, ApiKeys, presented_key
 
 
@@ -90,16 +86,14 @@ def test_without_keys_nothing_is_checked(live_server: str, photos: list[Path]) -
     assert requests.get(f"{live_server}/metrics", timeout=30).status_code == 200
 
 
-def unstarted_app(settings: Settings):  # type: ignore[no-untyped-def]
-    card = ModelCard("opencv", "", 416, (), SCORE_FLOOR)
-    return create_app(settings, pool=InferencePool(lambda: None, workers=0, model=card))
-
-
 def test_metrics_can_be_left_open() -> None:
-    keyed = Settings(api_keys=("k",))
-    assert unstarted_app(keyed).test_client().get("/metrics").status_code == 401
+    keyed = FrontClient(unstarted_front(Settings(api_keys=("k",))))
+    refused = keyed.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="iweblens"'
+    assert keyed.get("/metrics", headers={"X-API-Key": "k"}).status_code == 200
     opened = Settings(api_keys=("k",), metrics_require_key=False)
-    assert unstarted_app(opened).test_client().get("/metrics").status_code == 200
+    assert FrontClient(unstarted_front(opened)).get("/metrics").status_code == 200
 
 
 def test_a_key_file_is_read_and_reread_when_it_changes(tmp_path: Path) -> None:
@@ -216,7 +210,7 @@ def test_a_non_ascii_key_stops_the_app_from_starting(tmp_path: Path, where: str)
         else Settings(api_keys_file=secret)
     )
     with pytest.raises(ApiKeyError) as raised:
-        unstarted_app(settings)
+        unstarted_front(settings)
     message = str(raised.value)
     assert "key 2" in message and "ASCII" in message
     assert "schl" not in message  # a key is a secret, even a bad one
@@ -224,4 +218,4 @@ def test_a_non_ascii_key_stops_the_app_from_starting(tmp_path: Path, where: str)
 
 def test_a_missing_key_file_stops_the_app_from_starting(tmp_path: Path) -> None:
     with pytest.raises(ApiKeyError, match="absent"):
-        unstarted_app(Settings(api_keys_file=tmp_path / "absent"))
+        unstarted_front(Settings(api_keys_file=tmp_path / "absent"))

@@ -15,12 +15,11 @@ import jsonschema
 import pytest
 import requests
 from api_contract import schema
-from support import API_KEYS
+from support import API_KEYS, unstarted_front
 
 from iweblens.config import Settings
-from iweblens.detection import Detection, Inference, ModelCard
+from iweblens.detection import Detection, Inference
 from iweblens.inference.engines import SCORE_FLOOR
-from iweblens.inference.pool import InferencePool
 from iweblens.service.app import create_app
 from iweblens.service.deepstack import render
 from iweblens.service.options import coco_name
@@ -120,8 +119,7 @@ def test_answer_has_the_fields_deepstack_and_codeproject_clients_read(
 
 
 def test_labels_are_cocos_spelling(photos: list[Path]) -> None:
-    card = ModelCard("opencv", "", 416, (), SCORE_FLOOR)
-    app = create_app(Settings(), pool=InferencePool(lambda: None, workers=0, model=card))
+    app = create_app(unstarted_front(Settings()).service)
     darknet = ("diningtable", "tvmonitor", "sofa", "aeroplane", "motorbike", "pottedplant", "dog")
     inference = Inference([Detection(name, 0.9, 1, 2, 3, 4) for name in darknet], 640, 480)
     with app.test_request_context():

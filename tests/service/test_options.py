@@ -19,6 +19,7 @@ from werkzeug.test import EnvironBuilder
 from iweblens.detection import ModelCard
 from iweblens.inference.engines import SCORE_FLOOR
 from iweblens.models.store import ModelPaths, pinned_sha256
+from iweblens.service.errors import ApiError
 from iweblens.service.options import (
     DetectionOptions,
     coco_name,
@@ -26,7 +27,7 @@ from iweblens.service.options import (
     query_lists,
     resolve_classes,
 )
-from iweblens.service.protocol import ApiError, parse_request
+from iweblens.service.protocol import parse_request
 
 FLAVOURS = ("multipart", "json", "raw")
 PHOTO = "000000473528.jpg"  # a dog, a frisbee, a car and three small people

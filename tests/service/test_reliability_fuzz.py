@@ -1,9 +1,9 @@
 """Hostile input, property-based: whatever arrives, the answer is a 200 or the error JSON, no 5xx.
 
-Requests go through Flask's test client into a real app with the real model, so every layer a
-request crosses (Werkzeug's parsers, the protocol, Pillow's header check, OpenCV's decoders, the
-detector) sees the generated input. Images are fuzzed from real files in several formats, since
-random bytes alone rarely get past the first byte of a decoder.
+Requests go through the whole service in process (``FrontClient``: the front, then the app) with
+the real model, so every layer a request crosses (Werkzeug's parsers, the protocol, Pillow's
+header check, OpenCV's decoders, the detector) sees the generated input. Images are fuzzed from
+real files in several formats, since random bytes alone rarely get past the first byte of a decoder.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from typing import Any
 
 import pytest
 from api_contract import check_answer
-from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from support import TESTS_DIR
+from support import TESTS_DIR, FrontClient
 from werkzeug.datastructures import MultiDict
 
 from iweblens.config import Settings
-from iweblens.service.app import create_app
+from iweblens.service.front import build_front
 
 URL = "/api/object_detection"
 # FUZZ_EXAMPLES=5000 for a deep run; the suite's default keeps the module under a minute.
@@ -42,12 +41,11 @@ FUZZ_DECODABLE = settings(FUZZ, max_examples=max(1, EXAMPLES * 2 // 5))
 
 
 @pytest.fixture(scope="module")
-def client(model_paths: object) -> Iterator[FlaskClient]:
-    app = create_app(Settings())
-    pool = app.extensions["iweblens.pool"]
-    assert pool.wait_ready(timeout=120), pool.failure
-    yield app.test_client()
-    pool.close()
+def client(model_paths: object) -> Iterator[FrontClient]:
+    front = build_front(Settings())
+    assert front.pool.wait_ready(timeout=120), front.pool.failure
+    yield FrontClient(front)
+    front.pool.close()
 
 
 def check_contract(response: Any) -> None:
@@ -126,14 +124,14 @@ content_types = st.one_of(
 @FUZZ
 @given(body=hostile_bytes, content_type=content_types)
 def test_any_body_with_any_content_type(
-    client: FlaskClient, body: bytes, content_type: str
+    client: FrontClient, body: bytes, content_type: str
 ) -> None:
     check_contract(client.post(URL, data=body, content_type=content_type))
 
 
 @FUZZ_DECODABLE
 @given(image=mutated_images(), content_type=st.sampled_from(["image/jpeg", "image/png"]))
-def test_mutated_images_as_raw_bodies(client: FlaskClient, image: bytes, content_type: str) -> None:
+def test_mutated_images_as_raw_bodies(client: FrontClient, image: bytes, content_type: str) -> None:
     check_contract(client.post(URL, data=image, content_type=content_type))
 
 
@@ -148,7 +146,7 @@ part = st.tuples(
 @FUZZ
 @given(parts=st.lists(part, max_size=4))
 def test_any_multipart_parts(
-    client: FlaskClient, parts: list[tuple[str, str | None, bytes, str | None]]
+    client: FrontClient, parts: list[tuple[str, str | None, bytes, str | None]]
 ) -> None:
     fields: MultiDict[str, Any] = MultiDict()
     for name, filename, content, content_type in parts:
@@ -180,38 +178,38 @@ json_documents = st.one_of(
 
 @FUZZ
 @given(document=json_documents, double_encoded=st.booleans())
-def test_any_json_document(client: FlaskClient, document: Any, double_encoded: bool) -> None:
+def test_any_json_document(client: FrontClient, document: Any, double_encoded: bool) -> None:
     payload = json.dumps(json.dumps(document) if double_encoded else document)
     check_contract(client.post(URL, data=payload, content_type="application/json"))
 
 
 @FUZZ
 @given(text=st.text(max_size=300))
-def test_any_text_as_json(client: FlaskClient, text: str) -> None:
+def test_any_text_as_json(client: FrontClient, text: str) -> None:
     check_contract(client.post(URL, data=text.encode("utf-8"), content_type="application/json"))
 
 
 @pytest.mark.parametrize("seed", range(len(SEEDS)))
-def test_every_seed_format_is_detected(client: FlaskClient, seed: int) -> None:
+def test_every_seed_format_is_detected(client: FrontClient, seed: int) -> None:
     """The seeds themselves are real images in formats the service promises to read."""
     response = client.post(URL, data=SEEDS[seed], content_type="application/octet-stream")
     assert response.status_code == 200, response.get_json()
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
-def test_other_methods_get_405_in_the_error_shape(client: FlaskClient, method: str) -> None:
+def test_other_methods_get_405_in_the_error_shape(client: FrontClient, method: str) -> None:
     response = client.open(URL, method=method)
     assert response.status_code == 405
     check_contract(response)
 
 
-def test_unknown_paths_get_404_in_the_error_shape(client: FlaskClient) -> None:
+def test_unknown_paths_get_404_in_the_error_shape(client: FrontClient) -> None:
     response = client.get("/../../etc/passwd")
     assert response.status_code == 404
     check_contract(response)
 
 
-def test_photos_still_work(client: FlaskClient, photos: list[Path]) -> None:
+def test_photos_still_work(client: FrontClient, photos: list[Path]) -> None:
     with photos[0].open("rb") as handle:
         response = client.post(URL, data={"image": (handle, photos[0].name)})
     check_contract(response)

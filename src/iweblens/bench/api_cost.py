@@ -37,6 +37,7 @@ from iweblens.inference.pool import InferencePool, model_card
 from iweblens.models.store import ModelStore
 from iweblens.service.answers import answer
 from iweblens.service.app import create_app
+from iweblens.service.context import build_service, service_of
 from iweblens.service.options import parse_options, query_lists
 from iweblens.service.protocol import parse_request
 
@@ -66,7 +67,7 @@ def request_cpu_ms(
     with app.request_context(environ):
         detection_request = parse_request(request)
         options = parse_options(detection_request, query_lists(request.args))
-        params = options.params(app.extensions["iweblens.pool"].model)
+        params = options.params(service_of(app).pool.model)
         decoded = decode_image(detection_request.image, detector.input_size)
         network_started = time.thread_time()
         blob, box = detector.letterboxer(decoded.pixels)
@@ -89,7 +90,7 @@ def measure(images: Sequence[Path], rounds: int) -> list[dict[str, tuple[float, 
     set_compute_threads(1)
     detector = Detector.from_settings(settings, paths)
     pool = InferencePool(lambda: detector, workers=0, model=model_card(settings, paths))
-    app = create_app(settings, pool=pool)
+    app = create_app(build_service(settings, pool))
     names = list(VARIANTS)
     for image in images[:2]:  # warm-up: first forward passes and first imports
         request_cpu_ms(app, detector, image, {})

@@ -4,7 +4,7 @@ It imports the inference package for detections but never OpenCV itself, and not
 study, load or bench kits.
 """
 
-from iweblens.service.app import create_app
+from iweblens.service.front import build_front
 from iweblens.service.server import serve
 
-__all__ = ["create_app", "serve"]
+__all__ = ["build_front", "serve"]

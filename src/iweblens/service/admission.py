@@ -52,7 +52,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from iweblens.service.protocol import ApiError
+from iweblens.service.errors import ApiError
 
 # A first guess of seconds of inference per work unit (one 640x480 photograph on half a core),
 # replaced by measurements from the first finished jobs.
@@ -124,8 +124,7 @@ class AdmissionEvents:
 class Ticket:
     """One request's claim on the service: its memory reservation and, once admitted, its job.
 
-    Created by the front when the headers are complete (or by the app when it runs without the
-    front, as under Flask's test client), closed when the answer has been sent.
+    Created by the front when the headers are complete, closed when the answer has been sent.
     """
 
     def __init__(self, admission: Admission) -> None:

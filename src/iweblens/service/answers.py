@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Response, current_app, g, jsonify
+from flask import Response, jsonify, request
 
 from iweblens.config import Settings
 from iweblens.detection import DetectionParams, Inference, ModelCard
+from iweblens.service.context import STARTED_KEY, service_of
 from iweblens.service.options import DetectionOptions
 from iweblens.service.protocol import DetectionRequest, render_detections
 
@@ -33,9 +34,10 @@ def answer(
     if options.details:
         for shown, detection in zip(body["objects"], inference.detections, strict=True):
             shown["class_id"] = detection.class_id
-        settings: Settings = current_app.extensions["iweblens.settings"]
-        model: ModelCard = current_app.extensions["iweblens.pool"].model
-        body.update(details(options, params, inference, model, settings, elapsed_s()))
+        service = service_of()
+        body.update(
+            details(options, params, inference, service.pool.model, service.settings, elapsed_s())
+        )
     return jsonify(body)
 
 
@@ -84,9 +86,9 @@ def details(
 
 
 def elapsed_s() -> float:
-    """Seconds since this request began (the app's ``before_request`` hook set ``g.started``)."""
+    """Seconds since the front handed this request to the app (0 for a request it did not)."""
     now = time.perf_counter()
-    started: float = g.get("started", now)
+    started: float = request.environ.get("asgi.scope", {}).get(STARTED_KEY, now)
     return now - started
 
 

@@ -26,19 +26,17 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, request
 from werkzeug.datastructures import Headers
 
 from iweblens.config import Settings, env_name, read_api_keys
-from iweblens.service.protocol import ApiError
+from iweblens.service.errors import ApiError
 
 log = logging.getLogger(__name__)
 
 DETECTION_ENDPOINTS = frozenset({"api.object_detection", "deepstack.detection"})
-METRICS_ENDPOINT = "api.metrics"
 KEY_FIELD = "api_key"
 HOW_TO_SEND = "send Authorization: Bearer KEY, X-API-Key: KEY, or a multipart field api_key"
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="iweblens"'}  # sent with every 401
 
 
 def _digest(key: str) -> bytes:
@@ -180,22 +178,18 @@ def presented_key(
     return form_field()
 
 
-def auth_blueprint(keys: ApiKeys, metrics_require_key: bool) -> Blueprint:
-    """A blueprint whose ``before_app_request`` hook refuses unauthenticated detection calls."""
+def auth_blueprint(keys: ApiKeys) -> Blueprint:
+    """A blueprint whose ``before_app_request`` hook refuses unauthenticated detection calls.
+
+    ``/metrics`` is answered by the front, which checks its key itself (``require_key_of``).
+    """
     blueprint = Blueprint("auth", __name__)
-    protected = DETECTION_ENDPOINTS | ({METRICS_ENDPOINT} if metrics_require_key else set())
 
     @blueprint.before_app_request
     def require_key() -> None:
-        if not keys.enabled or request.endpoint not in protected:
+        if not keys.enabled or request.endpoint not in DETECTION_ENDPOINTS:
             return
         require_key_of(keys, presented_key(request.headers, _form_key))
-
-    @blueprint.after_app_request
-    def challenge(response: Response) -> Response:
-        if response.status_code == 401:
-            response.headers.update(CHALLENGE)
-        return response
 
     return blueprint
 

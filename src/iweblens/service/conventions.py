@@ -1,8 +1,7 @@
 """What every answer carries and how it is counted and logged, whoever gives it.
 
-Most answers come from the Flask app, but the front answers some itself (probes, and refusals made
-before a request reaches a thread); both use these helpers so the headers, the access-log line and
-the metric labels are the same either way.
+The front stamps, logs and counts every answer with these helpers, its own (probes, refusals made
+before a request reaches a thread) and the Flask app's alike.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ security pages), CodeProject.AI Server's SDK (``BackendResponseBase``) and ``dee
 * errors as ``{"success": false, "error": "..."}`` with DeepStack's statuses: 400 "No valid image
   file found", 400 "invalid image file", 400 for a ``min_confidence`` that is not a number or is
   above 1, 401 "Incorrect api key", 500 otherwise; CodeProject.AI's ``code`` (the status) is
-  added. DeepStack's ``duration`` (never set by its server, so always 0) is not.
+  added (``errors`` renders them, from its vocabulary). DeepStack's ``duration`` (never set by
+  its server, so always 0) is not.
 
 Labels use COCO's spelling, which these clients configure their targets with (``airplane``,
 ``couch``, ``tv``...); the boxes and confidences are the native endpoint's at the same threshold.
@@ -23,33 +24,21 @@ Labels use COCO's spelling, which these clients configure their targets with (``
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, jsonify, request
 
 from iweblens.detection import DetectionParams, Inference
-from iweblens.service.admission import Shed
 from iweblens.service.answers import elapsed_s
+from iweblens.service.context import service_of
+from iweblens.service.errors import DEEPSTACK_BLUEPRINT, NO_IMAGE, ApiError
 from iweblens.service.options import coco_name, parse_number
-from iweblens.service.protocol import ApiError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MIN_CONFIDENCE = 0.45  # DeepStack's documented default, and deepstack-python's
 MODULE_ID = "iweblens"
 MODULE_NAME = "iWebLens object detection (YOLOv3-tiny)"
-NO_IMAGE = "No valid image file found"
-# DeepStack's own words, keyed by the native error codes that mean the same thing.
-MESSAGES = {
-    "missing_image": NO_IMAGE,
-    "empty_image": NO_IMAGE,
-    "invalid_image": "invalid image file",
-    "unauthorized": "Incorrect api key",
-}
 
 Detect = Callable[[bytes, DetectionParams], Inference]
 
@@ -59,7 +48,7 @@ DEEPSTACK_PATH = "/v1/vision/detection"
 
 def deepstack_blueprint(detect: Detect) -> Blueprint:
     """The endpoint, detecting through ``detect`` (the service's one detection path)."""
-    blueprint = Blueprint("deepstack", __name__)
+    blueprint = Blueprint(DEEPSTACK_BLUEPRINT, __name__)
 
     @blueprint.post(DEEPSTACK_PATH)
     def detection() -> Response:
@@ -73,22 +62,6 @@ def deepstack_blueprint(detect: Detect) -> Blueprint:
         confidence = min_confidence(given[0] if given else None)
         inference = detect(image, DetectionParams(confidence=confidence))
         return jsonify(render(inference, elapsed_s()))
-
-    @blueprint.errorhandler(ApiError)
-    def api_error(error: ApiError) -> tuple[Response, int]:
-        response, status = failure(error)
-        if isinstance(error, Shed):
-            response.headers.update(error.headers())
-        return response, status
-
-    @blueprint.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[Response, int]:
-        return failure(ApiError(error.code or 500, "http_error", error.description or error.name))
-
-    @blueprint.errorhandler(Exception)
-    def unexpected(error: Exception) -> tuple[Response, int]:
-        log.exception("unhandled error while serving %s %s", request.method, request.path)
-        return failure(ApiError(500, "server_error", "error occurred on the server"))
 
     return blueprint
 
@@ -137,20 +110,6 @@ def render(inference: Inference, total_s: float) -> dict[str, Any]:
         "inferenceMs": inference_ms,
         "processMs": round((inference.queue_wait_s + inference.inference_s) * 1000),
         "analysisRoundTripMs": round(total_s * 1000),
-        "processedBy": current_app.extensions["iweblens.settings"].served_by,
+        "processedBy": service_of().settings.served_by,
         "timestampUTC": formatdate(usegmt=True),
     }
-
-
-def failure_body(error: ApiError) -> dict[str, Any]:
-    """DeepStack's error shape, CodeProject.AI's ``code`` added, in DeepStack's own words where it
-    has them (the server's front refuses requests on this path in it too)."""
-    return {
-        "success": False,
-        "error": MESSAGES.get(error.code, error.message),
-        "code": error.status,
-    }
-
-
-def failure(error: ApiError) -> tuple[Response, int]:
-    return jsonify(failure_body(error)), error.status

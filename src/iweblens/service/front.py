@@ -11,14 +11,17 @@ before it costs a thread or memory the process cannot spare:
   is reserved as it comes (``Admission``), never a declared length, so a connection holds only
   what it has sent; a chunk that does not fit is refused (503, ``Retry-After``), a body past the
   limit too (413), and the server lingers so the client reads the answer (``server``);
-* **body complete**: the request goes to the Flask app on a thread of its own (a2wsgi), which
-  parses it, reserves the decoding cost from the image header and queues the image;
+* **body complete**: the request goes to the Flask app (the routes) on a thread of its own
+  (a2wsgi), which parses it, reserves the decoding cost from the image header and queues the
+  image;
 * **client gone** (``http.disconnect``): its job, if still queued, is dropped before inference;
 * **shutdown past the grace** (the request's task cancelled): a request not yet answered is
   answered 503 (``shutting_down``).
 
-Every answer given here carries the same headers and access-log line as the app's
-(``conventions``).
+The front is the service's one edge: every answer, its own or the app's, gets its headers
+stamped, its access-log line written and its metrics counted here (``Exchange``), and every
+refusal made here is rendered by ``errors``, as the app's are. ``build_front`` is the composition
+root: the collaborators (``context.Service``), the app and the front, built once.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import io
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -34,12 +36,21 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from iweblens.config import Settings
 from iweblens.inference.pool import InferencePool
-from iweblens.service.admission import Admission, Shed, Ticket
-from iweblens.service.app import BUFFERED_KEY, TICKET_KEY
-from iweblens.service.auth import CHALLENGE, ApiKeys, presented_key, require_key_of
+from iweblens.service.admission import Shed, Ticket
+from iweblens.service.app import create_app
+from iweblens.service.auth import presented_key, require_key_of
+from iweblens.service.context import (
+    BODY_KEY,
+    BUFFERED_KEY,
+    STARTED_KEY,
+    TICKET_KEY,
+    Service,
+    build_service,
+)
 from iweblens.service.conventions import (
     REQUEST_ID_HEADER,
     common_headers,
@@ -47,20 +58,22 @@ from iweblens.service.conventions import (
     method_label,
     request_id,
 )
-from iweblens.service.deepstack import DEEPSTACK_PATH, failure_body
+from iweblens.service.deepstack import DEEPSTACK_PATH
+from iweblens.service.errors import ApiError, from_http, render
 from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.probes import probe
-from iweblens.service.protocol import ApiError, error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-BODY_KEY = "iweblens.body"
 # Set by ``server.FrontProtocol``: the monotonic time by which the whole request must have arrived.
 READ_DEADLINE_KEY = "iweblens.read_deadline"
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
+# The route label of requests that match no route of the app (404, 405, redirects).
+UNMATCHED = "unmatched"
 # Requests that queue an inference: refused unread while the server is shutting down.
 DETECTION_PATHS = frozenset({"/api/object_detection", DEEPSTACK_PATH})
 # How often a body read wakes up to look at its deadline and at a shutdown in progress.
@@ -94,15 +107,15 @@ def body_charge(length: int, content_type: str) -> int:
 class Front:
     """The ASGI application uvicorn serves (see the module docstring)."""
 
-    def __init__(self, app: Flask, threads: int) -> None:
-        self.settings: Settings = app.extensions["iweblens.settings"]
-        self.metrics: ServiceMetrics = app.extensions["iweblens.metrics"]
-        self.pool: InferencePool = app.extensions["iweblens.pool"]
-        self.admission: Admission = app.extensions["iweblens.admission"]
-        self.keys: ApiKeys = app.extensions["iweblens.api_keys"]
+    def __init__(self, service: Service, app: Flask, threads: int) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.metrics = service.metrics
+        self.pool: InferencePool = service.pool
+        self.admission = service.admission
         # One thread per request in flight in the app, up to ``threads``; more wait for one here.
-        self.wsgi = WSGIMiddleware(_buffered(app.wsgi_app), workers=threads)
-        self.measure_budget: Callable[[], int] = app.extensions["iweblens.measure_budget"]
+        self.wsgi = WSGIMiddleware(_buffered(app.wsgi_app, self.metrics), workers=threads)
+        self.routes = app.url_map.bind("localhost")
         self.trimmer = Trimmer()
         self._next_remeasure = 0.0
 
@@ -120,6 +133,10 @@ class Front:
             if body is None:
                 return
             ticket.large_buffers += len(body)
+            if path in PROBE_PATHS:
+                await self._probe_options(exchange)
+                return
+            exchange.route = self._route(method, path)
             await self._to_app(scope, receive, exchange, ticket, body)
         except ApiError as error:
             await exchange.refuse(error)
@@ -143,12 +160,19 @@ class Front:
             # Headers only: a GET carries no multipart form to hold an ``api_key`` field.
             key = presented_key(Headers(_header_map(scope)), lambda: None)
             try:
-                require_key_of(self.keys, key)
+                require_key_of(self.service.keys, key)
             except ApiError as error:
                 await exchange.refuse(error)
                 return
         status, body, content_type = probe(path, self.pool, self.admission, self.metrics)
         await exchange.answer(status, body, content_type)
+
+    async def _probe_options(self, exchange: Exchange) -> None:
+        """A probe path asked with another method: its options (200), or 405, as any route."""
+        if exchange.scope["method"] != "OPTIONS":
+            raise from_http(MethodNotAllowed(PROBE_METHODS))
+        allow = [("Allow", ", ".join(PROBE_METHODS))]
+        await exchange.answer(200, b"", "text/html; charset=utf-8", allow)
 
     def _remeasure(self) -> None:
         # Until the networks are loaded, the budget counts them as an estimate instead. At most
@@ -156,7 +180,15 @@ class Front:
         now = time.monotonic()
         if self.pool.ready and now >= self._next_remeasure:
             self._next_remeasure = now + REMEASURE_S
-            self.admission.remeasure(self.measure_budget)
+            self.admission.remeasure(self.service.measure_budget)
+
+    def _route(self, method: str, path: str) -> str:
+        """The app's rule for the request (its metric label), or ``UNMATCHED``."""
+        try:
+            rule, _ = self.routes.match(path, method, return_rule=True)
+        except HTTPException:
+            return UNMATCHED
+        return str(rule.rule)
 
     async def _read_body(self, scope: Scope, receive: Receive, ticket: Ticket) -> bytes | None:
         """The whole body, with its memory reserved; None if the client left."""
@@ -228,6 +260,8 @@ class Front:
     ) -> None:
         scope[TICKET_KEY] = ticket
         scope[BODY_KEY] = body
+        # The app's answers are timed from the hand-off (body read), as their own timings are.
+        scope[STARTED_KEY] = exchange.started_at = time.perf_counter()
         scope["headers"] = [
             *((name, value) for name, value in scope["headers"] if name != b"x-request-id"),
             (b"x-request-id", exchange.request_id.encode("ascii")),
@@ -240,7 +274,8 @@ class Front:
 
 
 class Exchange:
-    """One request's answer: headers stamped, counted and logged once, whoever answers."""
+    """One request's answer: headers stamped, counted and logged once, whoever answers (the
+    front, or the app through ``send_from_app``)."""
 
     def __init__(self, scope: Scope, send: Send, served_by: str, metrics: ServiceMetrics) -> None:
         self.scope = scope
@@ -249,6 +284,8 @@ class Exchange:
         self.metrics = metrics
         self.started_at = time.perf_counter()
         self.started = False  # the answer has begun (its status line is sent)
+        self.status = 0
+        self.route = "front"  # the metric label: the app's rule once the request is handed on
         self.request_id = request_id(_header_map(scope).get(REQUEST_ID_HEADER.lower()))
 
     async def answer(
@@ -258,52 +295,49 @@ class Exchange:
         content_type: str,
         extra: Iterable[tuple[str, str]] = (),
     ) -> None:
-        """Send a whole answer from the front, then count and log it."""
-        headers = {
-            "content-type": content_type,
-            "content-length": str(len(body)),
-            **common_headers(self.served_by, self.request_id),
-            **dict(extra),
-        }
-        self.started = True
-        await self._send(
+        """Send a whole answer from the front (stamped, counted and logged)."""
+        headers = {"content-type": content_type, "content-length": str(len(body)), **dict(extra)}
+        self.route = self.scope["path"] if self.scope["path"] in PROBE_PATHS else "front"
+        await self.send_from_app(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()],
             }
         )
-        await self._send({"type": "http.response.body", "body": body})
-        route = self.scope["path"] if self.scope["path"] in PROBE_PATHS else "front"
-        self.record(status, route)
+        await self.send_from_app({"type": "http.response.body", "body": body})
 
     async def refuse(self, error: ApiError) -> None:
         """Answer in the error shape; a refusal before the body is read closes the connection."""
-        extra: list[tuple[str, str]] = []
-        if isinstance(error, Shed):
-            extra.extend(error.headers().items())
-        elif error.status == 401:
-            extra.extend(CHALLENGE.items())
-        elif error.status in (400, 408, 413):
-            extra.append(("Connection", "close"))
-        if self.scope["path"] == DEEPSTACK_PATH:
-            shape = failure_body(error)
-        else:
-            shape = error_body(error.code, error.message)
-        await self.answer(error.status, json.dumps(shape).encode(), "application/json", extra)
-
-    def record(self, status: int, route: str) -> None:
-        elapsed = time.perf_counter() - self.started_at
-        method = self.scope["method"]
-        self.metrics.requests.labels(method_label(method), route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(elapsed)
-        log_access(method, self.scope["path"], status, elapsed, self.served_by, self.request_id)
+        body, extra = render(error, self.scope["path"] == DEEPSTACK_PATH)
+        if not isinstance(error, Shed) and error.status in (400, 408, 413):
+            extra["Connection"] = "close"
+        await self.answer(error.status, body, "application/json", extra.items())
 
     async def send_from_app(self, message: Message) -> None:
-        """The app's own messages (it stamps, counts and logs its answers itself)."""
+        """Send one ASGI message of the answer: the start stamped with the common headers, the
+        last body message counted and logged."""
         if message["type"] == "http.response.start":
             self.started = True
+            self.status = message["status"]
+            stamped = {
+                name.lower().encode(): value.encode("latin-1")
+                for name, value in common_headers(self.served_by, self.request_id).items()
+            }
+            kept = [(name, value) for name, value in message["headers"] if name not in stamped]
+            message["headers"] = [*kept, *stamped.items()]
         await self._send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._record()
+
+    def _record(self) -> None:
+        elapsed = time.perf_counter() - self.started_at
+        method = self.scope["method"]
+        labels = (method_label(method), self.route, str(self.status))
+        self.metrics.requests.labels(*labels).inc()
+        self.metrics.latency.labels(self.route).observe(elapsed)
+        path = self.scope["path"]
+        log_access(method, path, self.status, elapsed, self.served_by, self.request_id)
 
 
 class Trimmer:
@@ -341,6 +375,16 @@ class Trimmer:
             self._running = False
 
 
+def build_front(settings: Settings, pool: InferencePool | None = None) -> Front:
+    """The composition root: the collaborators (``build_service``: keys, metrics, the pool,
+    which starts loading unless ``pool`` is given, admission), the app and the front over them.
+
+    Raises what ``build_service`` raises (``ApiKeyError``, model files failing their checks).
+    """
+    service = build_service(settings, pool)
+    return Front(service, create_app(service), settings.threads)
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"the body is larger than the limit of {limit} bytes")
 
@@ -363,8 +407,11 @@ async def _no_more_body() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-def _buffered(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
-    """Give the WSGI app the front's body as its input: one buffer, no copy, no spooling."""
+def _buffered(wsgi_app: Callable[..., Any], metrics: ServiceMetrics) -> Callable[..., Any]:
+    """Give the WSGI app the front's body as its input: one buffer, no copy, no spooling.
+
+    Counted in flight while a request thread serves it (not while it waits for one).
+    """
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         body: bytes = environ["asgi.scope"][BODY_KEY]
@@ -374,6 +421,7 @@ def _buffered(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
         environ[BUFFERED_KEY] = True
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
-        return wsgi_app(environ, start_response)
+        with metrics.in_flight.track_inprogress():
+            return wsgi_app(environ, start_response)
 
     return app

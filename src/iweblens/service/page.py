@@ -29,5 +29,4 @@ page_blueprint = Blueprint("page", __name__, static_folder="static", static_url_
 def index() -> Response:
     response = page_blueprint.send_static_file("index.html")
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -1,7 +1,6 @@
 """The answers of ``/healthz``, ``/readyz`` and ``/metrics``: cheap, and never behind the queue.
 
-The front answers them in the event loop; the Flask routes of the same paths (used when the app
-runs on its own, e.g. under Flask's test client) give the same answers from here.
+The front answers them in the event loop, from here; the app has no route of these paths.
 """
 
 from __future__ import annotations

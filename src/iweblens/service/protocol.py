@@ -40,6 +40,7 @@ from iweblens.inference.images import (
     UnsupportedImageFormatError,
     inspect_image,
 )
+from iweblens.service.errors import ApiError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,24 +61,6 @@ MAX_JSON_VALUES = 10_000
 _scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 # Where a JSON text's structure goes on: a bracket, a comma or the start of a string.
 _JSON_STRUCTURE = re.compile(r'[\[\]{},"]')
-
-
-class ApiError(Exception):
-    """A request the service refuses, with the HTTP status and a stable machine-readable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.code, self.message)
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    """The one error shape every failure is answered with."""
-    return {"error": {"code": code, "message": message}}
 
 
 class Flavour(enum.Enum):
@@ -298,8 +281,8 @@ def image_error(error: ImageDecodeError) -> ApiError:
 class StrictJSONProvider(DefaultJSONProvider):
     """Flask's JSON writer, made to refuse NaN and infinities rather than write non-JSON.
 
-    Every answer goes through it (detections, errors, probes): a non-finite number anywhere is a
-    bug, raised as such (and answered 500 in the error shape), never ``Infinity`` on the wire.
+    Every answer of the routes goes through it: a non-finite number anywhere is a bug, raised as
+    such (and answered 500 in the error shape), never ``Infinity`` on the wire.
     """
 
     sort_keys = False

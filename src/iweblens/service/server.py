@@ -56,8 +56,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from iweblens.config import Settings
 from iweblens.service.admission import Admission
-from iweblens.service.app import create_app
-from iweblens.service.front import READ_DEADLINE_KEY, Front
+from iweblens.service.front import READ_DEADLINE_KEY, build_front
 
 log = logging.getLogger(__name__)
 
@@ -439,14 +438,14 @@ def configure_logging() -> None:
 
 def build_server(settings: Settings) -> FrontServer:
     """The app (model loading in the background), its front, and a configured uvicorn server."""
-    app = create_app(settings)
+    front = build_front(settings)
     protocol = type(
         "ConfiguredFrontProtocol",
         (FrontProtocol,),
         {"settings": settings, "max_connections": settings.max_connections},
     )
     config = uvicorn.Config(
-        Front(app, settings.threads),
+        front,
         host=settings.host,
         port=settings.port,
         http=protocol,
@@ -460,7 +459,7 @@ def build_server(settings: Settings) -> FrontServer:
         timeout_graceful_shutdown=settings.graceful_timeout + SHUTDOWN_SLACK_S,
         backlog=2048,
     )
-    return FrontServer(config, app.extensions["iweblens.admission"], settings.graceful_timeout)
+    return FrontServer(config, front.admission, settings.graceful_timeout)
 
 
 def serve(settings: Settings) -> None:
