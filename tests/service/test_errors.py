@@ -21,6 +21,7 @@ from iweblens.config import Settings
 from iweblens.detection import DetectionParams, Inference, ModelCard
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import SCORE_FLOOR, create_engine
+from iweblens.inference.images import ImageHeader
 from iweblens.inference.pool import InferencePool
 from iweblens.models.store import ModelPaths
 from iweblens.service.admission import Shed
@@ -115,7 +116,9 @@ def test_the_front_stamps_counts_and_logs_the_apps_answers(
 class FailingDetector(Detector):
     """The real detector with a bug: every detection raises an exception nobody expects."""
 
-    def run(self, data: bytes, params: DetectionParams | None = None) -> Inference:
+    def run(
+        self, data: bytes, params: DetectionParams | None = None, header: ImageHeader | None = None
+    ) -> Inference:
         raise RuntimeError("a bug in the detector")
 
 
@@ -133,10 +136,12 @@ def failing_front(model_paths: ModelPaths) -> Iterator[FrontClient]:
 
 
 def test_an_unexpected_error_is_one_500_on_both_endpoints(
-    failing_front: FrontClient, photos: list[Path]
+    failing_front: FrontClient, photos: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     image = photos[0].read_bytes()
-    native = failing_front.post("/api/object_detection", data=image, content_type="image/jpeg")
+    with caplog.at_level(logging.ERROR, logger="iweblens.service.errors"):
+        native = failing_front.post("/api/object_detection", data=image, content_type="image/jpeg")
+    assert "RuntimeError: a bug in the detector" in caplog.text  # logged with its stack trace
     assert native.status_code == 500
     assert native.json == {
         "error": {"code": "internal_error", "message": "the server failed to handle the request"}

@@ -15,7 +15,7 @@ from iweblens.config import Settings
 from iweblens.detection import Detection, DetectionParams, Inference
 from iweblens.inference.annotate import MAX_SIDE, annotate
 from iweblens.inference.engines import SCORE_FLOOR, Engine, create_engine
-from iweblens.inference.images import decode_image
+from iweblens.inference.images import ImageHeader, decode_image
 from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.models.store import ModelPaths
 
@@ -61,14 +61,23 @@ class Detector:
         """
         return self.run(data).detections
 
-    def run(self, data: bytes, params: DetectionParams = DEFAULT_PARAMS) -> Inference:
+    def run(
+        self,
+        data: bytes,
+        params: DetectionParams = DEFAULT_PARAMS,
+        header: ImageHeader | None = None,
+    ) -> Inference:
         """Decode, detect with ``params``, and draw the boxes if ``params.annotate`` asks.
 
         Large JPEGs are decoded at reduced size; boxes, width and height are the original's, in
-        the orientation a viewer shows. Raises ``ImageDecodeError`` for bytes that are not an
-        image (``UnsupportedImageFormatError``, ``ImageTooLargeError`` for the kinds of refusal).
+        the orientation a viewer shows. ``header``: the image's header when already read (used
+        when read for this network's input size, else read again). Raises ``ImageDecodeError``
+        for bytes that are not an image (``UnsupportedImageFormatError``, ``ImageTooLargeError``
+        for the kinds of refusal).
         """
-        image = decode_image(data, self.input_size)
+        if header is not None and header.input_size != self.input_size:
+            header = None
+        image = decode_image(data, self.input_size, header=header)
         frame = (image.width, image.height)
         detections = self.detect(image.pixels, params, size=frame)
         drawn = annotate(image.pixels, detections, MAX_SIDE, frame) if params.annotate else None

@@ -289,7 +289,11 @@ def decode_cost(header: ImageHeader) -> int:
 
 
 def decode_image(
-    data: bytes, input_size: int | None = None, *, decoders: Sequence[Decoder] | None = None
+    data: bytes,
+    input_size: int | None = None,
+    *,
+    decoders: Sequence[Decoder] | None = None,
+    header: ImageHeader | None = None,
 ) -> DecodedImage:
     """Decode bytes into 8-bit BGR pixels in the displayed orientation.
 
@@ -297,10 +301,12 @@ def decode_image(
     (``reduction_for``); without it, at full size. Raises ``UnsupportedImageFormatError`` and
     ``ImageDecodeError`` as ``read_header`` does, and ``ImageDecodeError`` for pixels that cannot
     be decoded (a file cut short). ``decoders`` are tried in turn (default ``DECODERS``:
-    OpenCV, then Pillow; tests name one path).
+    OpenCV, then Pillow; tests name one path). ``header``: ``read_header(data, input_size)``
+    when the caller has read it already (it is not read again).
     """
     decoders = decoders or DECODERS
-    header = read_header(data, input_size)
+    if header is None:
+        header = read_header(data, input_size)
     if header.format == "TIFF" and header.orientation != 1:
         # Both libraries rotate TIFFs themselves (depending on their versions): make them not to.
         try:

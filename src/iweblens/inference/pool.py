@@ -25,7 +25,7 @@ from iweblens.detection import DetectionParams, Inference, ModelCard
 from iweblens.inference.cpu import cpu_allotment, threads_for
 from iweblens.inference.detector import DEFAULT_PARAMS, Detector
 from iweblens.inference.engines import SCORE_FLOOR, set_compute_threads
-from iweblens.inference.images import limit_decoded_pixels
+from iweblens.inference.images import ImageHeader, limit_decoded_pixels
 from iweblens.inference.letterbox import NATIVE, NUMPY, native_available
 from iweblens.inference.sizing import plan_workers
 from iweblens.models.store import ModelPaths, ModelStore, pinned_sha256
@@ -61,6 +61,7 @@ class _Job:
     enqueued: float
     params: DetectionParams
     gate: JobGate | None
+    header: ImageHeader | None
 
 
 class ModelUnavailableError(RuntimeError):
@@ -126,16 +127,18 @@ class InferencePool:
         image: bytes,
         params: DetectionParams = DEFAULT_PARAMS,
         gate: JobGate | None = None,
+        header: ImageHeader | None = None,
     ) -> Future[Inference]:
         """Queue an encoded image; the future resolves to what ``Detector.run`` gives, timed.
 
         With a ``gate``, the job is asked right before inference whether it should still run;
-        if not, the future fails with ``JobDropped`` and no inference is spent on it.
+        if not, the future fails with ``JobDropped`` and no inference is spent on it. ``header``,
+        the image's header when already read, travels with the job to the decoder.
         """
         if self.failure:
             raise ModelUnavailableError(self.failure)
         future: Future[Inference] = Future()
-        self._jobs.put(_Job(image, future, time.perf_counter(), params, gate))
+        self._jobs.put(_Job(image, future, time.perf_counter(), params, gate, header))
         return future
 
     def close(self) -> None:
@@ -165,7 +168,7 @@ class InferencePool:
             started = time.perf_counter()
             outcome: Inference | Exception
             try:
-                outcome = detector.run(job.image, job.params)
+                outcome = detector.run(job.image, job.params, job.header)
             except Exception as error:
                 outcome = error
             waited, took = started - job.enqueued, time.perf_counter() - started

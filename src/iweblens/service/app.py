@@ -71,7 +71,7 @@ def run_detection(image: bytes, params: DetectionParams) -> Inference:
     width, height = header.decoded_size
     ticket.large_buffers += width * height * 3
     try:
-        future = pool.submit(image, params, ticket)
+        future = pool.submit(image, params, ticket, header)
         ticket.attach(future)
         return future.result()
     except CancelledError:
