@@ -1,4 +1,4 @@
-"""Image bytes in: the header check before decoding, the decode itself, and its memory cost.
+"""Image bytes in: the header check before decoding, and the decode itself.
 
 The contract (README, "Images"): the service detects what an image viewer shows.
 
@@ -21,7 +21,6 @@ back to Pillow for the files OpenCV refuses.
 from __future__ import annotations
 
 import io
-import math
 import os
 import struct
 import warnings
@@ -35,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.cost import cost_limit, decode_cost
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -62,19 +62,6 @@ _REDUCED_FLAGS = {
 ORIENTATION_TAG = 0x0112
 DEFAULT_INPUT_SIZE = Settings.input_size  # the network input when a caller names none
 _EOI = b"\xff\xd9"
-
-# Memory, measured as peak RSS growth (``iweblens bench-decode memory``, docs/decoding.md). The
-# peak is the larger of two phases. Decoding: OpenCV holds about two copies of the 8-bit BGR
-# output (6 bytes a decoded pixel; turning it to the displayed orientation costs no more), and a
-# progressive JPEG keeps every DCT coefficient of the full-size image (2 bytes a colour sample)
-# whatever the scale it is decoded at. Letterboxing: the output, plus four float32 RGB temporaries
-# per source row and network column (48 bytes; today's NumPy letterbox).
-DECODED_BYTES_PER_PIXEL = 6
-OUTPUT_BYTES_PER_PIXEL = 3
-COEFFICIENT_BYTES = 2
-LETTERBOX_BYTES_PER_ROW_COLUMN = 48
-DECODE_FIXED_BYTES = 4 * 1024 * 1024
-
 
 # A decoder turns bytes into stored-orientation BGR pixels at a JPEG reduction, or None.
 Decoder = Callable[[bytes, int], "np.ndarray | None"]
@@ -106,12 +93,6 @@ class ImageLimits:
     def from_settings(cls, settings: Settings) -> ImageLimits:
         return cls(settings.max_pixels, settings.max_declared_pixels, settings.input_size)
 
-    @property
-    def max_decode_cost(self) -> int:
-        """Bytes the costliest admitted image may need: a full-size square of ``max_pixels``."""
-        side = math.isqrt(self.max_pixels)
-        return decode_cost(ImageHeader("PNG", side, side, input_size=self.input_size))
-
 
 @dataclass(frozen=True)
 class ImageHeader:
@@ -121,7 +102,9 @@ class ImageHeader:
     is the EXIF value 1-8 (1 = upright); ``reduction`` the JPEG scale denominator (1, 2, 4, 8);
     ``progressive`` and ``samples_per_pixel`` (colour samples per pixel after chroma subsampling)
     size a progressive JPEG's coefficient buffers; ``input_size`` is the network input the plan
-    is for (the letterbox's share of ``decode_cost``).
+    is for (the letterbox's share of ``decode_cost``). For an AVIF, ``samples_per_pixel`` and
+    ``bits_per_sample`` are its AV1 stream's (4:2:0 = 1.5, 4:4:4 = 3; 8, 10 or 12 bits), which
+    size the decoder's planes.
     """
 
     format: str
@@ -132,6 +115,7 @@ class ImageHeader:
     progressive: bool = False
     samples_per_pixel: float = 3.0
     input_size: int = DEFAULT_INPUT_SIZE
+    bits_per_sample: int = 8
 
     @property
     def decoded_size(self) -> tuple[int, int]:
@@ -215,37 +199,12 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageHeader:
         raise ImageTooLargeError(
             f"the image declares more than the limit of {limits.max_pixels} pixels"
         )
-    if decode_cost(header) > limits.max_decode_cost:
+    if decode_cost(header) > cost_limit(header, limits):
         raise ImageTooLargeError(
             f"decoding this {header.width}x{header.height} progressive JPEG needs more memory "
             f"than a {limits.max_pixels}-pixel image; send it as a baseline JPEG or smaller"
         )
     return header
-
-
-def decode_cost(header: ImageHeader) -> int:
-    """Peak bytes needed, beyond the encoded image, to decode, orient and letterbox this image.
-
-    From the header alone, following its decode plan (reduction, orientation, progressive): the
-    larger of the decoding phase (the decoded pixels, a progressive JPEG's full-size coefficient
-    buffers) and the letterbox phase (the decoded pixels and the resize's temporaries for the
-    header's network input), plus a fixed allowance. The constants above are measured; the
-    estimate was 1 to 9 MiB above the measured peaks from 640x480 to 48 MP.
-    """
-    width, height = header.decoded_size
-    decoded = width * height
-    decoding = decoded * DECODED_BYTES_PER_PIXEL
-    if header.progressive:
-        samples = header.width * header.height * header.samples_per_pixel
-        decoding += int(samples * COEFFICIENT_BYTES)
-    if header.orientation >= 5:
-        width, height = height, width
-    # The letterbox reads every displayed row for each network column of the resized image.
-    size = header.input_size
-    columns = size if width >= height else max(width * size // height, 1)
-    letterboxing = decoded * OUTPUT_BYTES_PER_PIXEL
-    letterboxing += height * columns * LETTERBOX_BYTES_PER_ROW_COLUMN
-    return DECODE_FIXED_BYTES + max(decoding, letterboxing)
 
 
 def decode_image(
@@ -295,17 +254,6 @@ def decode_with_opencv(data: bytes, reduction: int = 1) -> np.ndarray | None:
     except cv2.error:  # over OpenCV's own pixel limit, or a decoder assertion
         return None
     return pixels
-
-
-# One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
-# decoding and resizing a large image adds about one unit per 12 million decoded pixels.
-PIXELS_PER_WORK_UNIT = 12_000_000
-
-
-def work_units(header: ImageHeader) -> float:
-    """Inference time of this image, in units of one 640x480 photograph's (for queue waits)."""
-    width, height = header.decoded_size
-    return 1.0 + width * height / PIXELS_PER_WORK_UNIT
 
 
 def decode_with_pillow(data: bytes, reduction: int = 1) -> np.ndarray | None:
@@ -365,6 +313,17 @@ def _header_of(image: Image.Image, data: bytes, input_size: int | None) -> Image
         # Pillow >= 11 reports a rotated TIFF's displayed size; the tags hold the stored one.
         width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)  # type: ignore[attr-defined]
     size = input_size or DEFAULT_INPUT_SIZE
+    if image.format == "AVIF":
+        bits, samples = _av1_layout(data)
+        return ImageHeader(
+            "AVIF",
+            width,
+            height,
+            orientation,
+            samples_per_pixel=samples,
+            input_size=size,
+            bits_per_sample=bits,
+        )
     if image.format not in JPEG_FORMATS:
         return ImageHeader(image.format, width, height, orientation, input_size=size)
     return ImageHeader(
@@ -417,6 +376,23 @@ def _samples_per_pixel(image: Image.Image) -> float:
     h_max = max(layer[1] for layer in layers)
     v_max = max(layer[2] for layer in layers)
     return float(sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max))
+
+
+def _av1_layout(data: bytes) -> tuple[int, float]:
+    """(bits per sample, colour samples per pixel) of an AVIF, from its AV1 configuration boxes.
+
+    The costliest over every ``av1C`` box (an alpha plane is an image item of its own); 12 bits
+    in 4:4:4 when none can be read, so that an unreadable layout is never costed low.
+    """
+    bits, samples = 0, 0.0
+    position = data.find(b"av1C")
+    while 0 <= position <= len(data) - 7:
+        flags = data[position + 6]  # high bit depth, twelve bit, monochrome, subsampling x, y
+        depth = (12 if flags & 0x20 else 10) if flags & 0x40 else 8
+        chroma = 0.0 if flags & 0x10 else 2 / ((1 + (flags >> 3 & 1)) * (1 + (flags >> 2 & 1)))
+        bits, samples = max(bits, depth), max(samples, 1 + chroma)
+        position = data.find(b"av1C", position + 4)
+    return (bits, samples) if bits else (12, 3.0)
 
 
 def _is_heif(data: bytes) -> bool:
