@@ -31,8 +31,8 @@ DECODE_BYTES_PER_PIXEL = {
     "MPO": 6.0,
     "PNG": 6.0,
     "BMP": 6.0,
-    "WEBP": 10.0,
-    "GIF": 10.0,
+    "WEBP": 9.5,
+    "GIF": 9.0,
     "TIFF": 16.0,
 }
 # An AVIF's cost follows its AV1 stream: the AV1 decoder's frames and libavif's YUV planes scale
@@ -61,7 +61,7 @@ UNITS_PER_MEGAPIXEL = {
     "PNG": 1.2,
     "BMP": 0.2,
     "WEBP": 0.8,
-    "GIF": 1.2,
+    "GIF": 1.5,
     "TIFF": 1.0,
     "AVIF": 1.5,
 }

@@ -20,6 +20,7 @@ from iweblens.bench.stress import (
     exchange,
     multipart_body,
     photo_body,
+    read_metrics,
     running_pod,
     statuses_of,
 )
@@ -58,19 +59,25 @@ def costly_formats(
         data = format_image(images[0], format, variant, size)
         name = f"{format} {variant}"
         with running_pod(spec, "costly-formats") as pod:
+            budget = read_metrics(pod.url).get("iweblens_memory_budget_bytes")
             outcome = exchange(pod.port, multipart_body(data, "image.avif"), timeout=120)
             next_good = exchange(pod.port, photo_body(images, 1), timeout=60)
             oom_kills = pod.oom_kills()
             peak = pod.peak_memory_bytes()
         status = statuses_of([outcome])
+        budget_mib = None if budget is None else round(budget / 2**20, 1)
         figures[name] = {
             "bytes": len(data),
+            "budget_mib": budget_mib,
             "status": dict(status),
             "next_good": next_good.status or next_good.failure,
             "oom_kills": oom_kills,
             "peak_memory_mib": None if peak is None else round(peak / 2**20, 1),
         }
-        cells.append(f"{name} ({len(data)} B): {dict(status)}, OOM kills {oom_kills}")
+        cells.append(
+            f"{name} ({len(data)} B): {dict(status)}, OOM kills {oom_kills}, "
+            f"budget {budget_mib} MiB"
+        )
         checks += [
             Check(f"{name} answered 200 or 413", outcome.status in ANSWERED),
             Check(f"{name}: 0 OOM kills", oom_kills == 0),
