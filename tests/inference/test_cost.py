@@ -79,7 +79,7 @@ def test_an_avif_at_the_pixel_limit_costs_at_most_its_prediction(
 
 
 @settings(
-    max_examples=16,
+    max_examples=32,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
