@@ -79,7 +79,7 @@ def test_an_avif_at_the_pixel_limit_costs_at_most_its_prediction(
 
 
 @settings(
-    max_examples=32,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -113,6 +113,17 @@ def test_avif_headers_carry_their_av1_layout(photo: Path) -> None:
     assert layouts["12-bit 4:2:0"] == (12, 1.5)
     # Its alpha item is monochrome: the colour item still sets the layout.
     assert layouts["8-bit 4:2:0 with alpha"] == (8, 1.5)
+
+
+@pytest.mark.skipif(cost_model.CJPEG is None, reason="no cjpeg (Debian: libjpeg-turbo-progs)")
+def test_arithmetic_coded_jpegs_are_marked_and_charged_more(photo: Path) -> None:
+    pixels = cost_model.photo_pixels(photo, (64, 48))
+    kinds = {v.name: read_header(v.encode(pixels)) for v in VARIANTS if v.format == "JPEG"}
+    assert kinds["arithmetic"].arithmetic and kinds["arithmetic progressive"].arithmetic
+    assert not kinds["baseline 4:2:0"].arithmetic and not kinds["progressive 4:2:0"].arithmetic
+    assert kinds["arithmetic progressive"].progressive
+    huffman = dataclasses.replace(kinds["baseline 4:2:0"], width=4000, height=3000)
+    assert work_units(dataclasses.replace(huffman, arithmetic=True)) > work_units(huffman)
 
 
 def test_the_header_check_bounds_cost_by_the_pixel_limit_of_each_format() -> None:

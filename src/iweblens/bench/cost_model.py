@@ -51,6 +51,9 @@ UNIT_ROUNDS = 7
 REFUSED = "refused"
 # libavif's encoder: the only writer of 10- and 12-bit 4:4:4 AVIF here (Debian: libavif-bin).
 AVIFENC = shutil.which("avifenc")
+# libjpeg-turbo's encoder: the only writer of arithmetic-coded JPEG here (Debian:
+# libjpeg-turbo-progs); Pillow's libjpeg-turbo cannot even read one, OpenCV's does.
+CJPEG = shutil.which("cjpeg")
 
 # An encoder turns 8-bit RGB pixels (H x W x 3) into the bytes of one variant.
 Encoder = Callable[[np.ndarray], bytes]
@@ -112,6 +115,17 @@ def _jpeg(**options: Any) -> Encoder:
     return lambda rgb: _pillow(Image.fromarray(rgb), "JPEG", quality=JPEG_QUALITY, **options)
 
 
+def _arithmetic(*options: str) -> Encoder:
+    """An arithmetic-coded JPEG (4:2:0), written by ``cjpeg`` from a PPM on its input."""
+
+    def cjpeg(rgb: np.ndarray) -> bytes:
+        command = [CJPEG or "cjpeg", "-quality", str(JPEG_QUALITY), "-arithmetic", *options]
+        ppm = _opencv(".ppm", np.ascontiguousarray(rgb[:, :, ::-1]))
+        return subprocess.run(command, input=ppm, capture_output=True, check=True).stdout
+
+    return cjpeg
+
+
 def _gif(rgb: np.ndarray) -> bytes:
     return _pillow(Image.fromarray(rgb).quantize(256, Image.Quantize.FASTOCTREE), "GIF")
 
@@ -164,6 +178,11 @@ VARIANTS = (
         "CMYK",
         lambda rgb: _pillow(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=JPEG_QUALITY),
         JPEG_LIMIT,
+    ),
+    *(
+        Variant("JPEG", name, _arithmetic(*options), JPEG_LIMIT)
+        for name, options in (("arithmetic", ()), ("arithmetic progressive", ("-progressive",)))
+        if CJPEG
     ),
     Variant("MPO", "two pictures", _mpo, JPEG_LIMIT),
     Variant("PNG", "8-bit RGB", lambda rgb: _pillow(Image.fromarray(rgb), "PNG")),

@@ -53,8 +53,9 @@ DECODE_FIXED_BYTES = 4 * MiB
 # Process CPU of decode + letterbox in work units (1 unit: the inference of one 640x480
 # photograph, decode + letterbox + forward), per million pixels, set from the fastest unit seen
 # (the forward pass is what differs most between CPUs). A JPEG's entropy decoding covers every
-# declared pixel whatever the scale decoded (a progressive one several times), so JPEGs are
-# charged per declared pixel; every other format decodes each pixel it declares.
+# declared pixel whatever the scale decoded (a progressive one several times, an arithmetic-coded
+# one more slowly), so JPEGs are charged per declared pixel; every other format decodes each pixel
+# it declares.
 UNITS_PER_MEGAPIXEL = {
     "JPEG": 0.2,
     "MPO": 0.2,
@@ -66,6 +67,7 @@ UNITS_PER_MEGAPIXEL = {
     "AVIF": 1.5,
 }
 PROGRESSIVE_UNITS_PER_MEGAPIXEL = 0.5
+ARITHMETIC_UNITS_PER_MEGAPIXEL = 0.5
 # Every image's fixed share: reading the header, the letterbox's pass over the network input.
 FIXED_UNITS = 0.15
 
@@ -132,4 +134,6 @@ def work_units(header: ImageHeader) -> float:
     rate = UNITS_PER_MEGAPIXEL[header.format]
     if header.progressive:
         rate += PROGRESSIVE_UNITS_PER_MEGAPIXEL
+    if header.arithmetic:
+        rate += ARITHMETIC_UNITS_PER_MEGAPIXEL
     return 1.0 + FIXED_UNITS + megapixels * rate

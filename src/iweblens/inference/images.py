@@ -104,7 +104,8 @@ class ImageHeader:
     size a progressive JPEG's coefficient buffers; ``input_size`` is the network input the plan
     is for (the letterbox's share of ``decode_cost``). For an AVIF, ``samples_per_pixel`` and
     ``bits_per_sample`` are its AV1 stream's (4:2:0 = 1.5, 4:4:4 = 3; 8, 10 or 12 bits), which
-    size the decoder's planes.
+    size the decoder's planes. ``arithmetic`` marks a JPEG whose entropy coding is arithmetic
+    (slower to decode than Huffman coding).
     """
 
     format: str
@@ -116,6 +117,7 @@ class ImageHeader:
     samples_per_pixel: float = 3.0
     input_size: int = DEFAULT_INPUT_SIZE
     bits_per_sample: int = 8
+    arithmetic: bool = False
 
     @property
     def decoded_size(self) -> tuple[int, int]:
@@ -335,6 +337,7 @@ def _header_of(image: Image.Image, data: bytes, input_size: int | None) -> Image
         progressive=bool(image.info.get("progressive")),
         samples_per_pixel=_samples_per_pixel(image),
         input_size=size,
+        arithmetic=_arithmetic_coded(data),
     )
 
 
@@ -376,6 +379,21 @@ def _samples_per_pixel(image: Image.Image) -> float:
     h_max = max(layer[1] for layer in layers)
     v_max = max(layer[2] for layer in layers)
     return float(sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max))
+
+
+def _arithmetic_coded(data: bytes) -> bool:
+    """True when a JPEG's frame header (the first SOFn marker) names arithmetic coding."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker >= 0xC9  # SOF9-SOF11, SOF13-SOF15
+        (length,) = struct.unpack_from(">H", data, position + 2)
+        position += 2 + length
+    return False
 
 
 def _av1_layout(data: bytes) -> tuple[int, float]:
