@@ -56,6 +56,11 @@ def _run_bench_decode(args: argparse.Namespace, settings: Settings) -> int:
         print("\n".join(decoding.memory(images[0], settings)) + "\n", flush=True)
     if "cpu" in parts:
         print("\n".join(decoding.cpu(images[: args.cpu_count], settings)) + "\n", flush=True)
+    if "cost" in parts:
+        from iweblens.bench.cost_model import cost_document
+
+        args.cost_table.write_text(cost_document(images[0], settings, log=_log))
+        print(f"wrote {args.cost_table}", flush=True)
     if "agreement" in parts:
         lines = decoding.agreement(images, settings, log=_log, sizes_mp=args.sizes)
         print("\n".join(lines) + "\n", flush=True)
@@ -229,10 +234,16 @@ def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
         help="megapixels the photographs are upscaled to for the agreement (default 12 24)",
     )
     parser.add_argument(
+        "--cost-table",
+        type=Path,
+        default=Path("docs/cost-model.md"),
+        help="where the cost part writes its table (default docs/cost-model.md)",
+    )
+    parser.add_argument(
         "parts",
         nargs="*",
-        choices=["agreement", "cpu", "memory"],
-        help="what to measure (default: all three)",
+        choices=["agreement", "cpu", "memory", "cost"],
+        help="what to measure (default: agreement, cpu, memory; cost runs only when named)",
     )
     parser.set_defaults(run=_run_bench_decode)
 

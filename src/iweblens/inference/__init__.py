@@ -3,6 +3,7 @@
 Never imports Flask or the service; the web layer calls in through ``InferencePool``.
 """
 
+from iweblens.inference.cost import decode_cost, work_units
 from iweblens.inference.cpu import cpu_allotment, threads_for
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
@@ -12,7 +13,6 @@ from iweblens.inference.images import (
     ImageLimits,
     ImageTooLargeError,
     UnsupportedImageFormatError,
-    decode_cost,
     decode_image,
     inspect_image,
     limit_decoded_pixels,
@@ -43,4 +43,5 @@ __all__ = [
     "limit_decoded_pixels",
     "set_compute_threads",
     "threads_for",
+    "work_units",
 ]
