@@ -22,6 +22,7 @@ BROWSER_MODULES = frozenset({"service/test_page.py"})
 DOCKER_MODULES = frozenset({"study/test_docker_study.py"})
 SLOW_MODULES = frozenset(
     {
+        "inference/test_cost.py",
         "inference/test_image_headers_fuzz.py",
         "inference/test_quantize.py",
         "service/test_parsing_fuzz.py",
