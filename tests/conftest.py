@@ -33,6 +33,7 @@ SLOW_MODULES = frozenset(
 SLOW_FOLDERS = ("bench/", "deploy/")
 FAST_IN_SLOW_FOLDERS = frozenset(
     {
+        "bench/test_attacks_memory.py",
         "bench/test_claims.py",
         "bench/test_goals.py",
         "bench/test_http_client.py",
