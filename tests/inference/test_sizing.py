@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 from support import free_port
 
+from iweblens.harness.cgroup import CgroupUnavailable, MemoryCgroup
 from iweblens.inference.cpu import cgroup_memory_limit, memory_allotment, resident_bytes
 from iweblens.inference.sizing import MiB
 from iweblens.models.store import ModelPaths
-from iweblens.study.replicas.cgroup import CgroupUnavailable, MemoryCgroup
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from flask import Flask, request
 from werkzeug.test import EnvironBuilder
 
 from iweblens.bench.claims import machine_lines
+from iweblens.bench.photos import jpg_photos
 from iweblens.config import Settings
 from iweblens.detection import Inference
 from iweblens.inference.annotate import MAX_SIDE, annotate
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--count", type=int, default=32, help="images used (first N by name)")
     args = parser.parse_args(argv)
-    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    images = jpg_photos(args.images, args.count)
     rows = measure(images, args.rounds)
     heading = [*machine_lines(), f"- {len(images)} images x {args.rounds} rounds, one thread", ""]
     print("\n".join([*heading, *report(rows)]))

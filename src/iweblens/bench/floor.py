@@ -21,8 +21,8 @@ from pathlib import Path
 
 from iweblens.allocator import with_huge_pages
 from iweblens.config import POD_CPUS, Settings
+from iweblens.harness.cgroup import CpuCgroup
 from iweblens.models.store import ModelStore
-from iweblens.study.replicas.cgroup import CpuCgroup
 
 WARMUP_IMAGES = 2
 STAGES = ("decode", "letterbox", "forward", "postprocess")

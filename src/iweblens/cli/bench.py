@@ -12,9 +12,10 @@ from iweblens.config import Settings, bench_images, env_name
 
 
 def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.bench.photos import jpg_photos
     from iweblens.bench.run import DEFAULT_ENGINES, QUICK_ROUNDS, log, run_bench
 
-    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    images = jpg_photos(args.images, args.count)
     if len(images) < 2:
         print(f"iweblens bench: need at least 2 .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -35,8 +36,9 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_bench_letterbox(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.letterbox import letterbox_bench
+    from iweblens.bench.photos import jpg_photos
 
-    photos = sorted(args.images.glob("*.jpg"))[: args.count]
+    photos = jpg_photos(args.images, args.count)
     if not photos:
         print(f"iweblens bench-letterbox: no .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -46,8 +48,9 @@ def _run_bench_letterbox(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_bench_decode(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench import decoding
+    from iweblens.bench.photos import jpg_photos
 
-    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    images = jpg_photos(args.images, args.count)
     if not images:
         print(f"iweblens bench-decode: no .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -88,8 +91,8 @@ def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.soak import soak
+    from iweblens.harness.manifest import manifest_pod_spec
     from iweblens.load.client import list_images
-    from iweblens.study.replicas.manifest import manifest_pod_spec
 
     images = list_images(args.images)
     if not images:
@@ -107,8 +110,8 @@ def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from iweblens.bench.attacks.registry import ATTACKS, all_passed, run_stress, table
+    from iweblens.harness.manifest import manifest_pod_spec
     from iweblens.load.client import list_images
-    from iweblens.study.replicas.manifest import manifest_pod_spec
 
     images = list_images(args.images)
     if not images:
@@ -127,9 +130,10 @@ def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_frigate(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.frigate import frigate, report
-    from iweblens.study.replicas.manifest import manifest_pod_spec
+    from iweblens.bench.photos import jpg_photos
+    from iweblens.harness.manifest import manifest_pod_spec
 
-    photos = sorted(args.images.glob("*.jpg"))[: args.count]
+    photos = jpg_photos(args.images, args.count)
     if not photos:
         print(f"iweblens frigate: no .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -278,7 +282,7 @@ def _assignment(text: str) -> tuple[str, str]:
 
 
 def _manifest_argument(parser: argparse.ArgumentParser) -> None:
-    from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
+    from iweblens.harness.manifest import DEFAULT_MANIFEST
 
     parser.add_argument(
         "--manifest",

@@ -55,10 +55,10 @@ def _run_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_experiment(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.harness.manifest import ManifestError
     from iweblens.load.client import list_images
     from iweblens.study.experiment import interrupts_unwind, pending, plan
     from iweblens.study.replicas import BackendError
-    from iweblens.study.replicas.manifest import ManifestError
     from iweblens.study.results import read_results
 
     images = list_images(args.images) if args.images.is_dir() else []
