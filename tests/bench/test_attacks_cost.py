@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iweblens.bench.attacks.formats import costly_formats
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 
 def test_costly_formats_at_the_pixel_limit_do_not_oom_kill_the_pod(

@@ -12,19 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from iweblens.bench.attacks.memory import RequestLimits
+from iweblens.bench.attacks.results import AttackResult, Check, statuses_of
 from iweblens.bench.cost_model import AVIFENC, VARIANTS, photo_pixels
-from iweblens.bench.stress import (
-    AttackResult,
-    Check,
-    RequestLimits,
-    exchange,
-    multipart_body,
-    photo_body,
-    read_metrics,
-    running_pod,
-    statuses_of,
-)
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.bench.http_client import exchange, multipart_body, photo_body, read_metrics
+from iweblens.bench.pod import running_pod
+from iweblens.harness.manifest import PodSpec
 
 ANSWERED = (200, 413)
 # The costliest variant the cost-model table measures at the pixel limit: 12-bit 4:4:4 AVIF,

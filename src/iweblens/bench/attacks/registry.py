@@ -22,6 +22,7 @@ from iweblens.bench.attacks.connections import (
     sigterm_long_job,
 )
 from iweblens.bench.attacks.floods import connection_flood
+from iweblens.bench.attacks.formats import costly_formats
 from iweblens.bench.attacks.images import hostile_images
 from iweblens.bench.attacks.memory import max_bodies, one_max_image
 from iweblens.bench.attacks.overload import overload
@@ -56,6 +57,7 @@ ATTACKS: dict[str, Attack] = {
     "impatient-clients": lambda spec, images: impatient_clients(spec, images, duration_s=FLOOD_S),
     "hostile-json": hostile_json,
     "hostile-images": hostile_images,
+    "costly-formats": costly_formats,
     "maximal-burst": maximal_burst,
     "overload": overload,
     "sigterm": sigterm,
