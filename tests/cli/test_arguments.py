@@ -2,9 +2,9 @@
 missing or malformed argument (exit status 2, one error line, no traceback), and the extra a
 subcommand needs named when its package is missing.
 
-The parser runs in this process (``iweblens.cli.main``) wherever argparse's ``SystemExit`` tells
-the outcome; a child process only where the real exit status and stderr of a run are the point,
-or where a package must be missing from the start.
+Help and refusals run in this process (``iweblens.cli.main``, or only its parser where a value
+wrongly taken would run a command); a child process only where the real exit status and stderr
+are the point, or where a package must be missing from the start.
 """
 
 from __future__ import annotations
@@ -73,12 +73,11 @@ def refusal(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """The one error line argparse ends a refused command with (after its usage): status 2,
     nothing on stdout, no traceback.
 
-    Parsed only, as ``main`` parses them: were the value taken, the test fails rather than run
-    the command (start a pod, or re-execute this process as ``serve`` does).
+    Parsed only, by the parser of every subcommand: were the value taken, the test fails rather
+    than run the command (start a pod, or re-execute this process as ``serve`` does).
     """
-    command = next((word for word in arguments if not word.startswith("-")), None)
     with pytest.raises(SystemExit) as stopped:
-        build_parser({command} if command else set()).parse_args(arguments)
+        build_parser().parse_args(arguments)
     assert stopped.value.code == 2
     shown = capsys.readouterr()
     assert shown.out == ""
@@ -198,7 +197,7 @@ def iweblens(*arguments: str, missing: str | None = None) -> subprocess.Complete
     "arguments",
     [
         ["client", "images", URL, "many"],
-        ["experiment", "--engine", "yolo"],
+        ["experiment", "--engine", "yolo", "--images", "/nonexistent"],
         ["serve", "--threads", "0"],
         [],
     ],
@@ -215,14 +214,16 @@ def test_the_process_exits_2_with_its_usage_and_one_error_line(arguments: list[s
 @pytest.mark.parametrize(
     ("arguments", "package", "extra"),
     [
-        (["client", "{images}", URL, "1"], "requests", "load"),
-        (["experiment", "--images", "{images}"], "yaml", "study"),
+        # No images where a run needs none to get to the import: should the package ever be
+        # found, the command stops at once rather than run a study, benchmark or pod.
+        (["client", "/nonexistent", URL, "1"], "requests", "load"),
+        (["experiment", "--images", "/nonexistent"], "yaml", "study"),
         (["report", "r.csv", "--name", "a", "--tutor", "b", "--login", "c", "--student-id", "d"],
          "reportlab", "study"),
-        (["bench", "--images", "{images}"], "requests", "bench"),
-        (["soak", "{images}"], "yaml", "bench"),
-        (["stress", "{images}"], "yaml", "bench"),
-        (["frigate", "--images", "{images}"], "requests", "bench"),
+        (["bench", "--images", "/nonexistent"], "requests", "bench"),
+        (["soak", "/nonexistent"], "yaml", "bench"),
+        (["stress", "/nonexistent"], "yaml", "bench"),
+        (["frigate", "--images", "/nonexistent"], "requests", "bench"),
         # No extra of its own: the package's extra is named (EXTRA_OF_MODULE).
         (["quantize", "--images", "{images}", "--count", "2"], "nncf", "int8"),
     ],
