@@ -8,6 +8,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from iweblens.cli import positive_float, positive_int
 from iweblens.config import Settings, bench_images, env_name
 
 
@@ -165,9 +166,14 @@ def _profile(text: str) -> tuple[str, dict[str, str]]:
 
 def _frigate_arguments(parser: argparse.ArgumentParser) -> None:
     _photo_arguments(parser)
-    parser.add_argument("--rate", type=float, default=5.0, help="requests a second (default 5)")
     parser.add_argument(
-        "--requests", type=int, default=600, help="measured requests per profile (default 600)"
+        "--rate", type=positive_float, default=5.0, help="requests a second (default 5)"
+    )
+    parser.add_argument(
+        "--requests",
+        type=positive_int,
+        default=600,
+        help="measured requests per profile (default 600)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
     parser.add_argument(
@@ -191,7 +197,7 @@ def _photo_arguments(parser: argparse.ArgumentParser) -> None:
         default=bench_images(),
         help=f"folder of .jpg photographs (default: {env_name('bench_images')} or %(default)s)",
     )
-    parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+    parser.add_argument("--count", type=positive_int, default=128, help="images used (default 128)")
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,11 +206,13 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 
     _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
-    parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
-    parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
+    parser.add_argument(
+        "--clients", type=positive_int, default=32, help="client threads (default 32)"
+    )
+    parser.add_argument("--replicas", type=positive_int, default=3, help="replicas to scale to (3)")
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=DEFAULT_ROUNDS,
         help="rounds of alternated measurements; figures are their medians (default %(default)s)",
     )
@@ -220,19 +228,24 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _bench_letterbox_arguments(parser: argparse.ArgumentParser) -> None:
     _photo_arguments(parser)
-    parser.add_argument("--rounds", type=int, default=9, help="rounds of each (default 9)")
-    parser.add_argument("--size", type=int, default=416, help="network input (default 416)")
+    parser.add_argument("--rounds", type=positive_int, default=9, help="rounds of each (default 9)")
+    parser.add_argument(
+        "--size", type=positive_int, default=416, help="network input (default 416)"
+    )
     parser.set_defaults(run=_run_bench_letterbox)
 
 
 def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
     _photo_arguments(parser)
     parser.add_argument(
-        "--cpu-count", type=int, default=16, help="photographs in the CPU rounds (default 16)"
+        "--cpu-count",
+        type=positive_int,
+        default=16,
+        help="photographs in the CPU rounds (default 16)",
     )
     parser.add_argument(
         "--sizes",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=[12, 24],
         help="megapixels the photographs are upscaled to for the agreement (default 12 24)",
@@ -258,7 +271,7 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of .jpg photographs")
     parser.add_argument(
         "--count",
-        type=int,
+        type=positive_int,
         default=CALIBRATION_COUNT,
         help="use the first COUNT images by file name (default %(default)s)",
     )
@@ -267,9 +280,15 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, help="folder of images to post (cycled)")
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--cpus", type=float, help="the pod's CPU limit (default: the manifest's)")
+    parser.add_argument(
+        "--duration", type=positive_float, default=600.0, help="seconds (default 600)"
+    )
+    parser.add_argument(
+        "--clients", type=positive_int, default=32, help="concurrent clients (default 32)"
+    )
+    parser.add_argument(
+        "--cpus", type=positive_float, help="the pod's CPU limit (default: the manifest's)"
+    )
     _manifest_argument(parser)
     parser.set_defaults(run=_run_soak)
 
