@@ -10,7 +10,9 @@ from iweblens.config import Settings
 
 def test_agreement_table_has_every_decode(photos: list[Path]) -> None:
     """3 MP (2000 x 1500) is decoded at 1/2 by the service's rule; 12 MP at 1/4."""
-    lines = decoding.agreement(photos[:2], Settings(), log=lambda _: None, sizes_mp=(3, 12))
+    lines = decoding.reduced_decode_agreement(
+        photos[:2], Settings(), log=lambda _: None, sizes_mp=(3, 12)
+    )
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "MP |" in line]
     assert [(row[0].strip(), row[1].strip()) for row in rows] == [
         (f"{size} MP", decode)

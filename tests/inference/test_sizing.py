@@ -11,7 +11,7 @@ import pytest
 from support import free_port
 
 from iweblens.harness.cgroup import CgroupUnavailable, MemoryCgroup
-from iweblens.inference.cpu import cgroup_memory_limit, memory_allotment, resident_bytes
+from iweblens.inference.resources import cgroup_memory_limit, memory_allotment, resident_bytes
 from iweblens.inference.sizing import MiB
 from iweblens.models.store import ModelPaths
 
@@ -31,7 +31,7 @@ def small_cgroup() -> Iterator[MemoryCgroup]:
 
 def test_the_limit_is_read_from_inside_the_cgroup(small_cgroup: MemoryCgroup) -> None:
     code = (
-        "from iweblens.inference.cpu import cgroup_memory_limit, memory_allotment;"
+        "from iweblens.inference.resources import cgroup_memory_limit, memory_allotment;"
         "print(cgroup_memory_limit(), memory_allotment())"
     )
     result = subprocess.run(

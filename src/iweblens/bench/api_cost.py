@@ -74,7 +74,7 @@ def request_cpu_ms(
         rows = detector.engine.forward(blob)
         network = time.thread_time() - network_started
         width, height = decoded.width, decoded.height
-        detections = detector.decode(rows, box, width, height, params)
+        detections = detector.postprocess(rows, box, width, height, params)
         frame = (width, height)
         drawn = annotate(decoded.pixels, detections, MAX_SIDE, frame) if params.annotate else None
         inference = Inference(detections, width, height, drawn)

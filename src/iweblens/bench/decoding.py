@@ -104,7 +104,7 @@ def make_upscaled(
         yield Upscaled(target, factor, scaled(detector.detect(original), factor))
 
 
-def agreement(
+def reduced_decode_agreement(
     images: Sequence[Path],
     settings: Settings,
     log: object = print,

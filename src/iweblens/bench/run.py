@@ -32,8 +32,8 @@ from pathlib import Path
 from iweblens.bench.agreement import (
     INT8_ENGINE,
     REFERENCE_ENGINE,
-    agreement,
     calibration_half,
+    engine_agreement,
     prepare_int8,
 )
 from iweblens.bench.claims import Spread, at_least, claims_table, isa_line, machine_lines
@@ -50,7 +50,7 @@ from iweblens.bench.goals import (
 from iweblens.bench.served import EngineService, measure_naive
 from iweblens.bench.tables import floor_table, served_row, served_table
 from iweblens.config import POD_CPUS, Settings
-from iweblens.inference.cpu import isa_flags
+from iweblens.inference.resources import isa_flags
 
 DEFAULT_ENGINES = ("opencv", "onnxruntime", "openvino", "openvino-int8")
 
@@ -178,7 +178,7 @@ def run_bench(
     log(f"naive baseline at 1 and {clients} clients")
     naive = measure_naive(images, clients, settings.model_dir)
     log("agreement with opencv's detections")
-    agreement_text, int8_tally = agreement(engines, images, settings)
+    agreement_text, int8_tally = engine_agreement(engines, images, settings)
 
     reference = figures[0]
     fastest = max(

@@ -66,7 +66,7 @@ def _run_bench_decode(args: argparse.Namespace, settings: Settings) -> int:
         args.cost_table.write_text(cost_document(images[0], settings, log=_log))
         print(f"wrote {args.cost_table}", flush=True)
     if "agreement" in parts:
-        lines = decoding.agreement(images, settings, log=_log, sizes_mp=args.sizes)
+        lines = decoding.reduced_decode_agreement(images, settings, log=_log, sizes_mp=args.sizes)
         print("\n".join(lines) + "\n", flush=True)
     return 0
 

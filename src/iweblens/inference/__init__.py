@@ -4,7 +4,6 @@ Never imports Flask or the service; the web layer calls in through ``InferencePo
 """
 
 from iweblens.inference.cost import decode_cost, work_units
-from iweblens.inference.cpu import cpu_allotment, threads_for
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
 from iweblens.inference.images import (
@@ -19,6 +18,7 @@ from iweblens.inference.images import (
 )
 from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
+from iweblens.inference.resources import cpu_allotment, threads_for
 
 # Not letterbox() itself: that name would hide the module iweblens.inference.letterbox.
 __all__ = [

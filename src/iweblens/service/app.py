@@ -23,9 +23,9 @@ from werkzeug.utils import cached_property
 from iweblens.config import Settings
 from iweblens.detection import DetectionParams, ImageDecodeError, Inference
 from iweblens.inference.cost import decode_cost, work_units
-from iweblens.inference.cpu import memory_allotment
 from iweblens.inference.images import ImageLimits
 from iweblens.inference.pool import InferencePool, JobDropped, ModelUnavailableError, build_pool
+from iweblens.inference.resources import memory_allotment
 from iweblens.inference.sizing import request_budget
 from iweblens.service.admission import Admission, AdmissionEvents, Shed, Ticket
 from iweblens.service.answers import answer
