@@ -110,7 +110,7 @@ def run_detection(image: bytes, params: DetectionParams) -> Inference:
     """
     header = check_image(image, ImageLimits.from_settings(_settings()))
     pool = _pool()
-    if not pool.wait_ready(timeout=_settings().timeout):
+    if not pool.wait_ready(timeout=_settings().model_wait_s):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     ticket = _ticket()
     cost = decode_cost(header)
