@@ -9,6 +9,7 @@ PACKAGES=(
     docker.io debootstrap  # the container tests' private engine and stand-in base image
     docker-compose  # compose.yaml is run with Debian's Compose (v1)
     podman catatonit  # `podman kube play` runs deploy/k8s/deployment.yaml; catatonit is its pause binary
+    libavif-bin libjpeg-turbo-progs  # avifenc and cjpeg: the cost model's 10/12-bit 4:4:4 AVIF and arithmetic JPEG
 )
 # Ubuntu ships Chromium only as a snap (its apt package merely installs the snap): not from apt there.
 if grep -qx 'ID=ubuntu' /etc/os-release 2>/dev/null; then

@@ -10,18 +10,19 @@ import pytest
 from support import API_KEYS, COCO128_DIR, DEPLOYMENT_MANIFEST, IMAGES_DIR, TESTS_DIR, ServerProcess
 
 from iweblens.config import Settings
+from iweblens.harness.cgroup import CgroupUnavailable, PodCgroup
+from iweblens.harness.manifest import PodSpec, manifest_pod_spec
 from iweblens.models.store import ModelPaths, ModelStore
-from iweblens.study.replicas.cgroup import CgroupUnavailable, PodCgroup
-from iweblens.study.replicas.manifest import PodSpec, manifest_pod_spec
 
 # What the quick loop (``make quick``) leaves out, in one place; the markers are declared in
 # pyproject.toml. A test that asks for an imitated pod needs root (cgroups) and takes seconds.
 ROOT_FIXTURES = frozenset({"pod_spec"})
-ROOT_MODULES = frozenset({"inference/test_sizing.py", "study/replicas/test_cgroup.py"})
+ROOT_MODULES = frozenset({"inference/test_sizing.py", "harness/test_cgroup.py"})
 BROWSER_MODULES = frozenset({"service/test_page.py"})
 DOCKER_MODULES = frozenset({"study/test_docker_study.py"})
 SLOW_MODULES = frozenset(
     {
+        "inference/test_cost.py",
         "inference/test_image_headers_fuzz.py",
         "inference/test_quantize.py",
         "service/test_parsing_fuzz.py",
@@ -31,7 +32,15 @@ SLOW_MODULES = frozenset(
     }
 )
 SLOW_FOLDERS = ("bench/", "deploy/")
-FAST_IN_SLOW_FOLDERS = frozenset({"bench/test_claims.py", "deploy/test_manifests.py"})
+FAST_IN_SLOW_FOLDERS = frozenset(
+    {
+        "bench/test_attacks_memory.py",
+        "bench/test_claims.py",
+        "bench/test_goals.py",
+        "bench/test_http_client.py",
+        "deploy/test_manifests.py",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from werkzeug.wrappers import Request, Response
 
 from iweblens.config import Settings
 from iweblens.detection import ModelCard
+from iweblens.harness.serving import free_port, serve_command
 from iweblens.inference.engines import SCORE_FLOOR
 from iweblens.inference.pool import InferencePool
 from iweblens.service.front import Front, build_front
@@ -39,13 +39,6 @@ DEPLOYMENT_MANIFEST = REPO_DIR / "deploy" / "k8s" / "deployment.yaml"
 SERVER_START_TIMEOUT_S = 180
 REFERENCE_CLIENT = TESTS_DIR / "reference" / "iWebLens_client.py"
 API_KEYS = ("first-key-7f3a", "second-key-91c2")  # what ``keyed_server`` requires
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_reference_client(folder: Path, endpoint: str, threads: int) -> list[str]:
@@ -83,9 +76,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"iweblens-{self.port}.log"
         full_env = {**os.environ, "IWEBLENS_SERVED_BY": served_by, **(env or {})}
-        command = [sys.executable, "-m", "iweblens.cli", "serve", "--host", "127.0.0.1"]
         self.process = subprocess.Popen(
-            [*command, "--port", str(self.port)],
+            serve_command(self.port),
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=self.log_path.open("wb"),

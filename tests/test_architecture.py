@@ -41,6 +41,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "iweblens.load": (*IN_PROCESS, "iweblens.study", "iweblens.bench", CLI, *PIXELS, *WEB),
     "iweblens.study": (*IN_PROCESS, "iweblens.bench", CLI, *PIXELS, *WEB),
     "iweblens.bench": (CLI,),
+    # The process harness both the study and the bench kits run their servers with.
+    "iweblens.harness": (*IN_PROCESS, *KITS, CLI, *PIXELS, *WEB, *PLOTTING),
 }
 
 

@@ -45,3 +45,11 @@ def test_a_bad_value_is_refused_by_its_variable_name(
     with pytest.raises(SettingsError) as raised:
         Settings.from_env()
     assert str(raised.value) == message
+
+
+def test_a_renamed_setting_keeps_its_published_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IWEBLENS_TIMEOUT", "7")
+    assert Settings.from_env().model_wait_s == 7
+    assert Settings.to_env(model_wait_s=9) == {"IWEBLENS_TIMEOUT": "9"}
+    with pytest.raises(SettingsError, match="IWEBLENS_TIMEOUT=-1 is out of range"):
+        Settings(model_wait_s=-1)

@@ -34,9 +34,13 @@ def default_model_dir() -> Path:
     return Path(cache) / "iweblens" / "models"
 
 
+# Settings renamed after their variable was published keep that variable: setting -> its name.
+VARIABLE_OF = {"model_wait_s": "timeout"}
+
+
 def env_name(setting: str) -> str:
     """The variable of a setting: ``model_dir`` -> ``IWEBLENS_MODEL_DIR``."""
-    return ENV_PREFIX + setting.upper()
+    return ENV_PREFIX + VARIABLE_OF.get(setting, setting).upper()
 
 
 def bench_images() -> Path:
@@ -76,7 +80,7 @@ class Settings:
     threads: int = 64
     keepalive: int = 5
     read_timeout: int = 30  # seconds a request may take to arrive in full (headers and body)
-    timeout: int = 120
+    model_wait_s: int = 120  # seconds a request waits for the networks to load (IWEBLENS_TIMEOUT)
     graceful_timeout: int = 30
     # Longest expected wait in the inference queue before a request is refused (503). 1 pod x 32
     # reference-client threads waits ~4.6 s (p99 ~5.6 s) on the study's machine, and 2-3x that on
@@ -102,7 +106,7 @@ class Settings:
             "threads": self.threads >= 1,
             "keepalive": self.keepalive >= 0,
             "read_timeout": self.read_timeout > 0,
-            "timeout": self.timeout >= 0,
+            "model_wait_s": self.model_wait_s >= 0,
             "graceful_timeout": self.graceful_timeout >= 0,
             "max_wait": self.max_wait > 0,
             "memory_budget": self.memory_budget >= 0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iweblens.bench.attacks.bodies import hostile_json
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 
 def test_nested_arrays_and_deep_json_get_400_without_oom(

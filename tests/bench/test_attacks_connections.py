@@ -12,8 +12,8 @@ from iweblens.bench.attacks.connections import (
     one_byte_flood,
     sigterm_long_job,
 )
-from iweblens.bench.stress import AttackResult
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.bench.attacks.results import AttackResult
+from iweblens.harness.manifest import PodSpec
 
 FLOOD_S = 15.0
 

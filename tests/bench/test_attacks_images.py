@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iweblens.bench.attacks.images import hostile_images, scan_costs
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 
 def test_hostile_images_are_refused_and_photographs_served(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iweblens.bench.attacks.patience import impatient_clients
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 
 def test_impatient_clients_do_not_get_patient_ones_refused(

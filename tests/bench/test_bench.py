@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from iweblens.harness.cgroup import CgroupUnavailable, CpuCgroup
 from iweblens.models.store import ModelPaths
-from iweblens.study.replicas.cgroup import CgroupUnavailable, CpuCgroup
 
 
 def _cgroups_writable() -> str | None:

@@ -15,7 +15,7 @@ from iweblens.bench.claims import (
     reported,
 )
 from iweblens.detection import Detection
-from iweblens.inference.cpu import isa_flags
+from iweblens.inference.resources import isa_flags
 
 AVX512_CPUINFO = """processor\t: 0
 model name\t: AMD EPYC

@@ -18,9 +18,9 @@ from iweblens.bench.frigate import (
     poisson_arrivals,
     report,
 )
+from iweblens.bench.http_client import GAVE_UP
 from iweblens.bench.soak import Outcome
-from iweblens.bench.stress import GAVE_UP
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 
 def test_a_crop_is_the_centre_square_at_the_model_input_size(photos: list[Path]) -> None:

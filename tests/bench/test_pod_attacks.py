@@ -9,16 +9,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from iweblens.bench.stress import (
-    AttackResult,
-    connection_flood,
-    max_bodies,
-    one_max_image,
-    overload,
-    sigterm,
-    study_load,
-)
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.bench.attacks.floods import connection_flood
+from iweblens.bench.attacks.memory import max_bodies, one_max_image
+from iweblens.bench.attacks.overload import overload
+from iweblens.bench.attacks.results import AttackResult
+from iweblens.bench.attacks.shutdown import sigterm
+from iweblens.bench.attacks.study_load import study_load
+from iweblens.harness.manifest import PodSpec
 
 FLOOD_S = 15.0  # the full run holds each flood for 60 s
 # The full 60 s: the server learns how long clients wait from those it sees leave, and what it

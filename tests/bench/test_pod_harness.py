@@ -6,9 +6,10 @@ from __future__ import annotations
 import socket
 import time
 
-from iweblens.bench.pod import Pod, Prober, ProbeRecord, ProbeResult, probe_once
-from iweblens.study.replicas.balanced import LOOPBACK, free_port
-from iweblens.study.replicas.manifest import PodSpec, ProbeSpec
+from iweblens.bench.kubelet import Prober, ProbeRecord, ProbeResult, probe_once
+from iweblens.bench.pod import Pod
+from iweblens.harness.manifest import PodSpec, ProbeSpec
+from iweblens.harness.serving import LOOPBACK, free_port
 
 
 def test_a_pod_serves_inside_its_limits_and_leaves_no_cgroup(pod_spec: PodSpec) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from iweblens.bench.soak import ClosedLoop, Outcome
 from iweblens.study.experiment import Point, run_experiment
-from iweblens.study.replicas.balancer import BalancerError, find_haproxy
+from iweblens.study.replicas.haproxy import BalancerError, find_haproxy
 from iweblens.study.replicas.local import LocalBackend
 from iweblens.study.results import read_results
 

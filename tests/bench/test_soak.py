@@ -8,7 +8,7 @@ import pytest
 
 from iweblens.bench.soak import Outcome, Vitals, judge, rss_slope, soak
 from iweblens.config import Settings
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 CI_SOAK_S = 60
 

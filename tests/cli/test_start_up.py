@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from uvicorn.config import STARTUP_FAILURE
 
 from iweblens.inference.engines import ENGINES
 
@@ -116,3 +118,16 @@ def test_serve_stops_when_the_engine_cannot_take_the_input_size() -> None:
     line = refusal(serve({"IWEBLENS_ENGINE": "openvino-int8", "IWEBLENS_INPUT_SIZE": "320"}))
     assert line.startswith("iweblens: IWEBLENS_ENGINE=openvino-int8: "), line
     assert "416" in line and "IWEBLENS_INPUT_SIZE=320" in line
+
+
+def test_serve_on_a_port_already_taken_exits_with_uvicorns_status_and_reason() -> None:
+    """The model is still loading in a thread when uvicorn cannot listen: the process must still
+    exit with uvicorn's status and message, not abort in the C++ runtime (SIGABRT)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = iweblens("serve", "--host", "127.0.0.1", "--port", str(port), env={})
+    assert done.returncode == STARTUP_FAILURE, done.stderr[-2000:]
+    assert "address already in use" in done.stderr.lower()
+    assert "terminate called" not in done.stderr

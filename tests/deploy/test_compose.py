@@ -31,7 +31,7 @@ from deploy_helpers import (
 )
 from support import IMAGES_DIR, free_port, wait_until_ready
 
-from iweblens.study.replicas.manifest import parse_cpu_quantity
+from iweblens.harness.manifest import parse_cpu_quantity
 
 COMPOSE_FILE = REPO_DIR / "compose.yaml"
 SERVICE = "iweblens"

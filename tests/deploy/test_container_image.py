@@ -26,7 +26,7 @@ from deploy_helpers import FIGURES, Docker, parse_docker_size, parse_memory_quan
 from support import free_port, wait_until_ready
 
 from iweblens.allocator import HUGE_PAGES, TUNABLES
-from iweblens.study.replicas.manifest import parse_cpu_quantity
+from iweblens.harness.manifest import parse_cpu_quantity
 
 pytestmark = pytest.mark.docker
 

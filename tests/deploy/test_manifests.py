@@ -30,8 +30,8 @@ from deploy_helpers import (
 from support import FrontClient, unstarted_front
 
 from iweblens.config import Settings
+from iweblens.harness.manifest import parse_cpu_quantity
 from iweblens.service.server import EXIT_SLACK_S, SHUTDOWN_SLACK_S
-from iweblens.study.replicas.manifest import parse_cpu_quantity
 
 MANIFESTS = sorted(path for path in K8S_DIR.glob("*.yaml") if path.name != "kustomization.yaml")
 NODE_PORT_RANGE = range(30000, 32768)

@@ -49,7 +49,7 @@ from deploy_helpers import FIGURES, REPO_DIR, Docker, parse_memory_quantity
 from support import IMAGES_DIR, free_port, run_reference_client, wait_until_ready
 
 from iweblens.config import default_model_dir
-from iweblens.study.replicas.manifest import parse_cpu_quantity
+from iweblens.harness.manifest import parse_cpu_quantity
 
 pytestmark = pytest.mark.docker
 

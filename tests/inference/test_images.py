@@ -21,6 +21,7 @@ from support import heic_header, png_declaring
 
 from iweblens.bench.agreement import F1Tally, iou
 from iweblens.detection import Detection, ImageDecodeError
+from iweblens.inference.cost import decode_cost
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import create_engine
 from iweblens.inference.images import (
@@ -29,7 +30,6 @@ from iweblens.inference.images import (
     ImageLimits,
     ImageTooLargeError,
     UnsupportedImageFormatError,
-    decode_cost,
     decode_image,
     decode_with_opencv,
     decode_with_pillow,

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 from support import free_port
 
-from iweblens.inference.cpu import cgroup_memory_limit, memory_allotment, resident_bytes
+from iweblens.harness.cgroup import CgroupUnavailable, MemoryCgroup
+from iweblens.inference.resources import cgroup_memory_limit, memory_allotment, resident_bytes
 from iweblens.inference.sizing import MiB
 from iweblens.models.store import ModelPaths
-from iweblens.study.replicas.cgroup import CgroupUnavailable, MemoryCgroup
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def small_cgroup() -> Iterator[MemoryCgroup]:
 
 def test_the_limit_is_read_from_inside_the_cgroup(small_cgroup: MemoryCgroup) -> None:
     code = (
-        "from iweblens.inference.cpu import cgroup_memory_limit, memory_allotment;"
+        "from iweblens.inference.resources import cgroup_memory_limit, memory_allotment;"
         "print(cgroup_memory_limit(), memory_allotment())"
     )
     result = subprocess.run(

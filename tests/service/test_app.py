@@ -265,8 +265,8 @@ def test_the_connection_survives_an_early_refusal(
 def test_the_connection_survives_an_early_refusal_through_haproxy(
     live_server: str, photos: list[Path], tmp_path: Path
 ) -> None:
-    from iweblens.study.replicas.balanced import free_port
-    from iweblens.study.replicas.balancer import Balancer, BalancerError, Server
+    from iweblens.harness.serving import free_port
+    from iweblens.study.replicas.haproxy import Balancer, BalancerError, Server
 
     host, port = live_server.removeprefix("http://").split(":")
     try:

@@ -18,10 +18,10 @@ import pytest
 import requests
 from support import ServerProcess
 
-from iweblens.bench.pod import probe_once
+from iweblens.bench.kubelet import probe_once
+from iweblens.harness.manifest import ProbeSpec
 from iweblens.models.store import ModelPaths
 from iweblens.service.server import LINGERING_TIMEOUT_S
-from iweblens.study.replicas.manifest import ProbeSpec
 
 DETECT = "/api/object_detection"
 MIB = 1 << 20

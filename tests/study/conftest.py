@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fake_replica import FakeReplica
 
-from iweblens.study.replicas.balancer import BalancerError, find_haproxy
+from iweblens.study.replicas.haproxy import BalancerError, find_haproxy
 from iweblens.study.results import append_result
 
 PODS = (1, 2, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from iweblens.study.replicas.balancer import Server
+from iweblens.study.replicas.haproxy import Server
 
 
 class FakeReplica:

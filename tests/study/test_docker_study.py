@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from iweblens.harness.manifest import manifest_cpu_limit
 from iweblens.load.client import run_load
 from iweblens.study.replicas.docker import DEFAULT_IMAGE, DockerBackend
-from iweblens.study.replicas.manifest import manifest_cpu_limit
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 ENGINE_SCRIPT = REPO_DIR / "scripts" / "docker-engine.sh"

@@ -20,8 +20,8 @@ import requests
 from pypdf import PdfReader
 
 from iweblens.cli import main
+from iweblens.harness.cgroup import CGROUP_ROOT
 from iweblens.models.store import ModelPaths
-from iweblens.study.replicas.cgroup import CGROUP_ROOT
 from iweblens.study.replicas.local import LocalBackend
 from iweblens.study.results import read_results
 

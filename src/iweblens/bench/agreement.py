@@ -150,7 +150,7 @@ def calibration_half(images: Sequence[Path]) -> list[Path]:
     return ordered[: max(1, len(ordered) // 2)]
 
 
-def agreement(
+def engine_agreement(
     engines: Sequence[str], images: Sequence[Path], settings: Settings
 ) -> tuple[list[str], F1Tally | None]:
     """Report lines on every engine's detections against opencv's, and INT8's F1 tally."""

@@ -27,6 +27,7 @@ from flask import Flask, request
 from werkzeug.test import EnvironBuilder
 
 from iweblens.bench.claims import machine_lines
+from iweblens.bench.photos import jpg_photos
 from iweblens.config import Settings
 from iweblens.detection import Inference
 from iweblens.inference.annotate import MAX_SIDE, annotate
@@ -74,7 +75,7 @@ def request_cpu_ms(
         rows = detector.engine.forward(blob)
         network = time.thread_time() - network_started
         width, height = decoded.width, decoded.height
-        detections = detector.decode(rows, box, width, height, params)
+        detections = detector.postprocess(rows, box, width, height, params)
         frame = (width, height)
         drawn = annotate(decoded.pixels, detections, MAX_SIDE, frame) if params.annotate else None
         inference = Inference(detections, width, height, drawn)
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--count", type=int, default=32, help="images used (first N by name)")
     args = parser.parse_args(argv)
-    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    images = jpg_photos(args.images, args.count)
     rows = measure(images, args.rounds)
     heading = [*machine_lines(), f"- {len(images)} images x {args.rounds} rounds, one thread", ""]
     print("\n".join([*heading, *report(rows)]))

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from iweblens.inference.cpu import ISA_FLAGS, isa_flags
+from iweblens.inference.resources import ISA_FLAGS, isa_flags
 
 VERSIONED_PACKAGES = (
     "iweblens",

@@ -104,7 +104,7 @@ def make_upscaled(
         yield Upscaled(target, factor, scaled(detector.detect(original), factor))
 
 
-def agreement(
+def reduced_decode_agreement(
     images: Sequence[Path],
     settings: Settings,
     log: object = print,
@@ -227,12 +227,12 @@ def _measure_peak(path: str, input_size: int | None, queue: multiprocessing.Queu
     warm = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
     letterboxer(decode_image(warm, input_size).pixels)
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     letterboxer(decode_image(data, input_size).pixels)
-    queue.put((_status_kib("VmHWM") - before) * 1024)
+    queue.put((status_kib("VmHWM") - before) * 1024)
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -251,7 +251,7 @@ def peak_bytes(path: Path, input_size: int | None) -> int:
 
 def memory(source: Path, settings: Settings) -> list[str]:
     """Peak RSS of decode + letterbox against ``decode_cost``, full size and size-aware."""
-    from iweblens.inference.images import decode_cost
+    from iweblens.inference.cost import decode_cost
 
     input_size = settings.input_size
     photo = read_photo(source)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from iweblens.allocator import with_huge_pages
 from iweblens.config import POD_CPUS, Settings
+from iweblens.harness.cgroup import CpuCgroup
 from iweblens.models.store import ModelStore
-from iweblens.study.replicas.cgroup import CpuCgroup
 
 WARMUP_IMAGES = 2
 STAGES = ("decode", "letterbox", "forward", "postprocess")
@@ -61,10 +61,10 @@ def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> Fl
     The process's CPU clock (``time.process_time``: every thread, so an engine's worker threads
     count) is read between stages; the network was warmed up on the first images beforehand.
     """
-    from iweblens.inference.cpu import cpu_allotment, threads_for
     from iweblens.inference.detector import Detector
     from iweblens.inference.engines import set_compute_threads
     from iweblens.inference.images import decode_image
+    from iweblens.inference.resources import cpu_allotment, threads_for
 
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()
     set_compute_threads(threads_for(cpu_allotment()))
@@ -82,7 +82,7 @@ def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> Fl
         laps.mark("letterbox")
         rows = detector.engine.forward(blob)
         laps.mark("forward")
-        detector.decode(rows, box, image.width, image.height)
+        detector.postprocess(rows, box, image.width, image.height)
         laps.mark("postprocess")
     wall = time.perf_counter() - started
     count = len(payloads)

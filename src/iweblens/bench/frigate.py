@@ -28,9 +28,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from iweblens.bench.http_client import GAVE_UP, Body, exchange, multipart_body
+from iweblens.bench.pod import running_pod
 from iweblens.bench.soak import Outcome
-from iweblens.bench.stress import GAVE_UP, Body, exchange, multipart_body, running_pod
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 FRIGATE_PATH = "/v1/vision/detection"
 FRIGATE_TIMEOUT_S = 0.1

@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from iweblens.inference.cpu import isa_flags
 from iweblens.inference.letterbox import Letterbox, Letterboxer, native_available
+from iweblens.inference.resources import isa_flags
 from iweblens.load.stats import percentile
 
 Letterboxing = Callable[[np.ndarray], tuple[np.ndarray, Letterbox]]

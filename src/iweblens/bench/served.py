@@ -15,17 +15,17 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from iweblens.bench.floor import quota_cgroup
-from iweblens.bench.pod import Background, rss_bytes
 from iweblens.config import POD_CPUS
+from iweblens.harness.cgroup import CpuCgroup
+from iweblens.harness.procfs import Sampler, rss_bytes
 from iweblens.load.client import LoadResult, run_load
-from iweblens.study.replicas.cgroup import CpuCgroup
 from iweblens.study.replicas.local import LocalBackend
 
 RSS_SAMPLE_S = 0.2
@@ -33,21 +33,6 @@ NAIVE_START_TIMEOUT_S = 60.0
 # 32 naive requests each load their own network in half a core: answers take 30 s and more, and
 # like the reference client the benchmark waits for them rather than count them as lost.
 NAIVE_REQUEST_TIMEOUT_S = 600.0
-
-
-class RssSampler(Background):
-    """Peak resident memory of a set of processes, sampled in the background during a run."""
-
-    def __init__(self, pids: Callable[[], list[int]]) -> None:
-        self._pids = pids
-        self.peak_bytes = 0
-        super().__init__("rss-sampler")
-
-    def _run(self) -> None:
-        while True:
-            self.peak_bytes = max(self.peak_bytes, sum(map(rss_bytes, self._pids())))
-            if self._stop.wait(RSS_SAMPLE_S):
-                return
 
 
 @dataclass
@@ -82,13 +67,17 @@ def measured_run(
     """Every image posted once by ``clients`` threads (sending ``api_key`` as a bearer token when
     given); CPU and memory of ``cgroups`` meanwhile."""
     before = _cpu_seconds(cgroups)
-    with RssSampler(lambda: [pid for cgroup in cgroups for pid in cgroup.pids()]) as rss:
+
+    def resident() -> int:
+        return sum(rss_bytes(pid) for cgroup in cgroups for pid in cgroup.pids())
+
+    with Sampler(resident, RSS_SAMPLE_S, "rss-sampler") as rss:
         load = run_load(images, endpoint, clients, timeout=timeout, progress=False, api_key=api_key)
     after = _cpu_seconds(cgroups)
     if load.errors or load.timeouts:
         raise RuntimeError(f"{load.errors} errors, {load.timeouts} timeouts at {endpoint}")
     cpu = None if before is None or after is None else (after - before) / len(images)
-    return ServedRun(clients, len(cgroups), load, cpu, rss.peak_bytes)
+    return ServedRun(clients, len(cgroups), load, cpu, max(rss.readings, default=0))
 
 
 class EngineService:
@@ -151,7 +140,7 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> None:
 
 def measure_naive(images: Sequence[Path], clients: int, model_dir: Path) -> list[ServedRun]:
     """The naive baseline (``iweblens.bench.naive``) at 1 and ``clients`` threads, same quota."""
-    from iweblens.study.replicas.balanced import LOOPBACK, free_port
+    from iweblens.harness.serving import LOOPBACK, free_port
 
     port = free_port()
     command = [sys.executable, "-m", "iweblens.bench.naive", "--port", str(port)]

@@ -10,7 +10,6 @@ memory drift and slope, and leaked file descriptors or threads.
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -23,7 +22,8 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from iweblens.config import Settings
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
+from iweblens.harness.procfs import Sampler, open_fds, status_fields
 
 REFUSED = "refused"  # no connection was made: nothing reached the server
 LOST = "lost"  # connected, then no answer: the request may have reached the server
@@ -135,39 +135,14 @@ class Vitals:
 
 
 def read_vitals(pid: int) -> Vitals:
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    fields = dict(line.split(":", 1) for line in status if ":" in line)
+    """One reading of ``pid`` from ``/proc``; ``OSError`` once the process is gone."""
+    fields = status_fields(pid)
     return Vitals(
         at=time.monotonic(),
         rss_kb=int(fields["VmRSS"].split()[0]),
-        fds=len(os.listdir(f"/proc/{pid}/fd")),
+        fds=len(open_fds(pid)),
         threads=int(fields["Threads"]),
     )
-
-
-class VitalsSampler:
-    """Reads a process's vitals every ``interval`` seconds on a background thread."""
-
-    def __init__(self, pid: int, interval: float) -> None:
-        self._pid = pid
-        self._interval = interval
-        self._stop = threading.Event()
-        self.samples: list[Vitals] = []
-        self._thread = threading.Thread(target=self._run, name="vitals", daemon=True)
-
-    def start(self) -> VitalsSampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> list[Vitals]:
-        self._stop.set()
-        self._thread.join()
-        return self.samples
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(read_vitals(self._pid))
-            self._stop.wait(self._interval)
 
 
 def settled_vitals(pid: int, readings: int = 8, interval: float = 0.25) -> Vitals:
@@ -350,12 +325,12 @@ def soak(
         server = pod.largest_process()
         assert server is not None, "a ready pod has a process"
         idle_before = settled_vitals(server)
-        sampler = VitalsSampler(server, sample_every_s).start()
-        started = time.monotonic()
-        load = ClosedLoop(f"{pod.url}/api/object_detection", images, clients).start()
-        time.sleep(duration_s)
-        outcomes = load.stop()
-        samples = sampler.stop()
+        with Sampler(lambda: read_vitals(server), sample_every_s, "vitals") as sampler:
+            started = time.monotonic()
+            load = ClosedLoop(f"{pod.url}/api/object_detection", images, clients).start()
+            time.sleep(duration_s)
+            outcomes = load.stop()
+        samples = sampler.readings
         # Connections the clients closed last are released within the keep-alive timeout.
         time.sleep(settings.keepalive + 5)
         idle_after = settled_vitals(server)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -17,7 +18,16 @@ from typing import NamedTuple
 
 from iweblens.config import Settings, SettingsError, env_name
 
-__all__ = ["COMMANDS", "BadPath", "Command", "build_parser", "check_path", "main"]
+__all__ = [
+    "COMMANDS",
+    "BadPath",
+    "Command",
+    "build_parser",
+    "check_path",
+    "main",
+    "positive_float",
+    "positive_int",
+]
 
 
 class Command(NamedTuple):
@@ -116,6 +126,32 @@ def check_path(path: Path, *, folder: bool = False) -> Path:
 def unreadable(path: Path, error: OSError) -> BadPath:
     """The ``BadPath`` of a file or folder whose reading failed with ``error``."""
     return BadPath(path, f"cannot be read: {error.strerror or error}")
+
+
+def positive_int(text: str) -> int:
+    """An argument's value as an int of at least 1; ``argparse.ArgumentTypeError`` saying why
+    not (argparse's own message would name this function instead)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive whole number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argument's value as a finite float above 0; ``argparse.ArgumentTypeError`` saying why
+    not (``float`` also reads "nan" and "inf", which no duration or CPU limit is)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
+    return value
 
 
 def build_parser(configured: Collection[str] | None = None) -> argparse.ArgumentParser:

@@ -8,13 +8,15 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from iweblens.cli import positive_float, positive_int
 from iweblens.config import Settings, bench_images, env_name
 
 
 def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.bench.photos import jpg_photos
     from iweblens.bench.run import DEFAULT_ENGINES, QUICK_ROUNDS, log, run_bench
 
-    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    images = jpg_photos(args.images, args.count)
     if len(images) < 2:
         print(f"iweblens bench: need at least 2 .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -35,8 +37,9 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_bench_letterbox(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.letterbox import letterbox_bench
+    from iweblens.bench.photos import jpg_photos
 
-    photos = sorted(args.images.glob("*.jpg"))[: args.count]
+    photos = jpg_photos(args.images, args.count)
     if not photos:
         print(f"iweblens bench-letterbox: no .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -46,8 +49,9 @@ def _run_bench_letterbox(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_bench_decode(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench import decoding
+    from iweblens.bench.photos import jpg_photos
 
-    images = sorted(args.images.glob("*.jpg"))[: args.count]
+    images = jpg_photos(args.images, args.count)
     if not images:
         print(f"iweblens bench-decode: no .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -56,8 +60,13 @@ def _run_bench_decode(args: argparse.Namespace, settings: Settings) -> int:
         print("\n".join(decoding.memory(images[0], settings)) + "\n", flush=True)
     if "cpu" in parts:
         print("\n".join(decoding.cpu(images[: args.cpu_count], settings)) + "\n", flush=True)
+    if "cost" in parts:
+        from iweblens.bench.cost_model import cost_document
+
+        args.cost_table.write_text(cost_document(images[0], settings, log=_log))
+        print(f"wrote {args.cost_table}", flush=True)
     if "agreement" in parts:
-        lines = decoding.agreement(images, settings, log=_log, sizes_mp=args.sizes)
+        lines = decoding.reduced_decode_agreement(images, settings, log=_log, sizes_mp=args.sizes)
         print("\n".join(lines) + "\n", flush=True)
     return 0
 
@@ -83,8 +92,8 @@ def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_soak(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.soak import soak
+    from iweblens.harness.manifest import manifest_pod_spec
     from iweblens.load.client import list_images
-    from iweblens.study.replicas.manifest import manifest_pod_spec
 
     images = list_images(args.images)
     if not images:
@@ -102,8 +111,8 @@ def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from iweblens.bench.attacks.registry import ATTACKS, all_passed, run_stress, table
+    from iweblens.harness.manifest import manifest_pod_spec
     from iweblens.load.client import list_images
-    from iweblens.study.replicas.manifest import manifest_pod_spec
 
     images = list_images(args.images)
     if not images:
@@ -122,9 +131,10 @@ def _run_stress(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_frigate(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.bench.frigate import frigate, report
-    from iweblens.study.replicas.manifest import manifest_pod_spec
+    from iweblens.bench.photos import jpg_photos
+    from iweblens.harness.manifest import manifest_pod_spec
 
-    photos = sorted(args.images.glob("*.jpg"))[: args.count]
+    photos = jpg_photos(args.images, args.count)
     if not photos:
         print(f"iweblens frigate: no .jpg images in {args.images}", file=sys.stderr)
         return 2
@@ -156,9 +166,14 @@ def _profile(text: str) -> tuple[str, dict[str, str]]:
 
 def _frigate_arguments(parser: argparse.ArgumentParser) -> None:
     _photo_arguments(parser)
-    parser.add_argument("--rate", type=float, default=5.0, help="requests a second (default 5)")
     parser.add_argument(
-        "--requests", type=int, default=600, help="measured requests per profile (default 600)"
+        "--rate", type=positive_float, default=5.0, help="requests a second (default 5)"
+    )
+    parser.add_argument(
+        "--requests",
+        type=positive_int,
+        default=600,
+        help="measured requests per profile (default 600)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
     parser.add_argument(
@@ -182,7 +197,7 @@ def _photo_arguments(parser: argparse.ArgumentParser) -> None:
         default=bench_images(),
         help=f"folder of .jpg photographs (default: {env_name('bench_images')} or %(default)s)",
     )
-    parser.add_argument("--count", type=int, default=128, help="images used (default 128)")
+    parser.add_argument("--count", type=positive_int, default=128, help="images used (default 128)")
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -191,11 +206,13 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 
     _photo_arguments(parser)
     parser.add_argument("--engines", help=f"comma-separated (default {','.join(DEFAULT_ENGINES)})")
-    parser.add_argument("--clients", type=int, default=32, help="client threads (default 32)")
-    parser.add_argument("--replicas", type=int, default=3, help="replicas to scale to (3)")
+    parser.add_argument(
+        "--clients", type=positive_int, default=32, help="client threads (default 32)"
+    )
+    parser.add_argument("--replicas", type=positive_int, default=3, help="replicas to scale to (3)")
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=DEFAULT_ROUNDS,
         help="rounds of alternated measurements; figures are their medians (default %(default)s)",
     )
@@ -211,28 +228,39 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _bench_letterbox_arguments(parser: argparse.ArgumentParser) -> None:
     _photo_arguments(parser)
-    parser.add_argument("--rounds", type=int, default=9, help="rounds of each (default 9)")
-    parser.add_argument("--size", type=int, default=416, help="network input (default 416)")
+    parser.add_argument("--rounds", type=positive_int, default=9, help="rounds of each (default 9)")
+    parser.add_argument(
+        "--size", type=positive_int, default=416, help="network input (default 416)"
+    )
     parser.set_defaults(run=_run_bench_letterbox)
 
 
 def _bench_decode_arguments(parser: argparse.ArgumentParser) -> None:
     _photo_arguments(parser)
     parser.add_argument(
-        "--cpu-count", type=int, default=16, help="photographs in the CPU rounds (default 16)"
+        "--cpu-count",
+        type=positive_int,
+        default=16,
+        help="photographs in the CPU rounds (default 16)",
     )
     parser.add_argument(
         "--sizes",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=[12, 24],
         help="megapixels the photographs are upscaled to for the agreement (default 12 24)",
     )
     parser.add_argument(
+        "--cost-table",
+        type=Path,
+        default=Path("docs/cost-model.md"),
+        help="where the cost part writes its table (default docs/cost-model.md)",
+    )
+    parser.add_argument(
         "parts",
         nargs="*",
-        choices=["agreement", "cpu", "memory"],
-        help="what to measure (default: all three)",
+        choices=["agreement", "cpu", "memory", "cost"],
+        help="what to measure (default: agreement, cpu, memory; cost runs only when named)",
     )
     parser.set_defaults(run=_run_bench_decode)
 
@@ -243,7 +271,7 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of .jpg photographs")
     parser.add_argument(
         "--count",
-        type=int,
+        type=positive_int,
         default=CALIBRATION_COUNT,
         help="use the first COUNT images by file name (default %(default)s)",
     )
@@ -252,9 +280,15 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, help="folder of images to post (cycled)")
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--cpus", type=float, help="the pod's CPU limit (default: the manifest's)")
+    parser.add_argument(
+        "--duration", type=positive_float, default=600.0, help="seconds (default 600)"
+    )
+    parser.add_argument(
+        "--clients", type=positive_int, default=32, help="concurrent clients (default 32)"
+    )
+    parser.add_argument(
+        "--cpus", type=positive_float, help="the pod's CPU limit (default: the manifest's)"
+    )
     _manifest_argument(parser)
     parser.set_defaults(run=_run_soak)
 
@@ -267,7 +301,7 @@ def _assignment(text: str) -> tuple[str, str]:
 
 
 def _manifest_argument(parser: argparse.ArgumentParser) -> None:
-    from iweblens.study.replicas.manifest import DEFAULT_MANIFEST
+    from iweblens.harness.manifest import DEFAULT_MANIFEST
 
     parser.add_argument(
         "--manifest",

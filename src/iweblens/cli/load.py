@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from iweblens.cli import check_path, unreadable
+from iweblens.cli import check_path, positive_int, unreadable
 from iweblens.config import Settings
 
 
@@ -40,13 +40,6 @@ def _run_client(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.errors == result.timeouts == 0 else 1
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def add_api_key_argument(parser: argparse.ArgumentParser) -> None:
     """``--api-key``, defaulting to IWEBLENS_API_KEY (client, experiment and bench share it)."""
     from iweblens.config import client_api_key
@@ -70,7 +63,7 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("inputfolder", type=Path, help="folder of .jpg/.jpeg/.png images")
     parser.add_argument("endpoint", help="e.g. http://127.0.0.1:5000/api/object_detection")
-    parser.add_argument("num_threads", type=_positive_int, help="concurrent client threads")
+    parser.add_argument("num_threads", type=positive_int, help="concurrent client threads")
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,

@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from iweblens.cli import check_path, unreadable
 from iweblens.config import Settings, SettingsError, env_name
@@ -66,10 +67,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         for name in ("host", "port", "threads")
         if (value := getattr(args, name)) is not None
     }
-    try:
-        settings = dataclasses.replace(settings, **overrides)
-    except SettingsError as error:
-        raise SystemExit(f"iweblens: {error}") from None
+    settings = dataclasses.replace(settings, **overrides)  # in range: checked when parsed
     _check_engine(settings)
     _check_engine(settings, _ensure_model(settings))
     try:
@@ -123,16 +121,37 @@ def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _setting(name: str) -> Callable[[str], int]:
+    """The argparse type of the whole-number setting ``name``: the settings' own range check,
+    reported as the option's (their message names the environment variable)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        change: dict[str, Any] = {name: value}
+        try:
+            dataclasses.replace(Settings(), **change)
+        except SettingsError:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range") from None
+        return value
+
+    return convert
+
+
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", help=f"address to bind ({env_name('host')}, default {Settings.host})"
     )
     parser.add_argument(
-        "--port", type=int, help=f"port to bind ({env_name('port')}, default {Settings.port})"
+        "--port",
+        type=_setting("port"),
+        help=f"port to bind ({env_name('port')}, default {Settings.port})",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_setting("threads"),
         help=f"request threads ({env_name('threads')}, default {Settings.threads})",
     )
     parser.set_defaults(run=run_serve)

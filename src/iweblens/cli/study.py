@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from iweblens.cli import positive_float, positive_int
 from iweblens.config import POD_CPUS, Settings, env_name
 
 if TYPE_CHECKING:
@@ -55,10 +56,10 @@ def _run_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_experiment(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.harness.manifest import ManifestError
     from iweblens.load.client import list_images
     from iweblens.study.experiment import interrupts_unwind, pending, plan
     from iweblens.study.replicas import BackendError
-    from iweblens.study.replicas.manifest import ManifestError
     from iweblens.study.results import read_results
 
     images = list_images(args.images) if args.images.is_dir() else []
@@ -117,28 +118,11 @@ def _sweep(
         backend.close()
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a positive whole number")
-    return value
-
-
 def _counts(text: str) -> tuple[int, ...]:
-    values = tuple(_count(item) for item in text.split(",") if item.strip())
+    values = tuple(positive_int(item) for item in text.split(",") if item.strip())
     if not values:
         raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers, e.g. 1,2,3")
     return values
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
-    return value
 
 
 def _listed(values: Sequence[int]) -> str:
@@ -187,6 +171,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
     from iweblens.cli.load import add_api_key_argument
+    from iweblens.inference.engines import ENGINES
     from iweblens.load.client import PROTOCOLS
     from iweblens.study.experiment import (
         DEFAULT_IMAGES,
@@ -221,7 +206,7 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"client thread counts (default {_listed(DEFAULT_THREADS)})",
     )
     parser.add_argument(
-        "--repeats", type=_count, default=DEFAULT_REPEATS, help=f"default {DEFAULT_REPEATS}"
+        "--repeats", type=positive_int, default=DEFAULT_REPEATS, help=f"default {DEFAULT_REPEATS}"
     )
     parser.add_argument(
         "--images",
@@ -236,24 +221,25 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--engine",
+        choices=tuple(ENGINES),
         help=f"the replicas' inference engine (default {env_name('engine')} or the service's); "
         "for kubernetes, name the one the Deployment runs, it is only recorded",
     )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="multipart")
     add_api_key_argument(parser)
     parser.add_argument(
-        "--timeout", type=_positive_float, default=60.0, help="per-request seconds (default 60)"
+        "--timeout", type=positive_float, default=60.0, help="per-request seconds (default 60)"
     )
     parser.add_argument(
         "--ready-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=180.0,
         help="seconds to wait for replicas to be ready (default 180)",
     )
     local = parser.add_argument_group("local and docker backends")
     local.add_argument(
         "--cpu-limit",
-        type=_positive_float,
+        type=positive_float,
         metavar="CORES",
         help=f"per replica (default {POD_CPUS} for local, the manifest's limit for docker)",
     )

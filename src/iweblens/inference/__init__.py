@@ -3,7 +3,7 @@
 Never imports Flask or the service; the web layer calls in through ``InferencePool``.
 """
 
-from iweblens.inference.cpu import cpu_allotment, threads_for
+from iweblens.inference.cost import decode_cost, work_units
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
 from iweblens.inference.images import (
@@ -12,13 +12,13 @@ from iweblens.inference.images import (
     ImageLimits,
     ImageTooLargeError,
     UnsupportedImageFormatError,
-    decode_cost,
     decode_image,
     inspect_image,
     limit_decoded_pixels,
 )
 from iweblens.inference.letterbox import Letterbox, Letterboxer
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
+from iweblens.inference.resources import cpu_allotment, threads_for
 
 # Not letterbox() itself: that name would hide the module iweblens.inference.letterbox.
 __all__ = [
@@ -43,4 +43,5 @@ __all__ = [
     "limit_decoded_pixels",
     "set_compute_threads",
     "threads_for",
+    "work_units",
 ]

@@ -97,9 +97,9 @@ class Detector:
         """
         blob, box = self.letterboxer(image_bgr)
         width, height = size or (image_bgr.shape[1], image_bgr.shape[0])
-        return self.decode(self.engine.forward(blob), box, width, height, params)
+        return self.postprocess(self.engine.forward(blob), box, width, height, params)
 
-    def decode(
+    def postprocess(
         self,
         rows: np.ndarray,
         box: Letterbox,

@@ -23,6 +23,7 @@ JPEG_SOI = b"\xff\xd8"
 SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+ARITHMETIC_SOF = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 SOS, EOI = 0xDA, 0xD9
 # ISO base media file format brands (ftyp box) of AVIF, and of HEIF-family still images (AVIF
 # files name mif1 too: an AVIF brand decides).
@@ -95,7 +96,8 @@ class JpegFrame:
 
     ``mcus`` is the number of MCUs of an interleaved scan (8 x 8 blocks of the most sampled
     component, each covering ``8 * h_max`` x ``8 * v_max`` pixels); ``lossless`` a SOF3/7/11/15
-    frame.
+    frame; ``arithmetic`` a frame whose entropy coding is arithmetic (slower to decode than
+    Huffman coding).
     """
 
     width: int
@@ -103,6 +105,7 @@ class JpegFrame:
     progressive: bool
     lossless: bool
     mcus: int
+    arithmetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,31 @@ def _frame_header(marker: int, segment: memoryview) -> JpegFrame:
     else:
         h_max, v_max = max(h for h, _ in factors), max(v for _, v in factors)
     mcus = -(-width // (8 * h_max)) * -(-height // (8 * v_max))
-    return JpegFrame(width, height, marker in PROGRESSIVE_SOF, marker in LOSSLESS_SOF, mcus)
+    return JpegFrame(
+        width,
+        height,
+        marker in PROGRESSIVE_SOF,
+        marker in LOSSLESS_SOF,
+        mcus,
+        arithmetic=marker in ARITHMETIC_SOF,
+    )
+
+
+def av1_layout(data: bytes) -> tuple[int, float]:
+    """(bits per sample, colour samples per pixel) of an AVIF, from its AV1 configuration boxes.
+
+    The costliest over every ``av1C`` box (an alpha plane is an image item of its own); 12 bits
+    in 4:4:4 when none can be read, so that an unreadable layout is never costed low.
+    """
+    bits, samples = 0, 0.0
+    position = data.find(b"av1C")
+    while 0 <= position <= len(data) - 7:
+        flags = data[position + 6]  # high bit depth, twelve bit, monochrome, subsampling x, y
+        depth = (12 if flags & 0x20 else 10) if flags & 0x40 else 8
+        chroma = 0.0 if flags & 0x10 else 2 / ((1 + (flags >> 3 & 1)) * (1 + (flags >> 2 & 1)))
+        bits, samples = max(bits, depth), max(samples, 1 + chroma)
+        position = data.find(b"av1C", position + 4)
+    return (bits, samples) if bits else (12, 3.0)
 
 
 def scans_cover_the_frame(data: bytes) -> bool:

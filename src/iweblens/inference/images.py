@@ -1,4 +1,4 @@
-"""Image bytes in: the header check before decoding, the decode itself, and its memory cost.
+"""Image bytes in: the header check before decoding, and the decode itself.
 
 The contract (README, "Images"): the service detects what an image viewer shows.
 
@@ -21,7 +21,6 @@ back to Pillow for the files OpenCV refuses.
 from __future__ import annotations
 
 import io
-import math
 import os
 import struct
 import warnings
@@ -35,12 +34,14 @@ from PIL import Image, UnidentifiedImageError
 
 from iweblens.config import Settings
 from iweblens.detection import ImageDecodeError
+from iweblens.inference.cost import cost_limit, decode_cost
 from iweblens.inference.headers import (
     AVIF_BRANDS,
     HEIF_BRANDS,
     JPEG_SOI,
     PNG_SIGNATURE,
     JpegFrame,
+    av1_layout,
     iso_brands,
     png_chunks,
     scans_cover_the_frame,
@@ -82,19 +83,6 @@ ORIENTATION_TAG = 0x0112
 DEFAULT_INPUT_SIZE = Settings.input_size  # the network input when a caller names none
 _EOI = b"\xff\xd9"
 
-# Memory, measured as peak RSS growth (``iweblens bench-decode memory``, docs/decoding.md). The
-# peak is the larger of two phases. Decoding: OpenCV holds about two copies of the 8-bit BGR
-# output (6 bytes a decoded pixel; turning it to the displayed orientation costs no more), and a
-# progressive JPEG keeps every DCT coefficient of the full-size image (2 bytes a colour sample)
-# whatever the scale it is decoded at. Letterboxing: the output, plus four float32 RGB temporaries
-# per source row and network column (48 bytes; today's NumPy letterbox).
-DECODED_BYTES_PER_PIXEL = 6
-OUTPUT_BYTES_PER_PIXEL = 3
-COEFFICIENT_BYTES = 2
-LETTERBOX_BYTES_PER_ROW_COLUMN = 48
-DECODE_FIXED_BYTES = 4 * 1024 * 1024
-
-
 # A decoder turns bytes into stored-orientation BGR pixels at a JPEG reduction, or None.
 Decoder = Callable[[bytes, int], "np.ndarray | None"]
 
@@ -125,12 +113,6 @@ class ImageLimits:
     def from_settings(cls, settings: Settings) -> ImageLimits:
         return cls(settings.max_pixels, settings.max_declared_pixels, settings.input_size)
 
-    @property
-    def max_decode_cost(self) -> int:
-        """Bytes the costliest admitted image may need: a full-size square of ``max_pixels``."""
-        side = math.isqrt(self.max_pixels)
-        return decode_cost(ImageHeader("PNG", side, side, input_size=self.input_size))
-
 
 @dataclass(frozen=True)
 class ImageHeader:
@@ -142,6 +124,9 @@ class ImageHeader:
     size a progressive JPEG's coefficient buffers; ``input_size`` is the network input the plan
     is for (the letterbox's share of ``decode_cost``); ``scans`` the SOS scans a JPEG declares
     (1 for other formats); ``lossless`` a lossless JPEG (SOF3/7/11/15), never decoded reduced.
+    For an AVIF, ``samples_per_pixel`` and ``bits_per_sample`` are its AV1 stream's (4:2:0 = 1.5,
+    4:4:4 = 3; 8, 10 or 12 bits), which size the decoder's planes. ``arithmetic`` marks a JPEG
+    whose entropy coding is arithmetic (slower to decode than Huffman coding).
     """
 
     format: str
@@ -154,6 +139,8 @@ class ImageHeader:
     input_size: int = DEFAULT_INPUT_SIZE
     scans: int = 1
     lossless: bool = False
+    bits_per_sample: int = 8
+    arithmetic: bool = False
 
     @property
     def decoded_size(self) -> tuple[int, int]:
@@ -207,7 +194,7 @@ def read_header(data: bytes, input_size: int | None = None) -> ImageHeader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                header = _header_of(image, input_size, walk)
+                header = _header_of(image, data, input_size, walk)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError:
@@ -255,37 +242,12 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageHeader:
         raise ImageTooLargeError(
             f"the image declares more than the limit of {limits.max_pixels} pixels"
         )
-    if decode_cost(header) > limits.max_decode_cost:
+    if decode_cost(header) > cost_limit(header, limits):
         raise ImageTooLargeError(
             f"decoding this {header.width}x{header.height} progressive JPEG needs more memory "
             f"than a {limits.max_pixels}-pixel image; send it as a baseline JPEG or smaller"
         )
     return header
-
-
-def decode_cost(header: ImageHeader) -> int:
-    """Peak bytes needed, beyond the encoded image, to decode, orient and letterbox this image.
-
-    From the header alone, following its decode plan (reduction, orientation, progressive): the
-    larger of the decoding phase (the decoded pixels, a progressive JPEG's full-size coefficient
-    buffers) and the letterbox phase (the decoded pixels and the resize's temporaries for the
-    header's network input), plus a fixed allowance. The constants above are measured; the
-    estimate was 1 to 9 MiB above the measured peaks from 640x480 to 48 MP.
-    """
-    width, height = header.decoded_size
-    decoded = width * height
-    decoding = decoded * DECODED_BYTES_PER_PIXEL
-    if header.progressive:
-        samples = header.width * header.height * header.samples_per_pixel
-        decoding += int(samples * COEFFICIENT_BYTES)
-    if header.orientation >= 5:
-        width, height = height, width
-    # The letterbox reads every displayed row for each network column of the resized image.
-    size = header.input_size
-    columns = size if width >= height else max(width * size // height, 1)
-    letterboxing = decoded * OUTPUT_BYTES_PER_PIXEL
-    letterboxing += height * columns * LETTERBOX_BYTES_PER_ROW_COLUMN
-    return DECODE_FIXED_BYTES + max(decoding, letterboxing)
 
 
 def decode_image(
@@ -341,17 +303,6 @@ def decode_with_opencv(data: bytes, reduction: int = 1) -> np.ndarray | None:
     except cv2.error:  # over OpenCV's own pixel limit, or a decoder assertion
         return None
     return pixels
-
-
-# One work unit is the inference of one 640x480 photograph (forward pass plus a small decode);
-# decoding and resizing a large image adds about one unit per 12 million decoded pixels.
-PIXELS_PER_WORK_UNIT = 12_000_000
-
-
-def work_units(header: ImageHeader) -> float:
-    """Inference time of this image, in units of one 640x480 photograph's (for queue waits)."""
-    width, height = header.decoded_size
-    return 1.0 + width * height / PIXELS_PER_WORK_UNIT
 
 
 def decode_with_pillow(data: bytes, reduction: int = 1) -> np.ndarray | None:
@@ -446,7 +397,7 @@ def _walk_within_limits(data: bytes) -> _Walk:
     return _Walk(frame, walk.scans)
 
 
-def _header_of(image: Image.Image, input_size: int | None, walk: _Walk) -> ImageHeader:
+def _header_of(image: Image.Image, data: bytes, input_size: int | None, walk: _Walk) -> ImageHeader:
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedImageFormatError(
             f"{image.format or 'this'} images are not supported; send {SUPPORTED_NAMES}"
@@ -457,6 +408,17 @@ def _header_of(image: Image.Image, input_size: int | None, walk: _Walk) -> Image
         # Pillow >= 11 reports a rotated TIFF's displayed size; the tags hold the stored one.
         width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)  # type: ignore[attr-defined]
     size = input_size or DEFAULT_INPUT_SIZE
+    if image.format == "AVIF":
+        bits, samples = av1_layout(data)
+        return ImageHeader(
+            "AVIF",
+            width,
+            height,
+            orientation,
+            samples_per_pixel=samples,
+            input_size=size,
+            bits_per_sample=bits,
+        )
     if image.format not in JPEG_FORMATS:
         return ImageHeader(image.format, width, height, orientation, input_size=size)
     frame = walk.frame
@@ -473,6 +435,7 @@ def _header_of(image: Image.Image, input_size: int | None, walk: _Walk) -> Image
         input_size=size,
         scans=walk.scans,
         lossless=frame.lossless,
+        arithmetic=frame.arithmetic,
     )
 
 

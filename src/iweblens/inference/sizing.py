@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from iweblens.config import Settings
-from iweblens.inference.cpu import memory_allotment, resident_bytes
+from iweblens.inference.resources import memory_allotment, resident_bytes
 
 log = logging.getLogger(__name__)
 

@@ -57,17 +57,27 @@ class Section:
 
 
 def parse_cfg(text: str) -> list[Section]:
-    """Parse darknet's ini-like cfg into sections, in file order."""
+    """Parse darknet's ini-like cfg into sections, in file order.
+
+    ``#`` starts a comment anywhere, ``;`` at the start of a line (as in darknet); a repeated key
+    keeps its last value (as OpenCV's importer does). Raises ``ValueError`` naming the line for
+    an option outside any section or a line that is not ``key=value``, which OpenCV's importer
+    refuses too: read as an empty option, it would build a network nobody described.
+    """
     sections: list[Section] = []
-    for raw in text.splitlines():
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
-        if not line:
+        if not line or line.startswith(";"):
             continue
         if line.startswith("["):
             sections.append(Section(line.strip("[]").strip()))
-        else:
-            key, _, value = line.partition("=")
-            sections[-1].options[key.strip()] = value.strip()
+            continue
+        key, equals, value = line.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"cfg line {number}: {raw.strip()!r} is not key=value")
+        if not sections:
+            raise ValueError(f"cfg line {number}: {raw.strip()!r} comes before any [section]")
+        sections[-1].options[key.strip()] = value.strip()
     return sections
 
 
@@ -76,9 +86,18 @@ class _WeightReader:
 
     def __init__(self, path: Path) -> None:
         data = path.read_bytes()
-        major, minor, _revision = np.frombuffer(data, np.int32, 3)
-        # The "images seen" counter grew from int32 to int64 in format 0.2.
-        header = 12 + (8 if major * 10 + minor >= 2 else 4)
+        header = 12  # major, minor and revision, int32 each
+        if len(data) >= header:
+            major, minor, _revision = np.frombuffer(data, np.int32, 3)
+            # The "images seen" counter grew from int32 to int64 in format 0.2.
+            header += 8 if major * 10 + minor >= 2 else 4
+        if len(data) < header:
+            raise ValueError(f"{path}: {len(data)} bytes, shorter than darknet's header")
+        if over := (len(data) - header) % 4:
+            raise ValueError(
+                f"{path}: the weights after the header are not a whole number of float32 values "
+                f"({over} bytes over)"
+            )
         self.values = np.frombuffer(data, np.float32, offset=header)
         self.position = 0
 

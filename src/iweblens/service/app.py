@@ -17,7 +17,8 @@ from flask import Blueprint, Flask, Request, Response, request
 from werkzeug.utils import cached_property
 
 from iweblens.detection import DetectionParams, ImageDecodeError, Inference
-from iweblens.inference.images import ImageLimits, decode_cost, work_units
+from iweblens.inference.cost import decode_cost, work_units
+from iweblens.inference.images import ImageLimits
 from iweblens.inference.pool import JobDropped, ModelUnavailableError
 from iweblens.service.admission import Shed, Ticket
 from iweblens.service.answers import answer
@@ -59,7 +60,7 @@ def run_detection(image: bytes, params: DetectionParams) -> Inference:
     service = service_of()
     header = check_image(image, ImageLimits.from_settings(service.settings))
     pool = service.pool
-    if not pool.wait_ready(timeout=service.settings.timeout):
+    if not pool.wait_ready(timeout=service.settings.model_wait_s):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     ticket = _ticket()
     cost = decode_cost(header)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from iweblens.config import Settings
-from iweblens.inference.cpu import memory_allotment
 from iweblens.inference.pool import InferencePool, build_pool
+from iweblens.inference.resources import memory_allotment
 from iweblens.inference.sizing import request_budget
 from iweblens.service.admission import Admission, AdmissionEvents
 from iweblens.service.auth import ApiKeys

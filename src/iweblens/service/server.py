@@ -463,6 +463,19 @@ def build_server(settings: Settings) -> FrontServer:
 
 
 def serve(settings: Settings) -> None:
-    """Run the server until it is told to stop."""
+    """Run the server until it is told to stop.
+
+    Exits with uvicorn's ``STARTUP_FAILURE`` status (3) when it cannot listen (a port taken, a
+    host that does not resolve), after uvicorn has logged why.
+    """
     configure_logging()
-    build_server(settings).run()
+    server = build_server(settings)
+    try:
+        server.run()
+    except SystemExit as stop:
+        if server.started:
+            raise
+        # The networks may still be loading in a thread: an interpreter shutting down around
+        # OpenCV's running code aborts in the C++ runtime, so leave without one.
+        logging.shutdown()
+        os._exit(stop.code if isinstance(stop.code, int) else 1)

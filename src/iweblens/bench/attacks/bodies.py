@@ -15,20 +15,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from iweblens.bench.pod import MIB, PodSampler, Prober
-from iweblens.bench.soak import Outcome
-from iweblens.bench.stress import (
+from iweblens.bench.attacks.results import (
     AttackResult,
-    Body,
     Check,
-    exchange,
-    photo_body,
     pod_figures,
     probe_figures,
-    running_pod,
     statuses_of,
 )
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.bench.http_client import Body, exchange, photo_body
+from iweblens.bench.kubelet import Prober
+from iweblens.bench.pod import MIB, connection_sampler, running_pod
+from iweblens.bench.soak import Outcome
+from iweblens.harness.manifest import PodSpec
 
 NESTED_ARRAYS = "[[[]]],"  # three lists in seven bytes
 
@@ -73,7 +71,7 @@ def hostile_json(
     }
     with running_pod(spec, "hostile-json") as pod:
         outcomes: dict[str, list[Outcome]] = {name: [] for name in bodies}
-        with PodSampler(pod), Prober(pod.port, spec.probes) as prober:
+        with connection_sampler(pod), Prober(pod.port, spec.probes) as prober:
             for name, body in bodies.items():
                 clients = [
                     threading.Thread(

@@ -26,23 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from iweblens.bench.stress import (
-    DETECTION_PATH,
-    AttackResult,
-    Check,
-    ConnectionFlood,
-    RequestLimits,
-    flood_attack,
-    maximal_body,
-    maximal_image,
-    multipart_body,
-    read_metrics,
-    running_pod,
-)
+from iweblens.bench.attacks.floods import ConnectionFlood, flood_attack
+from iweblens.bench.attacks.memory import RequestLimits, maximal_body, maximal_image
+from iweblens.bench.attacks.results import AttackResult, Check
+from iweblens.bench.http_client import DETECTION_PATH, multipart_body, read_metrics
+from iweblens.bench.pod import running_pod
 from iweblens.config import Settings
+from iweblens.harness.manifest import PodSpec
+from iweblens.harness.serving import LOOPBACK
 from iweblens.service.front import body_charge
-from iweblens.study.replicas.balanced import LOOPBACK
-from iweblens.study.replicas.manifest import PodSpec
 
 # The CPU left to a pod whose job must outlast the grace: the cgroup v1 minimum quota (1 ms per
 # 100 ms period). The event loop needs little of it to answer and exit.

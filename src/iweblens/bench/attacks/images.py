@@ -23,24 +23,17 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from iweblens.bench.stress import (
-    AttackResult,
-    Check,
-    RequestLimits,
-    exchange,
-    multipart_body,
-    photo_body,
-    pod_figures,
-    running_pod,
-    statuses_of,
-)
+from iweblens.bench.attacks.memory import RequestLimits
+from iweblens.bench.attacks.results import AttackResult, Check, pod_figures, statuses_of
+from iweblens.bench.http_client import exchange, multipart_body, photo_body
+from iweblens.bench.pod import running_pod
 from iweblens.config import Settings
+from iweblens.harness.serving import LOOPBACK, replica_is_ready
 from iweblens.inference.headers import PNG_SIGNATURE, walk_jpeg
 from iweblens.inference.images import MAX_SEGMENTS, read_header
-from iweblens.study.replicas.balanced import LOOPBACK, replica_is_ready
 
 if TYPE_CHECKING:
-    from iweblens.study.replicas.manifest import PodSpec
+    from iweblens.harness.manifest import PodSpec
 
 # What the attack report sent: a 7300 x 5475 lossless JPEG and a 15,000-scan progressive JPEG.
 LOSSLESS_SIZE = (7300, 5475)

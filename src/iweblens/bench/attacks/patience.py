@@ -13,18 +13,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from iweblens.bench.attacks.results import AttackResult, Check, statuses_of
+from iweblens.bench.http_client import DETECTION_PATH, exchange, photo_body, read_metrics
+from iweblens.bench.pod import running_pod
 from iweblens.bench.soak import ClosedLoop, Outcome
-from iweblens.bench.stress import (
-    DETECTION_PATH,
-    AttackResult,
-    Check,
-    exchange,
-    photo_body,
-    read_metrics,
-    running_pod,
-    statuses_of,
-)
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 # The counters whose growth over the run is reported: what admission refused and dropped.
 ADMISSION_COUNTERS = ("iweblens_shed_total", "iweblens_dropped_before_inference_total")

@@ -21,20 +21,18 @@ from iweblens.bench.attacks.connections import (
     one_byte_flood,
     sigterm_long_job,
 )
+from iweblens.bench.attacks.floods import connection_flood
+from iweblens.bench.attacks.formats import costly_formats
 from iweblens.bench.attacks.images import hostile_images
+from iweblens.bench.attacks.memory import max_bodies, one_max_image
+from iweblens.bench.attacks.overload import overload
 from iweblens.bench.attacks.patience import impatient_clients
+from iweblens.bench.attacks.results import AttackResult
+from iweblens.bench.attacks.shutdown import sigterm
+from iweblens.bench.attacks.sizing import cpu_over_memory
+from iweblens.bench.attacks.study_load import study_load
 from iweblens.bench.pod import MIB
-from iweblens.bench.stress import (
-    AttackResult,
-    connection_flood,
-    cpu_over_memory,
-    max_bodies,
-    one_max_image,
-    overload,
-    sigterm,
-    study_load,
-)
-from iweblens.study.replicas.manifest import PodSpec
+from iweblens.harness.manifest import PodSpec
 
 FLOOD_S = 60.0
 
@@ -59,6 +57,7 @@ ATTACKS: dict[str, Attack] = {
     "impatient-clients": lambda spec, images: impatient_clients(spec, images, duration_s=FLOOD_S),
     "hostile-json": hostile_json,
     "hostile-images": hostile_images,
+    "costly-formats": costly_formats,
     "maximal-burst": maximal_burst,
     "overload": overload,
     "sigterm": sigterm,

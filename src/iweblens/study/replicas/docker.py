@@ -12,8 +12,9 @@ import subprocess
 from dataclasses import dataclass
 
 from iweblens.config import Settings
+from iweblens.harness.serving import LOOPBACK
 from iweblens.study.replicas import BackendError
-from iweblens.study.replicas.balanced import LOOPBACK, BalancedBackend, Replica
+from iweblens.study.replicas.behind_haproxy import BalancedBackend, Replica
 
 DEFAULT_IMAGE = "iweblens:latest"
 STOP_TIMEOUT_S = 30

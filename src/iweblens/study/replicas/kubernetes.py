@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any
 
+from iweblens.harness.manifest import ManifestError, deployment_cpu_limit
 from iweblens.study.replicas import BackendError
-from iweblens.study.replicas.manifest import ManifestError, deployment_cpu_limit
 
 DEFAULT_ENDPOINT = "http://localhost:80/api/object_detection"
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iweblens.config import POD_CPUS, Settings
-from iweblens.study.replicas.balanced import LOOPBACK, BalancedBackend, Replica
-from iweblens.study.replicas.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
+from iweblens.harness.cgroup import CGROUP_ROOT, CgroupUnavailable, CpuCgroup
+from iweblens.harness.serving import LOOPBACK, serve_command
+from iweblens.study.replicas.behind_haproxy import BalancedBackend, Replica
 
 STOP_TIMEOUT_S = 30.0
 
@@ -27,11 +28,6 @@ class LocalReplica(Replica):
     process: subprocess.Popen[bytes]
     log: Path
     cgroup: CpuCgroup | None
-
-
-def serve_command(port: int) -> list[str]:
-    """``iweblens serve`` on a loopback port, run by this interpreter (no PATH lookup)."""
-    return [sys.executable, "-m", "iweblens.cli", "serve", "--host", LOOPBACK, "--port", str(port)]
 
 
 class LocalBackend(BalancedBackend[LocalReplica]):

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iweblens.config import POD_CPUS
+from iweblens.harness.manifest import DEFAULT_MANIFEST, manifest_cpu_limit
 from iweblens.study.replicas import Backend, BackendError
 from iweblens.study.replicas.docker import DEFAULT_IMAGE, DockerBackend
 from iweblens.study.replicas.kubernetes import DEFAULT_ENDPOINT, KubernetesBackend
 from iweblens.study.replicas.local import LocalBackend
-from iweblens.study.replicas.manifest import DEFAULT_MANIFEST, manifest_cpu_limit
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""How much CPU and memory this process may really use.
+"""What this process may really use: its CPU and memory allotment (cgroups), and the CPU's ISA.
 
 A pod limited to 0.5 CPU still sees every core of the node in ``os.cpu_count()``; sizing thread
 pools from that number makes OpenCV spawn threads that only fight over the quota. The cgroup CPU

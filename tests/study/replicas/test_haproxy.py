@@ -11,8 +11,8 @@ import pytest
 import requests
 from fake_replica import FakeReplica
 
-from iweblens.study.replicas.balanced import free_port
-from iweblens.study.replicas.balancer import Balancer, Server, haproxy_config
+from iweblens.harness.serving import free_port
+from iweblens.study.replicas.haproxy import Balancer, Server, haproxy_config
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iweblens.study.replicas.cgroup import (
+from iweblens.harness.cgroup import (
     CGROUP_ROOT,
     CgroupUnavailable,
     CpuCgroup,

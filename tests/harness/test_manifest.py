@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iweblens.study.replicas.manifest import (
+from iweblens.harness.manifest import (
     ManifestError,
     ProbeSpec,
     manifest_cpu_limit,

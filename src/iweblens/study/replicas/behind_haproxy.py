@@ -7,38 +7,24 @@ readiness and the balancer are handled once here.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-import requests
-
+from iweblens.harness.serving import (
+    LOOPBACK,
+    ExitedBeforeReady,
+    NotReadyInTime,
+    free_port,
+    replica_is_ready,
+    wait_until_ready,
+)
 from iweblens.study.replicas import BackendError
-from iweblens.study.replicas.balancer import Balancer, Server
+from iweblens.study.replicas.haproxy import Balancer, Server
 
-LOOPBACK = "127.0.0.1"
 API_PATH = "/api/object_detection"
-READY_PROBE_TIMEOUT_S = 5.0
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on right now, chosen by the kernel."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def replica_is_ready(host: str, port: int) -> bool:
-    """Whether the replica's own ``/readyz`` answers 200 (model loaded and warm)."""
-    try:
-        response = requests.get(f"http://{host}:{port}/readyz", timeout=READY_PROBE_TIMEOUT_S)
-    except requests.RequestException:
-        return False
-    return response.status_code == 200
 
 
 @dataclass
@@ -114,21 +100,18 @@ class BalancedBackend(ABC, Generic[ReplicaT]):
         return f"replica-{index}"
 
     def _wait_until_ready(self, replicas: list[ReplicaT]) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        waiting = list(replicas)
-        while waiting:
-            for replica in list(waiting):
-                if not self._alive(replica):
-                    raise BackendError(
-                        f"{replica.name} exited before it was ready:\n{self._logs(replica)}"
-                    )
-                if replica_is_ready(LOOPBACK, replica.port):
-                    waiting.remove(replica)
-            if waiting and time.monotonic() > deadline:
-                names = ", ".join(r.name for r in waiting)
-                raise BackendError(f"not ready after {self.ready_timeout:.0f} s: {names}")
-            if waiting:
-                time.sleep(0.25)
+        by_name = {replica.name: replica for replica in replicas}
+        try:
+            wait_until_ready(
+                {replica.name: replica.port for replica in replicas},
+                lambda name: self._alive(by_name[name]),
+                self.ready_timeout,
+            )
+        except ExitedBeforeReady as error:
+            replica = by_name[error.name]
+            raise BackendError(f"{error}:\n{self._logs(replica)}") from None
+        except NotReadyInTime as error:
+            raise BackendError(str(error)) from None
 
     @abstractmethod
     def _start(self, name: str, port: int) -> ReplicaT:

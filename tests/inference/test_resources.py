@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from iweblens.inference.cpu import (
+from iweblens.inference.resources import (
     ISA_FLAGS,
     cgroup_cpu_quota,
     cpu_allotment,
