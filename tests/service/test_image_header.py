@@ -10,6 +10,7 @@ import pytest
 from support import FrontClient
 
 import iweblens.inference.images as images
+import iweblens.service.app as app
 from iweblens.config import Settings
 from iweblens.models.store import ModelPaths
 from iweblens.service.front import build_front
@@ -41,3 +42,24 @@ def test_the_header_is_read_once_per_request(
         )
         assert answer.status_code == 200 and answer.json["objects"], photo.name
         assert reads == [photo.stat().st_size], photo.name
+
+
+def test_the_decoding_cost_is_computed_once_per_request(
+    client: FrontClient, photos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header check and admission share one ``decode_cost`` of the header's plan."""
+    costs: list[int] = []
+    decode_cost = images.decode_cost
+
+    def counted(header: images.ImageHeader) -> int:
+        costs.append(decode_cost(header))
+        return costs[-1]
+
+    # Wherever the service may call it from: the header check's module and the routes'.
+    monkeypatch.setattr(images, "decode_cost", counted)
+    monkeypatch.setattr(app, "decode_cost", counted, raising=False)
+    answer = client.post(
+        "/api/object_detection", data=photos[0].read_bytes(), content_type="image/jpeg"
+    )
+    assert answer.status_code == 200
+    assert len(costs) == 1

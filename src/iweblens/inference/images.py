@@ -26,6 +26,7 @@ import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import cv2
@@ -142,6 +143,11 @@ class ImageHeader:
     bits_per_sample: int = 8
     arithmetic: bool = False
 
+    @cached_property
+    def decode_bytes(self) -> int:
+        """``decode_cost`` of this plan, computed once: the header check and admission share it."""
+        return decode_cost(self)
+
     @property
     def decoded_size(self) -> tuple[int, int]:
         """(width, height) of the decoded pixels, before orientation: libjpeg rounds up."""
@@ -242,7 +248,7 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageHeader:
         raise ImageTooLargeError(
             f"the image declares more than the limit of {limits.max_pixels} pixels"
         )
-    if decode_cost(header) > cost_limit(header, limits):
+    if header.decode_bytes > cost_limit(header, limits):
         raise ImageTooLargeError(
             f"decoding this {header.width}x{header.height} progressive JPEG needs more memory "
             f"than a {limits.max_pixels}-pixel image; send it as a baseline JPEG or smaller"

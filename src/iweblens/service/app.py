@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Request, Response, request
 from werkzeug.utils import cached_property
 
 from iweblens.detection import DetectionParams, ImageDecodeError, Inference
-from iweblens.inference.cost import decode_cost, work_units
+from iweblens.inference.cost import work_units
 from iweblens.inference.images import ImageLimits
 from iweblens.inference.pool import JobDropped, ModelUnavailableError
 from iweblens.service.admission import Shed, Ticket
@@ -63,7 +63,7 @@ def run_detection(image: bytes, params: DetectionParams) -> Inference:
     if not pool.wait_ready(timeout=service.settings.model_wait_s):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     ticket = _ticket()
-    cost = decode_cost(header)
+    cost = header.decode_bytes
     if cost > service.admission.capacity_bytes:
         raise ApiError(
             413, "image_too_large", "decoding this image needs more memory than this server has"
