@@ -27,7 +27,7 @@ from iweblens.service.options import (
     query_lists,
     resolve_classes,
 )
-from iweblens.service.protocol import parse_request
+from iweblens.service.wire import parse_request
 
 FLAVOURS = ("multipart", "json", "raw")
 PHOTO = "000000473528.jpg"  # a dog, a frisbee, a car and three small people

@@ -28,7 +28,7 @@ from iweblens.inference.images import ImageLimits
 from iweblens.models.store import ModelPaths
 from iweblens.service.errors import ApiError
 from iweblens.service.options import OPTION_NAMES, parse_options, query_lists
-from iweblens.service.protocol import MAX_JSON_DEPTH, check_image, parse_request
+from iweblens.service.wire import MAX_JSON_DEPTH, check_image, parse_request
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(

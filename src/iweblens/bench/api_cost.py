@@ -40,7 +40,7 @@ from iweblens.service.answers import answer
 from iweblens.service.app import create_app
 from iweblens.service.context import build_service, service_of
 from iweblens.service.options import parse_options, query_lists
-from iweblens.service.protocol import parse_request
+from iweblens.service.wire import parse_request
 
 # Form fields of each variant. "options" asks for the default thresholds explicitly, so its answer
 # is the plain one and only the options' own cost shows; "classes" is a 10-class filter (it keeps

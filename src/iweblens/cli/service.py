@@ -82,7 +82,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 def run_detect(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.detection import ImageDecodeError
     from iweblens.inference.detector import Detector
-    from iweblens.service.protocol import DetectionRequest, Flavour, render_detections
+    from iweblens.service.wire import DetectionRequest, Flavour, render_detections
 
     # Every path is checked before the model loads: a typo costs no start-up.
     images = [check_path(image) for image in args.images]

@@ -16,7 +16,7 @@ from iweblens.config import Settings
 from iweblens.detection import DetectionParams, Inference, ModelCard
 from iweblens.service.context import STARTED_KEY, service_of
 from iweblens.service.options import DetectionOptions
-from iweblens.service.protocol import DetectionRequest, render_detections
+from iweblens.service.wire import DetectionRequest, render_detections
 
 
 def answer(

@@ -28,7 +28,7 @@ from iweblens.service.deepstack import deepstack_blueprint
 from iweblens.service.errors import ApiError, install
 from iweblens.service.options import parse_options, query_lists
 from iweblens.service.page import page_blueprint
-from iweblens.service.protocol import StrictJSONProvider, check_image, image_error, parse_request
+from iweblens.service.wire import StrictJSONProvider, check_image, image_error, parse_request
 
 api = Blueprint("api", __name__)
 

@@ -40,6 +40,13 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from iweblens.config import Settings
 from iweblens.inference.pool import InferencePool
+from iweblens.service.access import (
+    REQUEST_ID_HEADER,
+    common_headers,
+    log_access,
+    method_label,
+    request_id,
+)
 from iweblens.service.admission import Shed, Ticket
 from iweblens.service.app import create_app
 from iweblens.service.auth import presented_key, require_key_of
@@ -50,13 +57,6 @@ from iweblens.service.context import (
     TICKET_KEY,
     Service,
     build_service,
-)
-from iweblens.service.conventions import (
-    REQUEST_ID_HEADER,
-    common_headers,
-    log_access,
-    method_label,
-    request_id,
 )
 from iweblens.service.deepstack import DEEPSTACK_PATH
 from iweblens.service.errors import ApiError, from_http, render

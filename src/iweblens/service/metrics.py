@@ -20,7 +20,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 4, 8, 16, 
 
 class ServiceMetrics:
     """Request counts and latencies, queue wait and inference time, in-flight requests, and what
-    admission refused or dropped (labels are bounded: methods via ``conventions.method_label``)."""
+    admission refused or dropped (labels are bounded: methods via ``access.method_label``)."""
 
     content_type = CONTENT_TYPE_LATEST
 

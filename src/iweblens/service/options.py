@@ -31,7 +31,7 @@ from werkzeug.datastructures import MultiDict
 
 from iweblens.detection import DetectionParams, ModelCard
 from iweblens.service.errors import ApiError
-from iweblens.service.protocol import DetectionRequest, Flavour
+from iweblens.service.wire import DetectionRequest, Flavour
 
 OPTION_NAMES = ("min_confidence", "nms", "classes", "max_detections", "details", "annotate")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})

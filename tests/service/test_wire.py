@@ -11,7 +11,7 @@ from werkzeug.test import EnvironBuilder
 
 from iweblens.detection import Detection
 from iweblens.inference.images import ImageLimits
-from iweblens.service.protocol import (
+from iweblens.service.wire import (
     MAX_JSON_DEPTH,
     MAX_JSON_VALUES,
     ApiError,
@@ -226,7 +226,7 @@ def strict_json(text: str):
 def test_finite_ids_are_echoed_as_strict_json() -> None:
     from flask import Flask
 
-    from iweblens.service.protocol import StrictJSONProvider
+    from iweblens.service.wire import StrictJSONProvider
 
     provider = StrictJSONProvider(Flask(__name__))
     for raw_id in ("1e308", "-0.0", "123456789012345678901234567890", '"1e400"'):

@@ -1,4 +1,4 @@
-"""The wire protocol: what a detection request may look like, and what the answers look like.
+"""The wire format: what a detection request may look like, and what the answers look like.
 
 Three request flavours reach ``POST /api/object_detection``:
 
