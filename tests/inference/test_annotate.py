@@ -12,7 +12,7 @@ from iweblens.detection import Detection, DetectionParams
 from iweblens.inference.annotate import MAX_SIDE, annotate, colour_of, drawing_scale
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import create_engine
-from iweblens.inference.images import decode_image
+from iweblens.inference.pixels import decode_image
 from iweblens.models.store import ModelPaths
 
 # JPEG at quality 90 moves a saturated colour on a 3+ pixel line by a few tens at most.

@@ -8,7 +8,7 @@ import pytest
 from iweblens.detection import DetectionParams, ImageDecodeError
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import SCORE_FLOOR, create_engine
-from iweblens.inference.images import decode_image
+from iweblens.inference.pixels import decode_image
 from iweblens.models.store import ModelPaths
 
 

@@ -14,8 +14,8 @@ import pytest
 from iweblens.bench.agreement import differences
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, SCORE_FLOOR, create_engine
-from iweblens.inference.images import decode_image
 from iweblens.inference.letterbox import letterbox
+from iweblens.inference.pixels import decode_image
 from iweblens.models.onnx_export import (
     CONVERTER_VERSION,
     ensure_onnx,

@@ -39,12 +39,10 @@ from iweblens.inference.images import (
     ImageLimits,
     ImageTooLargeError,
     UnsupportedImageFormatError,
-    decode_image,
-    decode_with_opencv,
-    decode_with_pillow,
     inspect_image,
     read_header,
 )
+from iweblens.inference.pixels import decode_image, decode_with_opencv, decode_with_pillow
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from support import encoded, heic_header
 
 from iweblens.bench.attacks.images import lossless_jpeg, progressive_jpeg, scan_flood
 from iweblens.detection import ImageDecodeError
-from iweblens.inference.images import ImageLimits, decode_image, inspect_image
+from iweblens.inference.images import ImageLimits, inspect_image
+from iweblens.inference.pixels import decode_image
 
 # One knob with the service fuzz tests; a header check costs a tenth of a request or less.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150")) * 12

@@ -30,14 +30,11 @@ from iweblens.inference.images import (
     ImageLimits,
     ImageTooLargeError,
     UnsupportedImageFormatError,
-    decode_image,
-    decode_with_opencv,
-    decode_with_pillow,
     inspect_image,
-    orient,
     read_header,
     reduction_for,
 )
+from iweblens.inference.pixels import decode_image, decode_with_opencv, decode_with_pillow, orient
 from iweblens.models.store import ModelPaths
 
 PHOTO = "000000012807.jpg"

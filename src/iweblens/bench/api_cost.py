@@ -33,7 +33,7 @@ from iweblens.detection import Inference
 from iweblens.inference.annotate import MAX_SIDE, annotate
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import set_compute_threads
-from iweblens.inference.images import decode_image
+from iweblens.inference.pixels import decode_image
 from iweblens.inference.pool import InferencePool, model_card
 from iweblens.models.store import ModelStore
 from iweblens.service.answers import answer

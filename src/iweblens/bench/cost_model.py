@@ -305,8 +305,8 @@ def _measure(path: str, warm_path: str, input_size: int, queue: multiprocessing.
     decode loads the codec's libraries and first buffers, as any server has long before.
     """
     from iweblens.detection import ImageDecodeError
-    from iweblens.inference.images import decode_image, limit_decoded_pixels
     from iweblens.inference.letterbox import Letterboxer
+    from iweblens.inference.pixels import decode_image, limit_decoded_pixels
 
     limit_decoded_pixels(Settings.max_declared_pixels)
     letterboxer = Letterboxer(input_size)

@@ -30,7 +30,8 @@ import numpy as np
 from iweblens.bench.agreement import F1Tally
 from iweblens.config import Settings
 from iweblens.detection import Detection
-from iweblens.inference.images import REDUCTIONS, decode_image, decode_with_opencv, read_header
+from iweblens.inference.images import REDUCTIONS, read_header
+from iweblens.inference.pixels import decode_image, decode_with_opencv
 
 if TYPE_CHECKING:
     from iweblens.inference.detector import Detector
@@ -160,8 +161,8 @@ def cpu(
     images: Sequence[Path], settings: Settings, megapixels: float = 12, rounds: int = CPU_ROUNDS
 ) -> list[str]:
     """Thread CPU ms per image of decode + letterbox: full size (A) against the rule (B)."""
-    from iweblens.inference.images import decode_image
     from iweblens.inference.letterbox import Letterboxer
+    from iweblens.inference.pixels import decode_image
 
     input_size = settings.input_size
     letterboxer = Letterboxer(input_size)
@@ -218,8 +219,9 @@ def _measure_peak(path: str, input_size: int | None, queue: multiprocessing.Queu
     across exec), so the kernel's high-water mark is reset (``clear_refs`` 5) and read from
     ``/proc/self/status`` (VmHWM) instead.
     """
-    from iweblens.inference.images import DEFAULT_INPUT_SIZE, decode_image, limit_decoded_pixels
+    from iweblens.inference.images import DEFAULT_INPUT_SIZE
     from iweblens.inference.letterbox import Letterboxer
+    from iweblens.inference.pixels import decode_image, limit_decoded_pixels
 
     limit_decoded_pixels(10**9)
     letterboxer = Letterboxer(input_size or DEFAULT_INPUT_SIZE)

@@ -63,7 +63,7 @@ def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> Fl
     """
     from iweblens.inference.detector import Detector
     from iweblens.inference.engines import set_compute_threads
-    from iweblens.inference.images import decode_image
+    from iweblens.inference.pixels import decode_image
     from iweblens.inference.resources import cpu_allotment, threads_for
 
     paths = ModelStore(settings.model_dir, progress=False).verified_paths()

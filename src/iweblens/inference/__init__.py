@@ -7,16 +7,14 @@ from iweblens.inference.cost import decode_cost, work_units
 from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, Engine, create_engine, set_compute_threads
 from iweblens.inference.images import (
-    DecodedImage,
     ImageHeader,
     ImageLimits,
     ImageTooLargeError,
     UnsupportedImageFormatError,
-    decode_image,
     inspect_image,
-    limit_decoded_pixels,
 )
 from iweblens.inference.letterbox import Letterbox, Letterboxer
+from iweblens.inference.pixels import DecodedImage, decode_image, limit_decoded_pixels
 from iweblens.inference.pool import InferencePool, ModelUnavailableError, build_pool
 from iweblens.inference.resources import cpu_allotment, threads_for
 

@@ -15,8 +15,9 @@ from iweblens.config import Settings
 from iweblens.detection import Detection, DetectionParams, Inference
 from iweblens.inference.annotate import MAX_SIDE, annotate
 from iweblens.inference.engines import SCORE_FLOOR, Engine, create_engine
-from iweblens.inference.images import ImageHeader, decode_image
+from iweblens.inference.images import ImageHeader
 from iweblens.inference.letterbox import Letterbox, Letterboxer
+from iweblens.inference.pixels import decode_image
 from iweblens.models.store import ModelPaths
 
 DEFAULT_PARAMS = DetectionParams()

@@ -24,8 +24,9 @@ from iweblens.config import Settings
 from iweblens.detection import DetectionParams, Inference, ModelCard
 from iweblens.inference.detector import DEFAULT_PARAMS, Detector
 from iweblens.inference.engines import SCORE_FLOOR, set_compute_threads
-from iweblens.inference.images import ImageHeader, limit_decoded_pixels
+from iweblens.inference.images import ImageHeader
 from iweblens.inference.letterbox import NATIVE, NUMPY, native_available
+from iweblens.inference.pixels import limit_decoded_pixels
 from iweblens.inference.resources import cpu_allotment, threads_for
 from iweblens.inference.sizing import plan_workers
 from iweblens.models.store import ModelPaths, ModelStore, pinned_sha256

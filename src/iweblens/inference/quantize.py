@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iweblens.inference.engines.openvino import int8_path, int8_sidecar
-from iweblens.inference.images import decode_image
 from iweblens.inference.letterbox import letterbox
+from iweblens.inference.pixels import decode_image
 from iweblens.models.store import ModelPaths, sha256_of
 
 if TYPE_CHECKING:
