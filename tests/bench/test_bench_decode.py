@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iweblens.bench import cost_model, decoding
+from iweblens.bench import cost_model, decoding, variants
 from iweblens.config import Settings
 
 
@@ -32,9 +32,9 @@ def test_cpu_table_compares_full_size_with_size_aware(photos: list[Path]) -> Non
 
 def test_cost_table_sets_each_prediction_beside_its_measurement(photos: list[Path]) -> None:
     """``bench-decode cost``'s rows: a decoded sample with both figures, a refused one marked."""
-    chosen = [v for v in cost_model.VARIANTS if (v.format, v.name) in REFUSED_AND_DECODED]
+    chosen = [v for v in variants.VARIANTS if (v.format, v.name) in REFUSED_AND_DECODED]
     rows = list(
-        cost_model.rows(photos[0], Settings(), chosen, lambda _: [cost_model.SMALL], lambda _: None)
+        cost_model.rows(photos[0], Settings(), chosen, lambda _: [variants.SMALL], lambda _: None)
     )
     lines = cost_model.table(rows, unit_s=0.1)
     cells = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in lines[2:]}

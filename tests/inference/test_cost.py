@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iweblens.bench import cost_model
-from iweblens.bench.cost_model import LIMIT, MIDDLE, SMALL, VARIANTS, Row, Variant
+from iweblens.bench import cost_model, variants
+from iweblens.bench.cost_model import Row
+from iweblens.bench.variants import LIMIT, MIDDLE, SMALL, VARIANTS, Variant
 from iweblens.config import Settings
 from iweblens.inference.cost import cost_limit, decode_cost, work_units
 from iweblens.inference.images import (
@@ -102,7 +103,7 @@ def test_fuzzed_sizes_cost_at_most_their_prediction(
 
 
 def test_avif_headers_carry_their_av1_layout(photo: Path) -> None:
-    pixels = cost_model.photo_pixels(photo, (64, 48))
+    pixels = variants.photo_pixels(photo, (64, 48))
     layouts = {}
     for variant in VARIANTS:
         if variant.format == "AVIF":
@@ -115,9 +116,9 @@ def test_avif_headers_carry_their_av1_layout(photo: Path) -> None:
     assert layouts["8-bit 4:2:0 with alpha"] == (8, 1.5)
 
 
-@pytest.mark.skipif(cost_model.CJPEG is None, reason="no cjpeg (Debian: libjpeg-turbo-progs)")
+@pytest.mark.skipif(variants.CJPEG is None, reason="no cjpeg (Debian: libjpeg-turbo-progs)")
 def test_arithmetic_coded_jpegs_are_marked_and_charged_more(photo: Path) -> None:
-    pixels = cost_model.photo_pixels(photo, (64, 48))
+    pixels = variants.photo_pixels(photo, (64, 48))
     kinds = {v.name: read_header(v.encode(pixels)) for v in VARIANTS if v.format == "JPEG"}
     assert kinds["arithmetic"].arithmetic and kinds["arithmetic progressive"].arithmetic
     assert not kinds["baseline 4:2:0"].arithmetic and not kinds["progressive 4:2:0"].arithmetic
@@ -139,7 +140,7 @@ def test_the_header_check_bounds_cost_by_the_pixel_limit_of_each_format() -> Non
 
 def test_a_twelve_megapixel_avif_passes_the_header_check_at_its_real_cost(photo: Path) -> None:
     avif = next(v for v in VARIANTS if v.format == "AVIF" and v.name == "8-bit 4:2:0")
-    data = avif.encode(cost_model.photo_pixels(photo, LIMIT))
+    data = avif.encode(variants.photo_pixels(photo, LIMIT))
     header = inspect_image(data, ImageLimits())
     assert header.decoded_size == LIMIT
     assert decode_cost(header) > 150 * MiB

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from iweblens.bench.attacks.memory import RequestLimits
 from iweblens.bench.attacks.results import AttackResult, Check, statuses_of
-from iweblens.bench.cost_model import AVIFENC, VARIANTS, photo_pixels
 from iweblens.bench.http_client import exchange, multipart_body, photo_body, read_metrics
 from iweblens.bench.pod import running_pod
+from iweblens.bench.variants import AVIFENC, VARIANTS, photo_pixels
 from iweblens.harness.manifest import PodSpec
 
 ANSWERED = (200, 413)
