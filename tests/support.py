@@ -4,15 +4,17 @@ once several folders have one)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
+import re
 import signal
 import struct
 import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +97,16 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def logged(self, pattern: str, timeout: float = 5.0) -> re.Match[str] | None:
+        """The first log line matching ``pattern``, waiting for it: the front writes a request's
+        access line once its answer is sent, so it may follow the answer by a moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.log(), re.M)
+            if match is not None or time.monotonic() >= deadline:
+                return match
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM (graceful), then SIGKILL if it does not exit in time; returns the exit code."""
         if self.process.poll() is None:
@@ -112,6 +124,17 @@ def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], served_by: str = "test-server") -> Iterator[ServerProcess]:
+    """A ready ``ServerProcess`` with ``env`` for the ``with`` block, stopped after it."""
+    server = ServerProcess(env=env, served_by=served_by)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 def png_declaring(width: int, height: int) -> bytes:

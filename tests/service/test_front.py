@@ -6,7 +6,6 @@ budget, a short wait limit, two request threads); the real model runs on real ph
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -20,22 +19,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import ServerProcess
+from support import ServerProcess, serving
 
 from iweblens.models.store import ModelPaths
 from iweblens.service.admission import PATIENCE_MIN_DEPARTURES
 
 DETECT = "/api/object_detection"
-
-
-@contextlib.contextmanager
-def serving(env: dict[str, str]) -> Iterator[ServerProcess]:
-    server = ServerProcess(env=env)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +164,7 @@ def test_a_sane_request_id_is_echoed_and_logged(
         )
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == "trace-42.abc"
-    assert re.search(rf"POST {DETECT} 200 \S+ test-server trace-42\.abc$", small_server.log(), re.M)
+    assert small_server.logged(rf"POST {DETECT} 200 \S+ test-server trace-42\.abc$")
 
 
 @pytest.mark.parametrize("offered", ["has spaces", "x" * 129, 'quote"d', "é"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import ServerProcess
+from support import ServerProcess, serving
 
 from iweblens.bench.kubelet import probe_once
 from iweblens.harness.manifest import ProbeSpec
@@ -30,16 +30,6 @@ MEMORY_BUDGET = 40 * MIB  # one 16 MiB raw body's reservation (32 MiB) fits, not
 PIPELINE_READ_TIMEOUT_S = 2
 
 
-@contextlib.contextmanager
-def serving(env: dict[str, str]) -> Iterator[ServerProcess]:
-    server = ServerProcess(env=env, served_by="edge")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def edge(model_paths: ModelPaths) -> Iterator[ServerProcess]:
     """Few connections and a small memory budget, the default body limit and read timeout."""
@@ -47,7 +37,7 @@ def edge(model_paths: ModelPaths) -> Iterator[ServerProcess]:
         "IWEBLENS_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "IWEBLENS_MEMORY_BUDGET": str(MEMORY_BUDGET),
     }
-    with serving(env) as server:
+    with serving(env, served_by="edge") as server:
         yield server
 
 
@@ -98,7 +88,7 @@ def test_a_pipelined_request_that_arrived_whole_is_not_timed_out(
     timeout. The second was read in time: it is served, not 408."""
     photo = photos[0].read_bytes()
     env = {"IWEBLENS_READ_TIMEOUT": str(PIPELINE_READ_TIMEOUT_S), "IWEBLENS_INFERENCE_WORKERS": "1"}
-    with serving(env) as server, ThreadPoolExecutor(24) as pool:
+    with serving(env, served_by="edge") as server, ThreadPoolExecutor(24) as pool:
         url = f"{server.url}{DETECT}"
         queue = [
             pool.submit(requests.post, url, files={"image": photo}, timeout=120) for _ in range(24)
