@@ -20,6 +20,7 @@ OWNERS = {
     "RequestResponseCycle": httptools_impl.RequestResponseCycle,
     "httptools_impl": httptools_impl,
     "Server": uvicorn.Server,
+    "ServerState": uvicorn.server.ServerState,
 }
 RELIED_ON = re.findall(r"``(\w+)\.(\w+)``", (server.__doc__ or "").split("relies on", 1)[-1])
 

@@ -30,7 +30,9 @@ pyproject.toml; ``tests/service/test_uvicorn_internals.py`` fails when one of th
 ``HttpToolsProtocol.cycle``, ``HttpToolsProtocol.loop``, ``HttpToolsProtocol.parser``,
 ``HttpToolsProtocol.pipeline``, ``HttpToolsProtocol.scope``, ``HttpToolsProtocol.server_state``,
 ``HttpToolsProtocol.timeout_keep_alive``, ``HttpToolsProtocol.timeout_keep_alive_task``,
-``HttpToolsProtocol.transport``, ``HttpToolsProtocol.url``, ``RequestResponseCycle.keep_alive``,
+``HttpToolsProtocol.transport``, ``HttpToolsProtocol.url``, ``HttpToolsProtocol.flow``,
+``HttpToolsProtocol.headers``, ``HttpToolsProtocol.logger``, ``ServerState.total_requests``,
+``ServerState.default_headers``, ``RequestResponseCycle.keep_alive``,
 ``RequestResponseCycle.transport``, ``RequestResponseCycle.response_complete``,
 ``httptools_impl.STATUS_LINE``, ``Server.capture_signals``, ``Server._captured_signals``,
 ``Server.shutdown``, ``Server.servers``.
