@@ -132,7 +132,7 @@ def decode_cpu_seconds(data: bytes, reduction: int = 1) -> float:
     A fresh process so that no earlier decode's allocations or caches are counted or reused.
     """
     script = (
-        "import sys, time; from iweblens.inference.images import decode_with_opencv; "
+        "import sys, time; from iweblens.inference.pixels import decode_with_opencv; "
         "data = sys.stdin.buffer.read(); start = time.process_time(); "
         f"pixels = decode_with_opencv(data, {reduction}); "
         "print(time.process_time() - start if pixels is not None else 'refused')"
