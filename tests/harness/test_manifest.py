@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import DEPLOYMENT_MANIFEST
 
 from iweblens.harness.manifest import (
     ManifestError,
@@ -15,7 +16,7 @@ from iweblens.harness.manifest import (
     parse_memory_quantity,
 )
 
-REPO_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "deployment.yaml"
+REPO_MANIFEST = DEPLOYMENT_MANIFEST
 
 DEPLOYMENT = """\
 apiVersion: v1
@@ -75,7 +76,6 @@ def test_a_file_without_a_deployment_is_an_error(tmp_path: Path) -> None:
         manifest_cpu_limit(manifest)
 
 
-@pytest.mark.skipif(not REPO_MANIFEST.exists(), reason="deploy/k8s/deployment.yaml not written yet")
 def test_the_repository_manifest_limits_each_pod_to_half_a_core() -> None:
     assert manifest_cpu_limit(REPO_MANIFEST) == 0.5
 
@@ -149,7 +149,6 @@ def test_pod_spec_without_a_memory_limit_is_an_error(tmp_path: Path) -> None:
         manifest_pod_spec(manifest)
 
 
-@pytest.mark.skipif(not REPO_MANIFEST.exists(), reason="deploy/k8s/deployment.yaml not written yet")
 def test_the_repository_manifest_gives_a_pod_with_memory_and_both_probes() -> None:
     spec = manifest_pod_spec(REPO_MANIFEST)
     assert spec.memory_bytes > 0
