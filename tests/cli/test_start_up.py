@@ -14,13 +14,15 @@ from uvicorn.config import STARTUP_FAILURE
 from iweblens.inference.engines import ENGINES
 
 
-def iweblens(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def iweblens(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "iweblens.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
 
@@ -78,15 +80,7 @@ def without_package(tmp_path: Path, name: str) -> dict[str, str]:
 
 def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``iweblens serve`` that must refuse to start: a server that starts fails the test."""
-    return subprocess.run(
-        [sys.executable, "-m", "iweblens.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return iweblens("serve", "--host", "127.0.0.1", "--port", "0", env=env, timeout=60)
 
 
 @pytest.mark.parametrize(
