@@ -16,12 +16,12 @@ from iweblens.inference.detector import Detector
 from iweblens.inference.engines import ENGINES, SCORE_FLOOR, create_engine
 from iweblens.inference.letterbox import letterbox
 from iweblens.inference.pixels import decode_image
+from iweblens.models.darknet import parse_cfg
 from iweblens.models.onnx_export import (
     CONVERTER_VERSION,
     ensure_onnx,
     graph_input_size,
     onnx_path,
-    parse_cfg,
 )
 from iweblens.models.store import ModelPaths
 

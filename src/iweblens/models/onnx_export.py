@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from iweblens.models.darknet import Section, parse_cfg
 from iweblens.models.store import ModelPaths, sha256_of
 
 # Bump whenever the graph this module builds changes, so cached conversions are rebuilt.
 CONVERTER_VERSION = 1
-ONNX_FILENAME = "yolov3-tiny.onnx"
 SIDECAR_SUFFIX = ".json"
 INPUT_NAME = "images"
 OUTPUT_NAME = "rows"
@@ -38,47 +38,6 @@ LEAKY_SLOPE = 0.1
 # are interchangeable with OpenCV's.
 SCORE_FLOOR = 0.2
 OPSET = 13
-
-
-@dataclass
-class Section:
-    """One ``[kind]`` block of a darknet cfg file."""
-
-    kind: str
-    options: dict[str, str] = field(default_factory=dict)
-
-    def integer(self, key: str, default: int) -> int:
-        """The option as an int (``default`` when absent)."""
-        return int(self.options.get(key, default))
-
-    def ints(self, key: str) -> list[int]:
-        """A comma-separated option as ints."""
-        return [int(part) for part in self.options[key].split(",") if part.strip()]
-
-
-def parse_cfg(text: str) -> list[Section]:
-    """Parse darknet's ini-like cfg into sections, in file order.
-
-    ``#`` starts a comment anywhere, ``;`` at the start of a line (as in darknet); a repeated key
-    keeps its last value (as OpenCV's importer does). Raises ``ValueError`` naming the line for
-    an option outside any section or a line that is not ``key=value``, which OpenCV's importer
-    refuses too: read as an empty option, it would build a network nobody described.
-    """
-    sections: list[Section] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith(";"):
-            continue
-        if line.startswith("["):
-            sections.append(Section(line.strip("[]").strip()))
-            continue
-        key, equals, value = line.partition("=")
-        if not equals or not key.strip():
-            raise ValueError(f"cfg line {number}: {raw.strip()!r} is not key=value")
-        if not sections:
-            raise ValueError(f"cfg line {number}: {raw.strip()!r} comes before any [section]")
-        sections[-1].options[key.strip()] = value.strip()
-    return sections
 
 
 class _WeightReader:
@@ -351,11 +310,11 @@ def _provenance(paths: ModelPaths, input_size: int) -> dict[str, object]:
 
 
 def onnx_path(paths: ModelPaths, input_size: int | None = None) -> Path:
-    """Where the model converted at ``input_size`` (None: the cfg's) lives: ``ONNX_FILENAME`` at
+    """Where the model converted at ``input_size`` (None: the cfg's) lives: ``<cfg stem>.onnx`` at
     the cfg's size, a file named with its size at any other."""
     if input_size is None or input_size == graph_input_size(paths):
-        return paths.weights.parent / ONNX_FILENAME
-    return paths.weights.parent / f"{Path(ONNX_FILENAME).stem}-{input_size}.onnx"
+        return paths.derived_dir / f"{paths.cfg.stem}.onnx"
+    return paths.derived_dir / f"{paths.cfg.stem}-{input_size}.onnx"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

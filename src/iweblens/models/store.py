@@ -75,11 +75,23 @@ SDIST_SHA256 = "3b9c2058f1e1287d5d177178c2a75b5ee2ccfa86bde652e55e6476d979cbbb34
 
 @dataclass(frozen=True)
 class ModelPaths:
-    """Verified model files on disk."""
+    """Verified model files on disk, and the cache folder for what is derived from them.
+
+    ``derived``: where converted graphs and INT8 models of these files go (None: beside the
+    weights, which is the cache for bundled models; a user's model folder may be read-only).
+    """
 
     cfg: Path
     weights: Path
     names: Path
+    derived: Path | None = None
+
+    @property
+    def derived_dir(self) -> Path:
+        """The folder derived files are written to (created on first use)."""
+        folder = self.derived or self.weights.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def labels(self) -> list[str]:
         """Read the class names, one per line, in class-index order."""

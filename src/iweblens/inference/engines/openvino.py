@@ -22,7 +22,7 @@ import numpy as np
 from iweblens.inference.engines.opencv import compute_threads
 from iweblens.models.store import ModelPaths, sha256_of
 
-INT8_FILENAME = "yolov3-tiny-int8.xml"
+INT8_SUFFIX = "-int8.xml"  # after the cfg's stem: yolov3-tiny-int8.xml
 
 
 def _openvino_config(threads: int) -> dict[str, str]:
@@ -65,7 +65,7 @@ class OpenVinoEngine:
 
 def int8_path(paths: ModelPaths) -> Path:
     """Where the quantized model (OpenVINO IR: this .xml plus a .bin) of these files lives."""
-    return paths.weights.parent / INT8_FILENAME
+    return paths.derived_dir / f"{paths.cfg.stem}{INT8_SUFFIX}"
 
 
 def int8_sidecar(model: Path) -> Path:
