@@ -331,6 +331,16 @@ def test_the_tiny_network_gives_opencvs_rows_at_any_input_size(tmp_path: Path, s
     np.testing.assert_allclose(rows, expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("options", ["size=2\nstride=2", "size=2", "stride=2", ""])
+def test_a_maxpool_takes_opencvs_defaults(tmp_path: Path, options: str) -> None:
+    """OpenCV's importer takes size 2 and stride 2 for what the cfg leaves out."""
+    cfg = TINY_CFG.replace("[maxpool]\nsize=2\nstride=2", f"[maxpool]\n{options}", 1)
+    paths = write_model(tmp_path, cfg)
+    blob = random_blob(SIDE)
+    (rows,) = run_onnx(build_model(paths.cfg, paths.weights), blob)
+    np.testing.assert_allclose(rows, opencv_rows(paths, blob), atol=1e-4)
+
+
 # The cache and its sidecar
 
 

@@ -27,7 +27,7 @@ from iweblens.models.darknet import Section, parse_cfg
 from iweblens.models.store import ModelPaths, sha256_of
 
 # Bump whenever the graph this module builds changes, so cached conversions are rebuilt.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 SIDECAR_SUFFIX = ".json"
 INPUT_NAME = "images"
 OUTPUT_NAME = "rows"
@@ -138,8 +138,9 @@ def _convolution(
 
 
 def _maxpool(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tensor:
-    stride = section.integer("stride", 1)
-    size = section.integer("size", stride)
+    # OpenCV's importer defaults both to 2 where darknet takes stride 1 and size = stride; the
+    # rows are OpenCV's.
+    stride, size = section.integer("stride", 2), section.integer("size", 2)
     # darknet pads (size - 1) in total, size // 2 of it before: with size 2 all of it lands after,
     # which is how a 13x13 map stays 13x13 under a stride-1 pool.
     total = section.integer("padding", size - 1)
