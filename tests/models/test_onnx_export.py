@@ -331,6 +331,30 @@ def test_the_tiny_network_gives_opencvs_rows_at_any_input_size(tmp_path: Path, s
     np.testing.assert_allclose(rows, expected, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("new_coords=1", "new_coords is not supported"),
+        ("nms_threshold=0.4", "nms_threshold is not supported"),
+        ("thresh=0.3", "thresh must be 0.2, the rows' score floor"),
+    ],
+)
+def test_a_yolo_option_that_changes_opencvs_rows_is_refused(
+    tmp_path: Path, option: str, message: str
+) -> None:
+    """Each of these moves OpenCV's rows (another box decode, NMS inside the layer, another
+    floor) where the graph would not follow."""
+    blob = random_blob(SIDE)
+    cfg = TINY_CFG.replace("num=6", f"num=6\n{option}", 1)
+    paths = write_model(tmp_path, cfg)
+    assert (
+        np.abs(opencv_rows(paths, blob) - opencv_rows(write_model(tmp_path / "plain"), blob)).max()
+        > 1e-2
+    )
+    with pytest.raises(ValueError, match=rf"^\[yolo\] {message}$"):
+        build_model(paths.cfg, paths.weights)
+
+
 @pytest.mark.parametrize("options", ["size=2\nstride=2", "size=2", "stride=2", ""])
 def test_a_maxpool_takes_opencvs_defaults(tmp_path: Path, options: str) -> None:
     """OpenCV's importer takes size 2 and stride 2 for what the cfg leaves out."""

@@ -176,7 +176,19 @@ def _yolo_decode(
     grid: int,
     input_size: int,
 ) -> str:
-    """Turn one head's raw map into OpenCV's rows: boxes relative to the input, scores x obj."""
+    """Turn one head's raw map into OpenCV's rows: boxes relative to the input, scores x obj.
+
+    Options only training reads (``jitter``, ``iou_loss``, ``nms_kind``...) are ignored. Raises
+    ``ValueError`` for those that change OpenCV's rows in a way the graph does not build:
+    ``new_coords`` (another decode), ``nms_threshold`` (NMS inside the layer) and a ``thresh``
+    other than ``SCORE_FLOOR``.
+    """
+    if section.integer("new_coords", 0):
+        raise ValueError("[yolo] new_coords is not supported")
+    if float(section.options.get("nms_threshold", 0)) > 0:
+        raise ValueError("[yolo] nms_threshold is not supported")
+    if float(section.options.get("thresh", SCORE_FLOOR)) != SCORE_FLOOR:
+        raise ValueError(f"[yolo] thresh must be {SCORE_FLOOR}, the rows' score floor")
     mask = section.ints("mask")
     anchors = np.array(section.ints("anchors"), np.float32).reshape(-1, 2)[mask]
     classes = section.integer("classes", 80)
