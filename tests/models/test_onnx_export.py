@@ -1,7 +1,8 @@
 """The darknet-to-ONNX converter on small synthetic networks: its cfg parser, its weights reader,
 its batch-norm folding, its graph against OpenCV's darknet importer, and its cache key.
 
-The real YOLOv3-tiny conversion is checked against OpenCV in ``tests/inference/test_engines.py``;
+The real YOLOv3-tiny and YOLOv4-tiny conversions are checked against OpenCV in
+``tests/inference/test_engines.py``;
 here every network is a few layers with random weights written in darknet's format by the test,
 so each rule is checked in milliseconds and on inputs the pinned files never exercise.
 """
@@ -121,6 +122,68 @@ TINY_CONVS = (
     Conv(HEAD_FILTERS, 16, 1, False),
     Conv(HEAD_FILTERS, 16 + 8, 1, False),
 )
+
+# YOLOv4-tiny's shape in miniature: a stride-2 convolution, a CSP block (a grouped route taking
+# one channel group, two routes concatenating), a maxpool to the first head; then a route back, an
+# upsample and a route naming its layer by absolute index into the second head. Both heads carry
+# scale_x_y and the training-only options YOLOv4-tiny's cfg has.
+V4_TRAINING_OPTIONS = """jitter=.3
+cls_normalizer=1.0
+iou_normalizer=0.07
+iou_loss=ciou
+ignore_thresh = .7
+truth_thresh = 1
+random=0
+resize=1.5
+nms_kind=greedynms
+beta_nms=0.6"""
+
+
+def v4_cfg(groups: int = 2, group_id: int = 1, scale_x_y: float = 1.05) -> str:
+    """The miniature YOLOv4-tiny with its grouped route and its heads' ``scale_x_y``."""
+
+    def conv(filters: int, size: int, stride: int = 1) -> str:
+        return (
+            f"[convolutional]\nbatch_normalize=1\nfilters={filters}\nsize={size}\n"
+            f"stride={stride}\npad=1\nactivation=leaky\n\n"
+        )
+
+    def head(mask: str) -> str:
+        return (
+            f"[convolutional]\nsize=1\nstride=1\npad=1\nfilters={HEAD_FILTERS}\n"
+            f"activation=linear\n\n[yolo]\nmask = {mask}\nanchors = {ANCHORS}\n"
+            f"classes={CLASSES}\nnum=6\nscale_x_y = {scale_x_y}\n{V4_TRAINING_OPTIONS}\n\n"
+        )
+
+    return (
+        f"[net]\nwidth={SIDE}\nheight={SIDE}\nchannels=3\n\n"
+        + conv(8, 3, stride=2)  # 0
+        + conv(8, 3)  # 1
+        + f"[route]\nlayers=-1\ngroups={groups}\ngroup_id={group_id}\n\n"  # 2
+        + conv(4, 3)  # 3
+        + "[route]\nlayers = -1,-2\n\n"  # 4: layers 3 and 2
+        + conv(8, 1)  # 5
+        + "[route]\nlayers = -5,-1\n\n"  # 6: layers 1 and 5
+        + "[maxpool]\nsize=2\nstride=2\n\n"  # 7
+        + head("3,4,5")  # 8, 9
+        + "[route]\nlayers = -3\n\n"  # 10: layer 7
+        + conv(8, 1)  # 11
+        + "[upsample]\nstride=2\n\n"  # 12
+        + "[route]\nlayers = -1, 5\n\n"  # 13
+        + head("1,2,3")  # 14, 15
+    )
+
+
+def v4_convs(groups: int = 2) -> tuple[Conv, ...]:
+    return (
+        Conv(8, 3, 3, True),
+        Conv(8, 8, 3, True),
+        Conv(4, 8 // groups, 3, True),
+        Conv(8, 4 + 8 // groups, 1, True),
+        Conv(HEAD_FILTERS, 16, 1, False),
+        Conv(8, 16, 1, True),
+        Conv(HEAD_FILTERS, 16, 1, False),
+    )
 
 
 def darknet_weights(
@@ -329,6 +392,53 @@ def test_the_tiny_network_gives_opencvs_rows_at_any_input_size(tmp_path: Path, s
     assert [output.name for output in model.graph.output] == [OUTPUT_NAME]
     assert (expected[:, 5:] > 0).any() and (expected[:, 5:] == 0).any()  # the floor is exercised
     np.testing.assert_allclose(rows, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("side", [SIDE, 96])
+@pytest.mark.parametrize(
+    ("groups", "group_id", "scale_x_y"), [(2, 1, 1.05), (2, 0, 1.05), (4, 3, 2.0)]
+)
+def test_the_yolov4_tiny_blocks_give_opencvs_rows(
+    tmp_path: Path, side: int, groups: int, group_id: int, scale_x_y: float
+) -> None:
+    """A grouped route takes its channel group, ``scale_x_y`` stretches the centres, the
+    training-only options change nothing: every row as OpenCV's, at the cfg's size and another."""
+    paths = write_model(
+        tmp_path, v4_cfg(groups, group_id, scale_x_y), darknet_weights(v4_convs(groups), 0)
+    )
+    blob = random_blob(side)
+    (rows,) = run_onnx(build_model(paths.cfg, paths.weights, side), blob)
+    expected = opencv_rows(paths, blob)
+    # Heads at strides 4 and 2: (S/4)^2 and (S/2)^2 cells, three anchors each.
+    assert rows.shape == expected.shape == (3 * ((side // 4) ** 2 + (side // 2) ** 2), 5 + CLASSES)
+    np.testing.assert_allclose(rows, expected, atol=1e-4)
+    # The tolerance tells these centres from unstretched ones (the random weights keep most
+    # sigmoids near 0.5, where the stretch moves a centre least).
+    plain = write_model(
+        tmp_path / "plain",
+        paths.cfg.read_text().replace(f"scale_x_y = {scale_x_y}", ""),
+        paths.weights.read_bytes(),
+    )
+    assert not np.allclose(rows, opencv_rows(plain, blob), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ("layers=-1,-2\ngroups=2\ngroup_id=1", "with groups takes a single layer"),
+        ("layers=-1\ngroups=2\ngroup_id=2", "group_id=2 is not one of groups=2"),
+        ("layers=-1\ngroups=3\ngroup_id=1", "groups=3 does not divide 8 channels"),
+    ],
+)
+def test_a_grouped_route_opencv_cannot_run_as_darknet_does_is_refused(
+    tmp_path: Path, route: str, message: str
+) -> None:
+    # OpenCV fails to load the first two and slices the third's 8 channels into 2 + 2 + 2 + 2
+    # (darknet: unequal parts), so no graph could give its rows.
+    cfg = v4_cfg().replace("layers=-1\ngroups=2\ngroup_id=1", route)
+    paths = write_model(tmp_path, cfg, darknet_weights(v4_convs(), 0))
+    with pytest.raises(ValueError, match=rf"^\[route\] {message}$"):
+        build_model(paths.cfg, paths.weights)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""Convert the verified darknet YOLOv3-tiny files to ONNX, in pure Python.
+"""Convert darknet YOLOv3-tiny and YOLOv4-tiny files to ONNX, in pure Python.
 
-ONNX Runtime and OpenVINO (and their INT8 tooling) need an ONNX graph of this network. Taking
+ONNX Runtime and OpenVINO (and their INT8 tooling) need an ONNX graph of the network. Taking
 one from a model hub would mean trusting weights nobody pinned, so the graph is built here from
 the sha256-pinned cfg and weights: batch norm is folded into the convolutions and the YOLO decode
 is part of the graph, so the model's single output holds exactly the rows OpenCV's darknet
@@ -162,7 +162,33 @@ def _upsample(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tenso
     return _Tensor(out, source.channels, source.side * stride)
 
 
-def _route(graph: _GraphBuilder, picked: list[_Tensor]) -> _Tensor:
+def _route(graph: _GraphBuilder, section: Section, picked: list[_Tensor]) -> _Tensor:
+    """The routed layers' outputs concatenated on channels or, with ``groups``, channel slice
+    ``group_id`` of ``groups`` equal slices of the one routed layer (YOLOv4-tiny's CSP blocks).
+
+    Raises ``ValueError`` for a grouped route OpenCV's importer cannot run (several layers, a
+    ``group_id`` outside the groups) or runs unlike darknet (channels the groups do not divide).
+    """
+    groups, group_id = section.integer("groups", 1), section.integer("group_id", 0)
+    if groups > 1:
+        if len(picked) > 1:
+            raise ValueError("[route] with groups takes a single layer")
+        if not 0 <= group_id < groups:
+            raise ValueError(f"[route] group_id={group_id} is not one of groups={groups}")
+        (source,) = picked
+        if source.channels % groups:
+            raise ValueError(f"[route] groups={groups} does not divide {source.channels} channels")
+        width = source.channels // groups
+        out = graph.op(
+            "Slice",
+            [
+                source.name,
+                graph.const("start", np.array([group_id * width], np.int64)),
+                graph.const("end", np.array([(group_id + 1) * width], np.int64)),
+                graph.const("axis", np.array([1], np.int64)),
+            ],
+        )
+        return _Tensor(out, width, source.side)
     if len(picked) == 1:
         return picked[0]
     out = graph.op("Concat", [tensor.name for tensor in picked], axis=1)
@@ -206,8 +232,12 @@ def _yolo_decode(
             graph.const("shape", np.array([count, per_anchor], np.int64)),
         ],
     )
+    # YOLOv4's scale_x_y stretches the sigmoid about the cell's centre, so a centre can reach the
+    # cell's edges: (sigmoid * scale - (scale - 1) / 2 + cell) / grid.
+    scale = float(section.options.get("scale_x_y", "1"))
     ys, xs, _ = np.meshgrid(np.arange(grid), np.arange(grid), np.arange(len(mask)), indexing="ij")
-    offsets = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) / np.float32(grid)
+    cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    offsets = ((cells - (scale - 1) / 2) / grid).astype(np.float32)
     sizes = np.tile(anchors, (grid * grid, 1)) / np.float32(input_size)
 
     def columns(start: int, end: int) -> str:
@@ -228,7 +258,7 @@ def _yolo_decode(
                 "Mul",
                 [
                     graph.op("Sigmoid", [columns(0, 2)]),
-                    graph.const("cell", np.array([1 / grid], np.float32)),
+                    graph.const("cell", np.array([scale / grid], np.float32)),
                 ],
             ),
             graph.const("offsets", offsets),
@@ -259,10 +289,13 @@ def graph_input_size(paths: ModelPaths) -> int:
 def build_model(
     cfg_path: Path, weights_path: Path, input_size: int | None = None
 ) -> onnx.ModelProto:
-    """Build the ONNX graph (input ``images`` 1x3xSxS RGB in [0,1], output ``rows`` (N, 85)).
+    """Build the ONNX graph (input ``images`` 1x3xSxS RGB in [0,1], output ``rows`` (N, 5 + C)
+    for C classes: 85 columns for COCO).
 
     S is ``input_size`` (a multiple of the network's stride, 32), or the cfg's when None: the
     network is convolutional, only the YOLO decode's grids and anchor scale depend on S.
+    Raises ``ValueError`` for a layer, an activation or an option the graph cannot build as
+    OpenCV's importer runs it, and for weights that do not match the cfg.
     """
     sections = parse_cfg(cfg_path.read_text())
     net, layers = sections[0], sections[1:]
@@ -281,7 +314,7 @@ def build_model(
             source = _upsample(graph, layer, source)
         elif layer.kind == "route":
             source = _route(
-                graph, [outputs[i if i >= 0 else index + i] for i in layer.ints("layers")]
+                graph, layer, [outputs[i if i >= 0 else index + i] for i in layer.ints("layers")]
             )
         elif layer.kind == "yolo":
             heads.append(_yolo_decode(graph, layer, source.name, source.side, input_size))
@@ -295,7 +328,7 @@ def build_model(
     model = helper.make_model(
         helper.make_graph(
             graph.nodes,
-            "yolov3-tiny",
+            cfg_path.stem,
             [
                 helper.make_tensor_value_info(
                     INPUT_NAME, TensorProto.FLOAT, [1, 3, input_size, input_size]
