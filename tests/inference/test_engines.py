@@ -1,4 +1,5 @@
-"""The ONNX conversion and the faster engines: same rows and same detections as OpenCV's."""
+"""The ONNX conversion and the faster engines: same rows and same detections as OpenCV's, for
+YOLOv3-tiny and for YOLOv4-tiny."""
 
 from __future__ import annotations
 
@@ -176,3 +177,76 @@ def test_float_engines_honour_the_input_size(
 def test_the_cfg_size_graph_records_its_size(model_paths: ModelPaths, converted: Path) -> None:
     sidecar = json.loads(converted.with_name(converted.name + ".json").read_text())
     assert sidecar["input_size"] == 416 == graph_input_size(model_paths)
+
+
+YOLOV4_TINY_DIR = Path("/work/scratch/yolov4-tiny")
+YOLOV4_SIZES = (416, CAMERA_SIZE)
+
+
+# replaced by the model store's fixture at merge
+@pytest.fixture(scope="module")
+def yolov4_tiny_paths(tmp_path_factory: pytest.TempPathFactory) -> ModelPaths:
+    """AlexeyAB's YOLOv4-tiny files (skips where they are absent); conversions go to a temporary
+    folder."""
+    cfg, weights, names = (
+        YOLOV4_TINY_DIR / name for name in ("yolov4-tiny.cfg", "yolov4-tiny.weights", "coco.names")
+    )
+    if not all(path.is_file() for path in (cfg, weights, names)):
+        pytest.skip(f"the YOLOv4-tiny files are not in {YOLOV4_TINY_DIR}")
+    return ModelPaths(
+        cfg=cfg, weights=weights, names=names, derived=tmp_path_factory.mktemp("yolov4-tiny")
+    )
+
+
+@pytest.fixture(scope="module")
+def yolov4_opencv_detections(
+    yolov4_tiny_paths: ModelPaths, photos: list[Path]
+) -> dict[int, list[list]]:
+    """OpenCV's detections on every photo, per input size."""
+    engine = create_engine("opencv", yolov4_tiny_paths)
+    labels = yolov4_tiny_paths.labels()
+    return {
+        size: [
+            Detector(engine, labels, input_size=size).detect_bytes(photo.read_bytes())
+            for photo in photos
+        ]
+        for size in YOLOV4_SIZES
+    }
+
+
+@pytest.mark.parametrize("size", YOLOV4_SIZES)
+@pytest.mark.parametrize("engine", FLOAT_ENGINES)
+def test_yolov4_tiny_rows_match_opencv(
+    engine: str, size: int, yolov4_tiny_paths: ModelPaths, photos: list[Path]
+) -> None:
+    """Every row of both heads on every photo: the grouped routes, the stretched centres
+    (``scale_x_y``) and the second head's anchor mask as OpenCV's darknet importer runs them."""
+    expected_engine = create_engine("opencv", yolov4_tiny_paths)
+    actual_engine = create_engine(engine, yolov4_tiny_paths, input_size=size)
+    cells = (size // 32) ** 2 + (size // 16) ** 2
+    for photo in photos:
+        blob, _ = letterbox(decode_image(photo.read_bytes()).pixels, size)
+        expected = expected_engine.forward(blob)
+        actual = actual_engine.forward(blob)
+        assert actual.shape == expected.shape == (3 * cells, 85)
+        np.testing.assert_allclose(actual, expected, atol=1e-4, err_msg=photo.name)
+
+
+@pytest.mark.parametrize("size", YOLOV4_SIZES)
+@pytest.mark.parametrize("engine", FLOAT_ENGINES)
+def test_yolov4_tiny_detections_are_identical_to_opencv(
+    engine: str,
+    size: int,
+    yolov4_tiny_paths: ModelPaths,
+    photos: list[Path],
+    yolov4_opencv_detections: dict[int, list[list]],
+) -> None:
+    expected = yolov4_opencv_detections[size]
+    assert sum(map(len, expected)) > len(photos)  # the photos do contain objects
+    detector = Detector(
+        create_engine(engine, yolov4_tiny_paths, input_size=size),
+        yolov4_tiny_paths.labels(),
+        input_size=size,
+    )
+    for photo, wanted in zip(photos, expected, strict=True):
+        assert differences(wanted, detector.detect_bytes(photo.read_bytes())) == [], photo.name
