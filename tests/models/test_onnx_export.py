@@ -433,8 +433,8 @@ def test_the_yolov4_tiny_blocks_give_opencvs_rows(
 def test_a_grouped_route_opencv_cannot_run_as_darknet_does_is_refused(
     tmp_path: Path, route: str, message: str
 ) -> None:
-    # OpenCV fails to load the first two and slices the third's 8 channels into 2 + 2 + 2 + 2
-    # (darknet: unequal parts), so no graph could give its rows.
+    # OpenCV cannot load the first two; the third it slices on whole channels where darknet cuts
+    # across them, so the two programs disagree.
     cfg = v4_cfg().replace("layers=-1\ngroups=2\ngroup_id=1", route)
     paths = write_model(tmp_path, cfg, darknet_weights(v4_convs(), 0))
     with pytest.raises(ValueError, match=rf"^\[route\] {message}$"):

@@ -138,8 +138,7 @@ def _convolution(
 
 
 def _maxpool(graph: _GraphBuilder, section: Section, source: _Tensor) -> _Tensor:
-    # OpenCV's importer defaults both to 2 where darknet takes stride 1 and size = stride; the
-    # rows are OpenCV's.
+    # OpenCV's importer's defaults, not darknet's (stride 1, size = stride): the rows are OpenCV's.
     stride, size = section.integer("stride", 2), section.integer("size", 2)
     # darknet pads (size - 1) in total, size // 2 of it before: with size 2 all of it lands after,
     # which is how a 13x13 map stays 13x13 under a stride-1 pool.
