@@ -1,5 +1,5 @@
 """The check of a darknet model folder: the real models pass with their exact sizes, each broken
-copy fails naming its file and fault."""
+copy fails naming its file and fault, and the cut-down oracle agrees with the full model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from cutdown import cut_down
 
+from iweblens.detection import Detection, DetectionParams
+from iweblens.inference.detector import Detector
+from iweblens.inference.engines.opencv import OpenCVEngine
 from iweblens.models.darknet import (
     DarknetModel,
     DarknetModelError,
@@ -228,3 +232,59 @@ def test_a_broken_cfg_is_refused(model_paths: ModelPaths, tmp_path: Path, name: 
     change, fragment = CFG_FAULTS[name]
     broken = with_files(model_paths, tmp_path, cfg=change(model_paths.cfg.read_text()))
     fault(broken, broken.cfg, fragment)
+
+
+# --- the cut-down oracle ---
+
+CUTS = [("dog", "person", "car"), ("person",)]
+
+
+@pytest.fixture(scope="module")
+def full_detector(model_paths: ModelPaths) -> Detector:
+    return Detector(OpenCVEngine(model_paths), model_paths.labels())
+
+
+@pytest.fixture(scope="module", params=CUTS, ids="-".join)
+def cut(
+    request: pytest.FixtureRequest,
+    model_paths: ModelPaths,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[tuple[str, ...], ModelPaths]:
+    keep: tuple[str, ...] = request.param
+    return keep, cut_down(model_paths, keep, tmp_path_factory.mktemp("cut"))
+
+
+def on_the_wire(detections: list[Detection]) -> list[tuple[str, str, int, int, int, int]]:
+    """Label, accuracy as the assignment's answer writes it (wire.render_detections), box."""
+    return [
+        (d.label, f"{d.confidence * 100:.2f}", d.left, d.top, d.width, d.height) for d in detections
+    ]
+
+
+def test_a_cut_down_model_passes_the_check(
+    cut: tuple[tuple[str, ...], ModelPaths], model_paths: ModelPaths
+) -> None:
+    keep, paths = cut
+    assert check(paths) == DarknetModel(len(keep), 416, keep)
+    full, cut_lines = model_paths.cfg.read_text().splitlines(), paths.cfg.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(full, cut_lines, strict=True) if a != b]
+    heads = f"filters={3 * (5 + len(keep))}"
+    assert changed == [("filters=255", heads), ("classes=80", f"classes={len(keep)}")] * 2
+
+
+def test_a_cut_down_model_finds_what_the_full_one_finds_of_its_classes(
+    cut: tuple[tuple[str, ...], ModelPaths],
+    full_detector: Detector,
+    photos: list[Path],
+    coco128: list[Path],
+) -> None:
+    keep, paths = cut
+    detector = Detector(OpenCVEngine(paths), paths.labels())
+    only = DetectionParams(classes=frozenset(keep))
+    found = 0
+    for photo in sorted(set(photos) | set(coco128)):
+        data = photo.read_bytes()
+        expected = full_detector.run(data, only).detections
+        assert on_the_wire(detector.run(data).detections) == on_the_wire(expected), photo.name
+        found += len(expected)
+    assert found > 0
