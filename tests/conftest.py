@@ -12,7 +12,7 @@ from support import API_KEYS, COCO128_DIR, DEPLOYMENT_MANIFEST, IMAGES_DIR, TEST
 from iweblens.config import Settings
 from iweblens.harness.cgroup import CgroupUnavailable, PodCgroup
 from iweblens.harness.manifest import PodSpec, manifest_pod_spec
-from iweblens.models.store import ModelPaths, ModelStore
+from iweblens.models.store import YOLOV4_TINY, ModelPaths, ModelStore
 
 # What the quick loop (``make quick``) leaves out, in one place; the markers are declared in
 # pyproject.toml. A test that asks for an imitated pod needs root (cgroups) and takes seconds.
@@ -65,7 +65,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def model_paths() -> ModelPaths:
     """The verified model files (fetched on first use)."""
-    return ModelStore(Settings.from_env().model_dir, progress=False).ensure()
+    return ModelStore.in_cache(Settings.from_env().model_dir, progress=False).ensure()
+
+
+@pytest.fixture(scope="session")
+def yolov4_tiny_paths() -> ModelPaths:
+    """The verified YOLOv4-tiny files (fetched on first use)."""
+    return ModelStore.in_cache(Settings.from_env().model_dir, YOLOV4_TINY, progress=False).ensure()
 
 
 @pytest.fixture(scope="session")

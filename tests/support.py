@@ -224,5 +224,5 @@ class FrontClient:
 
 def unstarted_front(settings: Settings) -> Front:
     """The whole service over an inference pool that never starts (no model is loaded)."""
-    card = ModelCard("opencv", "", 416, (), SCORE_FLOOR)
+    card = ModelCard("yolov3-tiny", "opencv", "", 416, (), SCORE_FLOOR)
     return build_front(settings, pool=InferencePool(lambda: None, workers=0, model=card))

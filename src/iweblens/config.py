@@ -58,6 +58,10 @@ class Settings:
     """
 
     model_dir: Path = field(default_factory=default_model_dir)
+    # The real models this server loads, the first its default (models/repository.py).
+    models: tuple[str, ...] = ("yolov3-tiny",)
+    # A folder of the user's own models, one subfolder each (None: the bundled ones only).
+    custom_models_dir: Path | None = None
     engine: str = "opencv"
     confidence: float = 0.5
     nms: float = 0.45
@@ -94,6 +98,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         checks = {
+            "models": len(self.models) >= 1,
             "confidence": 0 <= self.confidence <= 1,
             "nms": 0 <= self.nms <= 1,
             # darknet's input must be a multiple of the network's stride, 32.

@@ -6,6 +6,7 @@ can share them without importing OpenCV.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -33,7 +34,10 @@ class DetectionParams:
     ``confidence``: keep class scores strictly above this (0-1); ``nms``: IoU above which the
     weaker of two boxes of one class is dropped (0-1); ``classes``: keep only these labels (the
     model's own spelling); ``max_detections``: keep the most confident N; ``annotate``: also draw
-    the boxes on a JPEG copy of the image (see ``iweblens.inference.annotate``).
+    the boxes on a JPEG copy of the image (see ``iweblens.inference.annotate``); ``model``: the
+    real model to run (None: the pool's default); ``relabel``: a view's label map (the model's
+    label -> the answered label): other classes are dropped, and boxes that share an answered
+    label are suppressed as one class.
     """
 
     confidence: float | None = None
@@ -41,6 +45,8 @@ class DetectionParams:
     classes: frozenset[str] | None = None
     max_detections: int | None = None
     annotate: bool = False
+    model: str | None = None
+    relabel: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,13 @@ class Inference:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What answers come from: the engine, the pinned weights, the labels and the score floor.
+    """What answers come from: the model, its engine, weights, labels and score floor.
 
     ``score_floor``: the engine zeroes class scores at or below it, so no threshold below it can
     be honoured (a lower one behaves as this one).
     """
 
+    name: str
     engine: str
     weights_sha256: str
     input_size: int

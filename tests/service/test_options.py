@@ -18,11 +18,11 @@ from werkzeug.test import EnvironBuilder
 
 from iweblens.detection import ModelCard
 from iweblens.inference.engines import SCORE_FLOOR
+from iweblens.models.labels import coco_name
 from iweblens.models.store import ModelPaths, pinned_sha256
 from iweblens.service.errors import ApiError
 from iweblens.service.options import (
     DetectionOptions,
-    coco_name,
     parse_options,
     query_lists,
     resolve_classes,
@@ -126,6 +126,7 @@ def test_details_on_every_flavour(
     timings = body["timings_ms"]
     assert timings["queue_wait"] >= 0 and 0 < timings["inference"] <= timings["total"]
     assert body["model"] == {
+        "name": "yolov3-tiny",
         "engine": "opencv",
         "weights_sha256": pinned_sha256("yolov3-tiny.weights"),
         "input_size": 416,
@@ -259,14 +260,16 @@ def test_a_scalar_option_given_twice_is_refused() -> None:
 
 
 def test_classes_resolve_to_the_models_spelling() -> None:
-    card = ModelCard("opencv", "", 416, ("person", "aeroplane", "tvmonitor"), SCORE_FLOOR)
-    assert resolve_classes(["Airplane", "TV", "person"], card) == {
+    card = ModelCard(
+        "yolov3-tiny", "opencv", "", 416, ("person", "aeroplane", "tvmonitor"), SCORE_FLOOR
+    )
+    assert resolve_classes(["Airplane", "TV", "person"], card.labels) == {
         "aeroplane",
         "tvmonitor",
         "person",
     }
     with pytest.raises(ApiError) as raised:
-        resolve_classes(["plane"], card)
+        resolve_classes(["plane"], card.labels)
     assert raised.value.code == "unknown_class"
 
 

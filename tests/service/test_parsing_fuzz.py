@@ -44,7 +44,7 @@ LIMITS = ImageLimits.from_settings(Settings())
 
 @pytest.fixture(scope="module")
 def model(model_paths: ModelPaths) -> ModelCard:
-    return ModelCard("opencv", "", 416, tuple(model_paths.labels()), SCORE_FLOOR)
+    return ModelCard("yolov3-tiny", "opencv", "", 416, tuple(model_paths.labels()), SCORE_FLOOR)
 
 
 def parse_everything(model: ModelCard, body: bytes, content_type: str, query: str = "") -> None:

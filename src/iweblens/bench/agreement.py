@@ -118,7 +118,7 @@ def engine_detections(
     """Every image's detections by ``engine`` (correctness only, so no quota)."""
     from iweblens.inference.detector import Detector
 
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    paths = ModelStore.in_cache(settings.model_dir, progress=False).verified_paths()
     detector = Detector.from_settings(settings, paths, engine)
     return [detector.detect_bytes(image.read_bytes()) for image in images]
 
@@ -126,7 +126,7 @@ def engine_detections(
 def _quantize(images: Sequence[Path], settings: Settings) -> None:
     from iweblens.inference.quantize import quantize
 
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    paths = ModelStore.in_cache(settings.model_dir, progress=False).verified_paths()
     quantize(paths, calibration_half(images), settings.input_size)
 
 

@@ -68,7 +68,8 @@ def request_cpu_ms(
     with app.request_context(environ):
         detection_request = parse_request(request)
         options = parse_options(detection_request, query_lists(request.args))
-        params = options.params(service_of(app).pool.model)
+        served = service_of(app).models.resolve(options.model)
+        params = options.params(service_of(app).pool.model, served)
         decoded = decode_image(detection_request.image, detector.input_size)
         network_started = time.thread_time()
         blob, box = detector.letterboxer(decoded.pixels)
@@ -79,7 +80,7 @@ def request_cpu_ms(
         frame = (width, height)
         drawn = annotate(decoded.pixels, detections, MAX_SIDE, frame) if params.annotate else None
         inference = Inference(detections, width, height, drawn)
-        answer(detection_request, options, params, inference).get_data()
+        answer(detection_request, options, params, inference, served).get_data()
     total = time.thread_time() - started
     return total * 1000, (total - network) * 1000
 
@@ -87,7 +88,7 @@ def request_cpu_ms(
 def measure(images: Sequence[Path], rounds: int) -> list[dict[str, tuple[float, float]]]:
     """``request_cpu_ms`` of every variant, one row per image and round (variants alternated)."""
     settings = Settings.from_env()
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    paths = ModelStore.in_cache(settings.model_dir, progress=False).verified_paths()
     set_compute_threads(1)
     detector = Detector.from_settings(settings, paths)
     pool = InferencePool(lambda: detector, workers=0, model=model_card(settings, paths))

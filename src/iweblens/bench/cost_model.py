@@ -96,7 +96,7 @@ def _unit(photo: str, settings: Settings, queue: multiprocessing.Queue[Any]) -> 
     from iweblens.models.store import ModelStore
 
     set_compute_threads(1)
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    paths = ModelStore.in_cache(settings.model_dir, progress=False).verified_paths()
     detector = Detector.from_settings(settings, paths, "opencv")
     data = Path(photo).read_bytes()
     laps = []

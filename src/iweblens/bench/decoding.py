@@ -116,7 +116,7 @@ def reduced_decode_agreement(
     from iweblens.inference.detector import Detector
     from iweblens.models.store import ModelStore
 
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    paths = ModelStore.in_cache(settings.model_dir, progress=False).verified_paths()
     detector = Detector.from_settings(settings, paths, "opencv")
     lines = [
         "| size | decode | decoded long sides | F1 vs 640-px original | detections |",

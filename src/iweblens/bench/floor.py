@@ -66,7 +66,7 @@ def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> Fl
     from iweblens.inference.pixels import decode_image
     from iweblens.inference.resources import cpu_allotment, threads_for
 
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    paths = ModelStore.in_cache(settings.model_dir, progress=False).verified_paths()
     set_compute_threads(threads_for(cpu_allotment()))
     detector = Detector.from_settings(settings, paths, engine)
     payloads = [image.read_bytes() for image in images]

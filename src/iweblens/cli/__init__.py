@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("iweblens.cli.service", "run the detection service (uvicorn)"),
     "detect": Command("iweblens.cli.service", "detect objects in images, without a server"),
     "fetch-model": Command("iweblens.cli.service", "fetch and verify the model files"),
+    "models": Command("iweblens.cli.service", "list the models and views, and which load"),
     "client": Command(
         "iweblens.cli.load",
         "closed-loop load client, wire-compatible with the reference iWebLens client",

@@ -79,7 +79,7 @@ def _run_quantize(args: argparse.Namespace, settings: Settings) -> int:
     from iweblens.inference.quantize import calibration_set, quantize
     from iweblens.models.store import ModelStore, sha256_of
 
-    paths = ModelStore(settings.model_dir).ensure()
+    paths = ModelStore.in_cache(settings.model_dir).ensure()
     images = calibration_set(args.images, args.count)
     if not images:
         print(f"no .jpg files in {args.images}")

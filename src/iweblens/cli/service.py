@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,26 +15,69 @@ from iweblens.cli import check_path, unreadable
 from iweblens.config import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
+    from iweblens.models.repository import DarknetModel, ModelRepository, Served
     from iweblens.models.store import ModelPaths
 
 
-def _ensure_model(settings: Settings) -> ModelPaths:
-    """The verified model files, fetched if missing; exits with the reason if they are bad.
+def _repository(settings: Settings) -> ModelRepository:
+    """The model repository, or exit 2 with the reason (a broken user model folder, an
+    ``IWEBLENS_MODELS`` naming no real model)."""
+    from iweblens.models.repository import ModelConfigError, ModelRepository
+
+    try:
+        return ModelRepository.from_settings(settings)
+    except ModelConfigError as error:
+        raise SystemExit(f"iweblens: {error}") from None
+
+
+def _ensure_model(model: DarknetModel, cache: Path) -> ModelPaths:
+    """A model's verified files, a bundled one's fetched if missing; exits with the reason if
+    they are bad.
 
     Reports on stderr: bars on a terminal, plain lines in logs (CI, docker build, a pod's log).
     """
     from iweblens.models.store import ModelIntegrityError, ModelStore
 
+    if model.pinned is None:
+        return model.verified_paths()
     try:
-        return ModelStore(settings.model_dir).ensure()
+        return ModelStore.in_cache(cache, model.pinned).ensure()
     except ModelIntegrityError as error:
         raise SystemExit(f"iweblens: {error}") from None
 
 
-def _check_engine(settings: Settings, paths: ModelPaths | None = None) -> None:
+def _ensure_models(settings: Settings, names: Sequence[str] | None = None) -> ModelRepository:
+    """The repository, with the files of ``names`` (default: the models this server loads)
+    verified and fetched, and each model's engine checked; exits with the reason otherwise."""
+    from iweblens.models.repository import ModelConfigError, View
+
+    fetched = _repository(settings)
+    for asked in names or fetched.loaded:
+        found = fetched.models.get(fetched.canonical(asked))
+        if found is None:
+            raise SystemExit(f"iweblens: no model {asked!r}; the models are {fetched.names()}")
+        model = fetched.real(fetched.base_of(found)) if isinstance(found, View) else found
+        paths = _ensure_model(model, settings.model_dir)
+        _check_engine(settings, paths, model.engine, model.input_size, model.name)
+    repository = _repository(settings)  # again: the labels of what was just fetched
+    try:
+        repository.served()
+    except ModelConfigError as error:
+        raise SystemExit(f"iweblens: {error}") from None
+    return repository
+
+
+def _check_engine(
+    settings: Settings,
+    paths: ModelPaths | None = None,
+    engine: str | None = None,
+    input_size: int | None = None,
+    model: str | None = None,
+) -> None:
     """Refuse an engine that cannot run now, rather than in an inference thread (``/readyz``
     failing for ever): unknown, a package of its extra missing, or (with the model files'
-    ``paths``) unable to take the input size. Checked, not loaded: start-up stays fast."""
+    ``paths``) unable to take the input size. Checked, not loaded: start-up stays fast.
+    ``engine``/``input_size``: ``model``'s own (None: the server's)."""
     from iweblens.inference.engines import (
         EngineUnavailableError,
         UnknownEngineError,
@@ -42,14 +85,16 @@ def _check_engine(settings: Settings, paths: ModelPaths | None = None) -> None:
         check_input_size,
     )
 
+    where = env_name("engine") if engine is None else f"model {model}: engine"
+    engine = engine or settings.engine
     try:
-        check_engine(settings.engine)
+        check_engine(engine)
         if paths is not None:
-            check_input_size(settings.engine, settings.input_size, paths)
+            check_input_size(engine, input_size or settings.input_size, paths)
     except UnknownEngineError as error:
-        raise SystemExit(f"iweblens: {env_name('engine')}: {error}") from None
+        raise SystemExit(f"iweblens: {where}: {error}") from None
     except EngineUnavailableError as error:
-        raise SystemExit(f"iweblens: {env_name('engine')}={settings.engine}: {error}") from None
+        raise SystemExit(f"iweblens: {where}={engine}: {error}") from None
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,7 +114,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     }
     settings = dataclasses.replace(settings, **overrides)  # in range: checked when parsed
     _check_engine(settings)
-    _check_engine(settings, _ensure_model(settings))
+    _ensure_models(settings)
     try:
         serve(settings)
     except (InsufficientMemoryError, ApiKeyError) as error:
@@ -80,16 +125,19 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_detect(args: argparse.Namespace, settings: Settings) -> int:
-    from iweblens.detection import ImageDecodeError
+    from iweblens.detection import DetectionParams, ImageDecodeError
     from iweblens.inference.detector import Detector
     from iweblens.service.wire import DetectionRequest, Flavour, render_detections
 
     # Every path is checked before the model loads: a typo costs no start-up.
     images = [check_path(image) for image in args.images]
     _check_engine(settings)
-    paths = _ensure_model(settings)
-    _check_engine(settings, paths)
-    detector = Detector.from_settings(settings, paths)
+    repository = _ensure_models(settings, [args.model] if args.model else None)
+    served = _served(repository, args.model)
+    model = served.model
+    paths = model.verified_paths()
+    detector = Detector.from_settings(settings, paths, model.engine, input_size=model.input_size)
+    params = DetectionParams(relabel=served.relabel)
     results = {}
     for image in images:
         try:
@@ -97,7 +145,7 @@ def run_detect(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as error:
             raise unreadable(image, error) from None
         try:
-            detections = detector.detect_bytes(data)
+            detections = detector.run(data, params).detections
         except ImageDecodeError as error:
             print(f"iweblens: {image}: {error}", file=sys.stderr)
             return 1
@@ -109,16 +157,76 @@ def run_detect(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
-    paths = _ensure_model(settings)
-    for path in (paths.cfg, paths.weights, paths.names):
-        print(path)
-    if find_spec("onnx"):
-        # With the engines extra, convert now so the onnxruntime/openvino engines start offline.
-        from iweblens.models.onnx_export import ensure_onnx
+def _served(repository: ModelRepository, name: str | None) -> Served:
+    """What answers ``name`` (None: the default model), or exit 2 listing the names."""
+    from iweblens.models.repository import (
+        ModelNotLoadedError,
+        ModelRepository,
+        UnknownModelError,
+        View,
+    )
 
-        print(ensure_onnx(paths, settings.input_size))
+    try:
+        return repository.resolve(name)
+    except ModelNotLoadedError:
+        # The command line loads what it is asked for, whatever IWEBLENS_MODELS says.
+        assert name is not None
+        model = repository.models[repository.canonical(name)]
+        real = repository.base_of(model) if isinstance(model, View) else model.name
+        return ModelRepository(repository.models.values(), (real,)).resolve(name)
+    except UnknownModelError as error:
+        raise SystemExit(f"iweblens: {error}") from None
+
+
+def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
+    repository = _ensure_models(settings, args.model or None)
+    for name in args.model or repository.loaded:
+        if name not in repository.real_names():
+            continue  # a view: its model's files are the ones fetched
+        paths = repository.real(name).verified_paths()
+        for path in (paths.cfg, paths.weights, paths.names):
+            print(path)
+        if find_spec("onnx"):
+            # With the engines extra, convert now so the onnxruntime/openvino engines start
+            # offline.
+            from iweblens.models.onnx_export import ensure_onnx
+
+            model = repository.real(name)
+            print(ensure_onnx(paths, model.input_size or settings.input_size))
     return 0
+
+
+def run_models(args: argparse.Namespace, settings: Settings) -> int:
+    """Print every model: name, kind, loaded by this configuration, labels, size, engine."""
+    from iweblens.models.repository import DarknetModel
+
+    repository = _repository(settings)
+    rows = []
+    for name, model in repository.models.items():
+        loaded = "loaded" if name in repository.loaded or _over_loaded(repository, name) else "-"
+        if isinstance(model, DarknetModel):
+            size = model.input_size or settings.input_size
+            labels = f"{len(model.labels)} labels" if model.labels else "not fetched"
+            where = "bundled" if model.pinned else str(model.folder)
+            detail = f"{size} px, {model.engine or settings.engine}, {labels}, {where}"
+        else:
+            detail = f"over {repository.base_of(model)}: {', '.join(model.labels)}"
+        rows.append((name, model.kind, loaded, detail))
+    if args.json:
+        keys = ("name", "kind", "loaded", "detail")
+        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
+        return 0
+    width = max(len(row[0]) for row in rows)
+    for name, kind, loaded, detail in rows:
+        print(f"{name:<{width}}  {kind:<7}  {loaded:<6}  {detail}")
+    return 0
+
+
+def _over_loaded(repository: ModelRepository, name: str) -> bool:
+    from iweblens.models.repository import View
+
+    model = repository.models[name]
+    return isinstance(model, View) and repository.base_of(model) in repository.loaded
 
 
 def _setting(name: str) -> Callable[[str], int]:
@@ -159,15 +267,30 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _detect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument(
+        "--model", help="the model or view to detect with (`iweblens models`; default: the default)"
+    )
     parser.set_defaults(run=run_detect)
 
 
 def _fetch_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help=f"a real model to fetch; repeatable (default: those {env_name('models')} names)",
+    )
     parser.set_defaults(run=run_fetch_model)
+
+
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run_models)
 
 
 ARGUMENTS = {
     "serve": _serve_arguments,
     "detect": _detect_arguments,
     "fetch-model": _fetch_model_arguments,
+    "models": _models_arguments,
 }

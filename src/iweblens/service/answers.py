@@ -14,6 +14,7 @@ from flask import Response, jsonify, request
 
 from iweblens.config import Settings
 from iweblens.detection import DetectionParams, Inference, ModelCard
+from iweblens.models.repository import Served
 from iweblens.service.context import STARTED_KEY, service_of
 from iweblens.service.options import DetectionOptions
 from iweblens.service.wire import DetectionRequest, render_detections
@@ -24,8 +25,10 @@ def answer(
     options: DetectionOptions,
     params: DetectionParams,
     inference: Inference,
+    served: Served,
 ) -> Response:
-    """The HTTP response for a detected image (JSON, or ``image/jpeg`` when annotated)."""
+    """The HTTP response for a detected image (JSON, or ``image/jpeg`` when annotated) by the
+    model or view ``served``."""
     if options.annotate:
         response = Response(inference.annotated_jpeg, mimetype="image/jpeg")
         response.headers["Content-Disposition"] = 'inline; filename="annotated.jpg"'
@@ -35,9 +38,11 @@ def answer(
         for shown, detection in zip(body["objects"], inference.detections, strict=True):
             shown["class_id"] = detection.class_id
         service = service_of()
-        body.update(
-            details(options, params, inference, service.pool.model, service.settings, elapsed_s())
-        )
+        card = service.pool.models[served.model.name]
+        body.update(details(options, params, inference, card, service.settings, elapsed_s()))
+        body["model"]["name"] = served.name
+        if served.relabel is not None:
+            body["model"]["view_of"] = served.model.name
     return jsonify(body)
 
 
@@ -76,6 +81,7 @@ def details(
             "total": _ms(total_s),
         },
         "model": {
+            "name": model.name,  # the real model's; a view's is set by ``answer``
             "engine": model.engine,
             "weights_sha256": model.weights_sha256,
             "input_size": model.input_size,

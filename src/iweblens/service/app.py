@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import CancelledError
+from dataclasses import replace
 from importlib import resources
 from typing import IO
 
@@ -26,6 +27,7 @@ from iweblens.service.auth import auth_blueprint
 from iweblens.service.context import BUFFERED_KEY, EXTENSION, TICKET_KEY, Service, service_of
 from iweblens.service.deepstack import deepstack_blueprint
 from iweblens.service.errors import ApiError, install
+from iweblens.service.models import card_of, models_blueprint, served_model
 from iweblens.service.options import parse_options, query_lists
 from iweblens.service.page import page_blueprint
 from iweblens.service.wire import StrictJSONProvider, check_image, image_error, parse_request
@@ -43,10 +45,10 @@ def _ticket() -> Ticket:
 def object_detection() -> Response:
     detection_request = parse_request(request)
     options = parse_options(detection_request, query_lists(request.args))
-    params = options.params(service_of().pool.model)
-    return answer(
-        detection_request, options, params, run_detection(detection_request.image, params)
-    )
+    served = served_model(options.model)
+    params = options.params(card_of(served), served)
+    inference = run_detection(detection_request.image, params)
+    return answer(detection_request, options, params, inference, served)
 
 
 def run_detection(image: bytes, params: DetectionParams) -> Inference:
@@ -58,8 +60,10 @@ def run_detection(image: bytes, params: DetectionParams) -> Inference:
     is dropped before inference (client gone, deadline) or cancelled by a shutdown.
     """
     service = service_of()
-    header = check_image(image, ImageLimits.from_settings(service.settings))
     pool = service.pool
+    card = pool.models[params.model] if params.model else pool.model
+    limits = replace(ImageLimits.from_settings(service.settings), input_size=card.input_size)
+    header = check_image(image, limits)
     if not pool.wait_ready(timeout=service.settings.model_wait_s):
         raise ApiError(503, "model_unavailable", pool.failure or "the model is still loading")
     ticket = _ticket()
@@ -129,6 +133,7 @@ def create_app(service: Service) -> Flask:
     app.extensions[EXTENSION] = service
     app.register_blueprint(api)
     app.register_blueprint(page_blueprint)
+    app.register_blueprint(models_blueprint)
     app.register_blueprint(deepstack_blueprint(run_detection))
     app.register_blueprint(auth_blueprint(service.keys))
     install(app)

@@ -34,7 +34,7 @@ from iweblens.service.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-DETECTION_ENDPOINTS = frozenset({"api.object_detection", "deepstack.detection"})
+DETECTION_ENDPOINTS = frozenset({"api.object_detection", "deepstack.detection", "deepstack.custom"})
 KEY_FIELD = "api_key"
 HOW_TO_SEND = "send Authorization: Bearer KEY, X-API-Key: KEY, or a multipart field api_key"
 

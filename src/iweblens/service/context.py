@@ -18,6 +18,7 @@ from iweblens.config import Settings
 from iweblens.inference.pool import InferencePool, build_pool
 from iweblens.inference.resources import memory_allotment
 from iweblens.inference.sizing import request_budget
+from iweblens.models.repository import ModelRepository
 from iweblens.service.admission import Admission, AdmissionEvents
 from iweblens.service.auth import ApiKeys
 from iweblens.service.metrics import ServiceMetrics
@@ -39,6 +40,7 @@ class Service:
     """
 
     settings: Settings
+    models: ModelRepository
     pool: InferencePool
     admission: Admission
     metrics: ServiceMetrics
@@ -49,17 +51,20 @@ class Service:
 def build_service(settings: Settings, pool: InferencePool | None = None) -> Service:
     """The collaborators for ``settings``; without ``pool``, one is built and starts loading.
 
-    Raises ``ApiKeyError`` for an unusable key or key file, before any model starts loading, and
-    what ``build_pool`` raises for model files that fail their checks.
+    Raises ``ApiKeyError`` for an unusable key or key file, before any model starts loading,
+    ``ModelConfigError`` for a model that cannot be served, and what ``build_pool`` raises for
+    model files that fail their checks.
     """
     keys = ApiKeys.from_settings(settings)
     metrics = ServiceMetrics()
+    models = ModelRepository.from_settings(settings)
     if pool is None:
-        pool = build_pool(settings, metrics.observe_inference)
+        pool = build_pool(settings, metrics.observe_inference, models)
         pool.start()
+    metrics.know_models(pool.models)
     limit = memory_allotment()  # read once: a pod's limit does not change while it runs
     admission = Admission(
-        request_budget(settings, limit, pending_networks=0 if pool.ready else pool.workers),
+        request_budget(settings, limit, pending_bytes=0 if pool.ready else pool.network_bytes),
         settings.max_wait,
         pool.workers,
         AdmissionEvents(shed=metrics.count_shed, dropped=metrics.count_dropped),
@@ -70,7 +75,7 @@ def build_service(settings: Settings, pool: InferencePool | None = None) -> Serv
     # Once the networks are loaded, the budget is measured rather than estimated.
     pool.when_ready(lambda: admission.set_budget(request_budget(settings, limit)))
     return Service(
-        settings, pool, admission, metrics, keys, lambda: request_budget(settings, limit)
+        settings, models, pool, admission, metrics, keys, lambda: request_budget(settings, limit)
     )
 
 

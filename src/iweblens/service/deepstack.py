@@ -18,6 +18,12 @@ security pages), CodeProject.AI Server's SDK (``BackendResponseBase``) and ``dee
   added (``errors`` renders them, from its vocabulary). DeepStack's ``duration`` (never set by
   its server, so always 0) is not.
 
+``POST /v1/vision/custom/<model>`` answers the same request with a named model or view (Blue
+Iris, Home Assistant's ``custom_model``, ``deepstack-python``'s ``custom_model=``, Agent DVR);
+as CodeProject.AI does, ``general`` or an empty name means ``ipcam-general`` and ``combined``
+``ipcam-combined``. ``/v1/vision/custom/list`` (GET or POST) answers CodeProject.AI's listing,
+``{"success": true, "models": [names]}``: the models and views this server serves.
+
 Labels use COCO's spelling, which these clients configure their targets with (``airplane``,
 ``couch``, ``tv``...); the boxes and confidences are the native endpoint's at the same threshold.
 """
@@ -25,16 +31,19 @@ Labels use COCO's spelling, which these clients configure their targets with (``
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from email.utils import formatdate
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from iweblens.detection import DetectionParams, Inference
+from iweblens.models.labels import coco_name
 from iweblens.service.answers import elapsed_s
 from iweblens.service.context import service_of
 from iweblens.service.errors import DEEPSTACK_BLUEPRINT, NO_IMAGE, ApiError
-from iweblens.service.options import coco_name, parse_number
+from iweblens.service.models import served_model
+from iweblens.service.options import parse_number
 
 DEFAULT_MIN_CONFIDENCE = 0.45  # DeepStack's documented default, and deepstack-python's
 MODULE_ID = "iweblens"
@@ -44,26 +53,53 @@ Detect = Callable[[bytes, DetectionParams], Inference]
 
 
 DEEPSTACK_PATH = "/v1/vision/detection"
+DEEPSTACK_PREFIX = "/v1/vision/"  # every route answered in DeepStack's shape
+CUSTOM_PREFIX = "/v1/vision/custom/"
+LIST_PATH = CUSTOM_PREFIX + "list"
+
+
+def queues_inference(path: str) -> bool:
+    """Whether a request to ``path`` queues an inference (a DeepStack detection route)."""
+    return path == DEEPSTACK_PATH or (path.startswith(CUSTOM_PREFIX) and path != LIST_PATH)
 
 
 def deepstack_blueprint(detect: Detect) -> Blueprint:
-    """The endpoint, detecting through ``detect`` (the service's one detection path)."""
+    """The endpoints, detecting through ``detect`` (the service's one detection path)."""
     blueprint = Blueprint(DEEPSTACK_BLUEPRINT, __name__)
 
     @blueprint.post(DEEPSTACK_PATH)
     def detection() -> Response:
-        upload = request.files.get("image")
-        image = upload.read() if upload is not None else b""
-        if not image:
-            raise ApiError(400, "missing_image", NO_IMAGE)
-        given = request.form.getlist("min_confidence")
-        if len(given) > 1:
-            raise ApiError(400, "invalid_option", "min_confidence was given more than once")
-        confidence = min_confidence(given[0] if given else None)
-        inference = detect(image, DetectionParams(confidence=confidence))
-        return jsonify(render(inference, elapsed_s()))
+        return _answer(detect, None, "detect")
+
+    @blueprint.post(CUSTOM_PREFIX, defaults={"model": ""})
+    @blueprint.post(CUSTOM_PREFIX + "<path:model>")
+    def custom(model: str) -> Response:
+        return _answer(detect, model, "custom")
+
+    @blueprint.route(LIST_PATH, methods=["GET", "POST"])
+    def listing() -> Response:
+        names = list(service_of().models.served())
+        return jsonify({"success": True, "models": names, "code": 200, "command": "list"})
 
     return blueprint
+
+
+def _answer(detect: Detect, model: str | None, command: str) -> Response:
+    served = served_model(model, deepstack=True) if model is not None else None
+    upload = request.files.get("image")
+    image = upload.read() if upload is not None else b""
+    if not image:
+        raise ApiError(400, "missing_image", NO_IMAGE)
+    given = request.form.getlist("min_confidence")
+    if len(given) > 1:
+        raise ApiError(400, "invalid_option", "min_confidence was given more than once")
+    confidence = min_confidence(given[0] if given else None)
+    params = DetectionParams(confidence=confidence)
+    if served is not None:
+        params = replace(params, model=served.model.name, relabel=served.relabel)
+    inference = detect(image, params)
+    name = MODULE_NAME if served is None else f"iWebLens object detection ({served.name})"
+    return jsonify(render(inference, elapsed_s(), command=command, module_name=name))
 
 
 def min_confidence(text: str | None) -> float:
@@ -82,8 +118,18 @@ def min_confidence(text: str | None) -> float:
     return value
 
 
-def render(inference: Inference, total_s: float) -> dict[str, Any]:
-    """The success answer, most confident first (DeepStack and CodeProject.AI fields)."""
+def render(
+    inference: Inference,
+    total_s: float,
+    *,
+    command: str = "detect",
+    module_name: str = MODULE_NAME,
+) -> dict[str, Any]:
+    """The success answer, most confident first (DeepStack and CodeProject.AI fields).
+
+    ``command``: CodeProject.AI's name of the route (``detect``, or ``custom`` for a named
+    model); ``module_name``: the model that answered, in words.
+    """
     predictions = [
         {
             "label": coco_name(d.label),
@@ -104,9 +150,9 @@ def render(inference: Inference, total_s: float) -> dict[str, Any]:
         "count": len(predictions),
         "message": f"Found {', '.join(found)}" if found else "No objects found",
         "code": 200,
-        "command": "detect",
+        "command": command,
         "moduleId": MODULE_ID,
-        "moduleName": MODULE_NAME,
+        "moduleName": module_name,
         "inferenceMs": inference_ms,
         "processMs": round((inference.queue_wait_s + inference.inference_s) * 1000),
         "analysisRoundTripMs": round(total_s * 1000),

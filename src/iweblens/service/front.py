@@ -58,7 +58,7 @@ from iweblens.service.context import (
     Service,
     build_service,
 )
-from iweblens.service.deepstack import DEEPSTACK_PATH
+from iweblens.service.deepstack import DEEPSTACK_PREFIX, queues_inference
 from iweblens.service.errors import ApiError, from_http, render
 from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.probes import probe
@@ -74,8 +74,9 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
 # The route label of requests that match no route of the app (404, 405, redirects).
 UNMATCHED = "unmatched"
-# Requests that queue an inference: refused unread while the server is shutting down.
-DETECTION_PATHS = frozenset({"/api/object_detection", DEEPSTACK_PATH})
+# The native detection route; it and the DeepStack ones queue an inference, so are refused
+# unread while the server is shutting down.
+NATIVE_DETECTION_PATH = "/api/object_detection"
 # How often a body read wakes up to look at its deadline and at a shutdown in progress.
 BODY_POLL_S = 0.5
 # After a request whose body and decoded pixels reach this much, freed memory is handed back to
@@ -205,7 +206,7 @@ class Front:
                 raise _too_large(limit)
         if length == 0 or (length is None and "transfer-encoding" not in headers):
             return b""
-        if scope["path"] in DETECTION_PATHS:
+        if scope["path"] == NATIVE_DETECTION_PATH or queues_inference(scope["path"]):
             self.admission.check_open()
         fallback = time.monotonic() + self.settings.read_timeout
 
@@ -309,7 +310,7 @@ class Exchange:
 
     async def refuse(self, error: ApiError) -> None:
         """Answer in the error shape; a refusal before the body is read closes the connection."""
-        body, extra = render(error, self.scope["path"] == DEEPSTACK_PATH)
+        body, extra = render(error, self.scope["path"].startswith(DEEPSTACK_PREFIX))
         if not isinstance(error, Shed) and error.status in (400, 408, 413):
             extra["Connection"] = "close"
         await self.answer(error.status, body, "application/json", extra.items())

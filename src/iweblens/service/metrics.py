@@ -6,6 +6,7 @@ A registry per app (not the global one) lets tests build several apps in one pro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -49,6 +50,18 @@ class ServiceMetrics:
             "iweblens_inference_seconds",
             "Decode, letterbox, forward pass and postprocessing of one image.",
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_inference = Counter(
+            "iweblens_model_inference_seconds",
+            "Seconds of inference spent, by real model (a view counts as its model).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.model_images = Counter(
+            "iweblens_model_images",
+            "Images detected, by real model (a view counts as its model).",
+            ["model"],
             registry=self.registry,
         )
         self.in_flight = Gauge(
@@ -116,9 +129,17 @@ class ServiceMetrics:
         for name, (documentation, read) in figures.items():
             Gauge(name, documentation, registry=self.registry).set_function(read)
 
-    def observe_inference(self, queue_wait: float, inference: float) -> None:
+    def know_models(self, names: Iterable[str]) -> None:
+        """Export every model's series from the start (the label's values: these names)."""
+        for name in names:
+            self.model_inference.labels(name)
+            self.model_images.labels(name)
+
+    def observe_inference(self, model: str, queue_wait: float, inference: float) -> None:
         self.queue_wait.observe(queue_wait)
         self.inference.observe(inference)
+        self.model_inference.labels(model).inc(inference)
+        self.model_images.labels(model).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

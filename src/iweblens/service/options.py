@@ -15,6 +15,7 @@ or ``unknown_class``. With no option given, the answer is exactly today's.
 ``max_detections``  a whole number >= 1: the most confident N objects
 ``details``         true/false: add class ids, image size, timings and model identity
 ``annotate``        true/false: answer with a JPEG of the image with the boxes drawn
+``model``           a model's name (``GET /api/models``); default: the server's default model
 =================  =========================================================================
 
 Booleans are ``true/false``, ``1/0``, ``yes/no`` or ``on/off`` (JSON booleans in a JSON body).
@@ -23,29 +24,29 @@ Booleans are ``true/false``, ``1/0``, ``yes/no`` or ``on/off`` (JSON booleans in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
 from iweblens.detection import DetectionParams, ModelCard
+from iweblens.models.labels import COCO_SPELLING, coco_name
+from iweblens.models.repository import Served
 from iweblens.service.errors import ApiError
 from iweblens.service.wire import DetectionRequest, Flavour
 
-OPTION_NAMES = ("min_confidence", "nms", "classes", "max_detections", "details", "annotate")
+OPTION_NAMES = (
+    "min_confidence",
+    "nms",
+    "classes",
+    "max_detections",
+    "details",
+    "annotate",
+    "model",
+)
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-# darknet's coco.names spells six of COCO's 80 categories its own way; the COCO dataset itself,
-# DeepStack, CodeProject.AI and Home Assistant use the names on the right.
-COCO_SPELLING: dict[str, str] = {
-    "motorbike": "motorcycle",
-    "aeroplane": "airplane",
-    "sofa": "couch",
-    "pottedplant": "potted plant",
-    "diningtable": "dining table",
-    "tvmonitor": "tv",
-}
 
 
 @dataclass(frozen=True)
@@ -58,27 +59,34 @@ class DetectionOptions:
     max_detections: int | None = None
     details: bool = False
     annotate: bool = False
+    model: str | None = None
 
-    def params(self, model: ModelCard) -> DetectionParams:
-        """The inference layer's parameters; ``ApiError`` 400 names unknown classes."""
+    def params(self, model: ModelCard, served: Served | None = None) -> DetectionParams:
+        """The inference layer's parameters for ``model`` (the real model that runs) and, when
+        the request named one, ``served`` (the named model or view); ``ApiError`` 400 names
+        unknown classes."""
+        relabel = None if served is None else served.relabel
+        classes = None
+        if self.classes is not None:
+            labels = model.labels if served is None else served.labels
+            classes = resolve_classes(self.classes, labels)
+            if relabel is not None:
+                classes = frozenset(label for label, shown in relabel.items() if shown in classes)
         return DetectionParams(
             confidence=self.min_confidence,
             nms=self.nms,
-            classes=None if self.classes is None else resolve_classes(self.classes, model),
+            classes=classes,
             max_detections=self.max_detections,
             annotate=self.annotate,
+            model=None if served is None else served.model.name,
+            relabel=relabel,
         )
 
 
-def coco_name(label: str) -> str:
-    """COCO's own name for a darknet label (``aeroplane`` -> ``airplane``); others unchanged."""
-    return COCO_SPELLING.get(label, label)
-
-
-def resolve_classes(names: Iterable[str], model: ModelCard) -> frozenset[str]:
-    """The model's labels for ``names`` (either spelling, any case), or ``ApiError`` 400."""
-    known = {label.lower(): label for label in model.labels}
-    known.update((coco_name(label).lower(), label) for label in model.labels)
+def resolve_classes(names: Iterable[str], labels: Sequence[str]) -> frozenset[str]:
+    """The model's ``labels`` for ``names`` (either spelling, any case), or ``ApiError`` 400."""
+    known = {label.lower(): label for label in labels}
+    known.update((coco_name(label).lower(), label) for label in labels)
     resolved, unknown = set(), []
     for name in names:
         label = known.get(name.strip().lower())
@@ -91,7 +99,7 @@ def resolve_classes(names: Iterable[str], model: ModelCard) -> frozenset[str]:
         raise ApiError(
             400,
             "unknown_class",
-            f"unknown class {listed}; the model knows {', '.join(model.labels)} "
+            f"unknown class {listed}; the model knows {', '.join(labels)} "
             f"(COCO's spellings {', '.join(sorted(COCO_SPELLING.values()))} are accepted too)",
         )
     return frozenset(resolved)
@@ -115,6 +123,7 @@ def parse_options(request: DetectionRequest, query: Mapping[str, list[str]]) -> 
         max_detections=_count(given),
         details=_flag(given, "details"),
         annotate=_flag(given, "annotate"),
+        model=_name(given),
     )
     if options.details and options.annotate:
         raise ApiError(
@@ -193,6 +202,13 @@ def _flag(given: Mapping[str, list[Any]], name: str) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ApiError(400, "invalid_option", f"{name} must be true or false, not {value!r}")
+
+
+def _name(given: Mapping[str, list[Any]]) -> str | None:
+    value = _one(given, "model")
+    if value is None or isinstance(value, str):
+        return value
+    raise ApiError(400, "invalid_option", f"model must be a model's name (text), not {value!r}")
 
 
 def _classes(given: Mapping[str, list[Any]]) -> tuple[str, ...] | None:
