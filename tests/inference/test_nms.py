@@ -90,7 +90,7 @@ def test_diou_by_hand_uses_darknets_exponent() -> None:
     centre_distance2 = 30**2
     diagonal2 = 130**2 + 100**2
     expected = iou - (centre_distance2 / diagonal2) ** 0.6
-    assert diou(a[0], b) == pytest.approx([expected], abs=1e-12)
+    assert diou(a, b) == pytest.approx(np.array([[expected]]), abs=1e-12)
     # The penalty without darknet's exponent would leave this pair above the threshold.
     assert iou - centre_distance2 / diagonal2 > THRESHOLD > expected
     pair, scores, classes = np.vstack([a, b]), np.array([0.9, 0.8]), np.array([0, 0])
@@ -101,8 +101,8 @@ def test_diou_by_hand_uses_darknets_exponent() -> None:
 def test_diou_is_darknets_formula(seed: int) -> None:
     ltwh, _, _ = random_boxes(seed, 40)
     centre = [(x + w / 2, y + h / 2, w, h) for x, y, w, h in ltwh.tolist()]
-    expected = [darknet_box_diou(centre[0], other) for other in centre]
-    assert diou(ltwh[0], ltwh) == pytest.approx(expected, abs=1e-12)
+    expected = [[darknet_box_diou(one, other) for other in centre] for one in centre]
+    assert diou(ltwh, ltwh) == pytest.approx(np.array(expected), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -137,6 +137,14 @@ def test_score_threshold_is_strict_and_ties_go_by_index(kind: NmsKind) -> None:
     scores, classes = np.array([0.5, 0.7, 0.9, 0.7]), np.array([0, 1, 0, 2])
     kept = nms(apart, scores, classes, 0.5, THRESHOLD, kind)
     assert kept.tolist() == [2, 1, 3]
+
+
+@pytest.mark.parametrize("kind", ["iou", "diou"])
+def test_a_score_at_the_threshold_in_float32_is_not_above_it(kind: NmsKind) -> None:
+    apart = boxes((0, 0, 10, 10), (50, 0, 10, 10))
+    scores = np.array([0.3, 0.31], dtype=np.float32)
+    kept = nms(apart, scores, np.array([0, 0]), 0.3, THRESHOLD, kind)
+    assert kept.tolist() == [1]
 
 
 def test_a_suppressed_box_suppresses_nothing() -> None:

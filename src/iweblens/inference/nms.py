@@ -60,25 +60,27 @@ def nms(
     raise ValueError(f"unknown NMS kind {kind!r} (expected 'iou' or 'diou')")
 
 
-def diou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """darknet's ``box_diou`` of one (4,) box against (M, 4) boxes, all left, top, width, height.
+def diou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """darknet's ``box_diou`` of (N, 4) boxes against (M, 4) boxes, all left, top, width, height:
+    an (N, M) array.
 
     Boxes that do not overlap, or have no area, have IoU 0 (as in darknet's ``box_iou``); two
     points at the same place have no penalty.
     """
-    left, top = others[:, 0], others[:, 1]
-    right, bottom = left + others[:, 2], top + others[:, 3]
-    box_right, box_bottom = box[0] + box[2], box[1] + box[3]
-    inter_w = np.minimum(box_right, right) - np.maximum(box[0], left)
-    inter_h = np.minimum(box_bottom, bottom) - np.maximum(box[1], top)
+    left, top, width, height = a.T[:, :, None]
+    other_left, other_top, other_width, other_height = b.T[:, None, :]
+    right, bottom = left + width, top + height
+    other_right, other_bottom = other_left + other_width, other_top + other_height
+    inter_w = np.minimum(right, other_right) - np.maximum(left, other_left)
+    inter_h = np.minimum(bottom, other_bottom) - np.maximum(top, other_top)
     inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
-    union = box[2] * box[3] + others[:, 2] * others[:, 3] - inter
+    union = width * height + other_width * other_height - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=(inter > 0) & (union > 0))
-    hull_w = np.maximum(box_right, right) - np.minimum(box[0], left)
-    hull_h = np.maximum(box_bottom, bottom) - np.minimum(box[1], top)
+    hull_w = np.maximum(right, other_right) - np.minimum(left, other_left)
+    hull_h = np.maximum(bottom, other_bottom) - np.minimum(top, other_top)
     diagonal = hull_w**2 + hull_h**2
-    dx = (box[0] + box_right - left - right) / 2
-    dy = (box[1] + box_bottom - top - bottom) / 2
+    dx = (left + right - other_left - other_right) / 2
+    dy = (top + bottom - other_top - other_bottom) / 2
     ratio = np.divide(dx**2 + dy**2, diagonal, out=np.zeros_like(inter), where=diagonal > 0)
     result: np.ndarray = iou - ratio**DIOU_EXPONENT
     return result
@@ -92,8 +94,10 @@ def _greedy_diou(
     nms_threshold: float,
     image_size: tuple[int, int] | None,
 ) -> np.ndarray:
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    candidates = np.flatnonzero(scores > score_threshold)
+    # Scores and thresholds are float32 in darknet (and in OpenCV), so a score equal to the
+    # threshold's float32 is not above it.
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    candidates = np.flatnonzero(scores > np.float32(score_threshold))
     # Stable, so equal scores go by index as in OpenCV (darknet's qsort leaves their order open).
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     sorted_boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[order]
@@ -101,12 +105,13 @@ def _greedy_diou(
         width, height = image_size
         sorted_boxes = sorted_boxes / np.array([width, height, width, height], dtype=np.float64)
     sorted_classes = np.asarray(class_ids, dtype=np.int64).reshape(-1)[order]
-    suppressed = np.zeros(order.size, dtype=bool)
-    for i in range(order.size):
-        if suppressed[i]:
-            continue
-        later = ~suppressed[i + 1 :] & (sorted_classes[i + 1 :] == sorted_classes[i])
-        rest = i + 1 + np.flatnonzero(later)
-        if rest.size:
-            suppressed[rest] = diou(sorted_boxes[i], sorted_boxes[rest]) > nms_threshold
-    return order[~suppressed].astype(np.int64)
+    kept = np.zeros(order.size, dtype=bool)
+    for class_id in np.unique(sorted_classes):
+        members = np.flatnonzero(sorted_classes == class_id)
+        overlaps = diou(sorted_boxes[members], sorted_boxes[members]) > np.float32(nms_threshold)
+        alive = np.ones(members.size, dtype=bool)
+        for i in range(members.size):
+            if alive[i]:
+                alive[i + 1 :] &= ~overlaps[i, i + 1 :]
+        kept[members[alive]] = True
+    return order[kept].astype(np.int64)
