@@ -47,7 +47,6 @@ from iweblens.service.options import parse_number
 
 DEFAULT_MIN_CONFIDENCE = 0.45  # DeepStack's documented default, and deepstack-python's
 MODULE_ID = "iweblens"
-MODULE_NAME = "iWebLens object detection (YOLOv3-tiny)"
 
 Detect = Callable[[bytes, DetectionParams], Inference]
 
@@ -98,7 +97,8 @@ def _answer(detect: Detect, model: str | None, command: str) -> Response:
     if served is not None:
         params = replace(params, model=served.model.name, relabel=served.relabel)
     inference = detect(image, params)
-    name = MODULE_NAME if served is None else f"iWebLens object detection ({served.name})"
+    shown = service_of().models.default if served is None else served.name
+    name = module_name_of(shown)
     return jsonify(render(inference, elapsed_s(), command=command, module_name=name))
 
 
@@ -118,12 +118,17 @@ def min_confidence(text: str | None) -> float:
     return value
 
 
+def module_name_of(model: str) -> str:
+    """CodeProject.AI's ``moduleName`` of the answers of ``model`` (a model's or view's name)."""
+    return f"iWebLens object detection ({model})"
+
+
 def render(
     inference: Inference,
     total_s: float,
     *,
+    module_name: str,
     command: str = "detect",
-    module_name: str = MODULE_NAME,
 ) -> dict[str, Any]:
     """The success answer, most confident first (DeepStack and CodeProject.AI fields).
 
