@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "yolov3-tiny"
 DESCRIPTION_FILE = "model.toml"
+# The cache's folder for what is derived from a user's models, one subfolder per model.
+USER_CACHE = "user"
 # What CodeProject.AI and Agent DVR ask for by these names, and what answers them here.
 ALIASES = MappingProxyType(
     {"": "ipcam-general", "general": "ipcam-general", "combined": "ipcam-combined"}
@@ -218,7 +220,7 @@ class ModelRepository:
         models: list[Model] = [bundled(pinned, settings.model_dir) for pinned in PINNED.values()]
         models += BUNDLED_VIEWS
         if settings.custom_models_dir is not None:
-            models += scan_folder(settings.custom_models_dir)
+            models += scan_folder(settings.custom_models_dir, settings.model_dir / USER_CACHE)
         return cls(models, settings.models)
 
     def real_names(self) -> list[str]:
@@ -328,9 +330,10 @@ def _read_labels(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 
-def scan_folder(folder: Path) -> list[Model]:
+def scan_folder(folder: Path, cache: Path) -> list[Model]:
     """Every model in a user's models folder, checked; raises ``ModelConfigError`` naming each
-    broken folder, its file and the fault (all of them, not only the first)."""
+    broken folder, its file and the fault (all of them, not only the first). What is derived
+    from a model (a converted graph) goes to ``cache/<name>``, never into its folder."""
     if not folder.is_dir():
         raise ModelConfigError(f"{env_name('custom_models_dir')}={folder} is not a folder")
     models: list[Model] = []
@@ -339,7 +342,7 @@ def scan_folder(folder: Path) -> list[Model]:
         if sub.name.startswith("."):
             continue
         try:
-            models.append(read_folder(sub))
+            models.append(read_folder(sub, cache / sub.name))
         except ModelConfigError as error:
             faults.append(str(error))
     if faults:
@@ -357,8 +360,9 @@ def _description(folder: Path) -> dict[str, object]:
         raise ModelConfigError(f"{path}: not a TOML file ({error})") from None
 
 
-def read_folder(folder: Path) -> Model:
-    """One user model folder as a model named after it; raises ``ModelConfigError``."""
+def read_folder(folder: Path, derived: Path) -> Model:
+    """One user model folder as a model named after it, its derived files going to ``derived``;
+    raises ``ModelConfigError``."""
     description = _description(folder)
     unknown = sorted(set(description) - {*_DARKNET_KEYS, *_VIEW_KEYS})
     if unknown:
@@ -369,14 +373,14 @@ def read_folder(folder: Path) -> Model:
     if folder.name in RESERVED or folder.name in ALIASES:
         raise ModelConfigError(f"{folder}: {folder.name!r} is a reserved name")
     kind = "view" if _VIEW_KEYS & set(description) else "darknet"
-    return KINDS[kind](folder, description)
+    return KINDS[kind](folder, description, derived)
 
 
 _DARKNET_KEYS = frozenset({"input_size", "engine"})
 _VIEW_KEYS = frozenset({"base", "labels"})
 
 
-def _darknet_folder(folder: Path, description: Mapping[str, object]) -> DarknetModel:
+def _darknet_folder(folder: Path, description: Mapping[str, object], derived: Path) -> DarknetModel:
     files: dict[str, Path] = {}
     for suffix in (".cfg", ".weights", ".names"):
         found = sorted(folder.glob(f"*{suffix}"))
@@ -384,7 +388,7 @@ def _darknet_folder(folder: Path, description: Mapping[str, object]) -> DarknetM
             count = "no" if not found else f"{len(found)}"
             raise ModelConfigError(f"{folder}: {count} *{suffix} file(s); a model needs one")
         files[suffix] = found[0]
-    paths = ModelPaths(files[".cfg"], files[".weights"], files[".names"])
+    paths = ModelPaths(files[".cfg"], files[".weights"], files[".names"], derived)
     try:
         checked = check_model(paths.cfg, paths.weights, paths.names)
     except DarknetModelError as error:
@@ -408,7 +412,8 @@ def _darknet_folder(folder: Path, description: Mapping[str, object]) -> DarknetM
     )
 
 
-def _view_folder(folder: Path, description: Mapping[str, object]) -> View:
+def _view_folder(folder: Path, description: Mapping[str, object], derived: Path) -> View:
+    del derived  # a view derives nothing
     where = folder / DESCRIPTION_FILE
     base = description.get("base")
     if base is not None and not isinstance(base, str):
@@ -426,7 +431,7 @@ def _view_folder(folder: Path, description: Mapping[str, object]) -> View:
 
 
 # The kinds a model folder can describe: a new kind (an ONNX graph) registers here.
-KINDS: dict[str, Callable[[Path, Mapping[str, object]], Model]] = {
+KINDS: dict[str, Callable[[Path, Mapping[str, object], Path], Model]] = {
     "darknet": _darknet_folder,
     "view": _view_folder,
 }
