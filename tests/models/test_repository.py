@@ -167,6 +167,7 @@ def test_the_first_loaded_model_is_the_default(
         (("ipcam-general",), "names the view 'ipcam-general'"),
         (("yolov3-tiny", "general"), "names 'general', which is no model"),
         (("yolov5",), "names 'yolov5', which is no model"),
+        (("yolov3-tiny", "yolov3-tiny"), "names 'yolov3-tiny' twice"),
     ],
 )
 def test_iweblens_models_naming_no_real_model_is_an_error_listing_them(

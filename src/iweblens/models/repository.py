@@ -194,6 +194,11 @@ class ModelRepository:
         if not self.loaded:
             raise ModelConfigError(f"{env_name('models')} names no model")
         for name in self.loaded:
+            if self.loaded.count(name) > 1:
+                raise ModelConfigError(
+                    f"{env_name('models')} names {name!r} twice; each real model "
+                    f"({', '.join(self.real_names())}) loads once"
+                )
             found = self.models.get(name)
             if found is None:
                 raise ModelConfigError(
