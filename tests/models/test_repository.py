@@ -384,3 +384,15 @@ def test_a_models_folder_that_is_no_folder_is_refused(tmp_path: Path) -> None:
     missing = tmp_path / "models"
     with pytest.raises(ModelConfigError, match=f"IWEBLENS_CUSTOM_MODELS_DIR={missing} is not"):
         scan_folder(missing)
+
+
+@pytest.mark.parametrize("name", ["yolov4-tiny", "ipcam-general"])
+def test_a_folder_named_like_a_bundled_model_is_named_with_its_fault(
+    tmp_path: Path, model_paths: ModelPaths, name: str
+) -> None:
+    folder = view_folder(tmp_path, name, '[labels]\nvehicle = ["car"]\n')
+    user_folder(tmp_path, "broken", model_paths, "engine = 3\n")
+    with pytest.raises(ModelConfigError) as raised:
+        ModelRepository.from_settings(settings(custom_models_dir=tmp_path))
+    assert f"{folder}: '{name}' is a bundled model's name" in str(raised.value)
+    assert f"{tmp_path / 'broken' / 'model.toml'}: engine 3" in str(raised.value)

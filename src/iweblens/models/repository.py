@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -223,7 +223,7 @@ class ModelRepository:
         models: list[Model] = [bundled(pinned, settings.model_dir) for pinned in PINNED.values()]
         models += BUNDLED_VIEWS
         if settings.custom_models_dir is not None:
-            models += scan_folder(settings.custom_models_dir)
+            models += scan_folder(settings.custom_models_dir, {model.name for model in models})
         return cls(models, settings.models)
 
     def real_names(self) -> list[str]:
@@ -333,15 +333,19 @@ def _read_labels(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 
-def scan_folder(folder: Path) -> list[Model]:
+def scan_folder(folder: Path, taken: Collection[str] = ()) -> list[Model]:
     """Every model in a user's models folder, checked; raises ``ModelConfigError`` naming each
-    broken folder, its file and the fault (all of them, not only the first)."""
+    broken folder, its file and the fault (all of them, not only the first). ``taken``: the
+    bundled models' names, which no folder may take."""
     if not folder.is_dir():
         raise ModelConfigError(f"{env_name('custom_models_dir')}={folder} is not a folder")
     models: list[Model] = []
     faults: list[str] = []
     for sub in sorted(path for path in folder.iterdir() if path.is_dir()):
         if sub.name.startswith("."):
+            continue
+        if sub.name in taken:
+            faults.append(f"{sub}: {sub.name!r} is a bundled model's name")
             continue
         try:
             models.append(read_folder(sub))
