@@ -396,3 +396,16 @@ def test_a_folder_named_like_a_bundled_model_is_named_with_its_fault(
         ModelRepository.from_settings(settings(custom_models_dir=tmp_path))
     assert f"{folder}: '{name}' is a bundled model's name" in str(raised.value)
     assert f"{tmp_path / 'broken' / 'model.toml'}: engine 3" in str(raised.value)
+
+
+@pytest.mark.parametrize("base", ["yolov5", "ipcam-general", "general"])
+def test_a_view_over_no_real_model_is_an_error_listing_them(
+    tmp_path: Path, model_paths: ModelPaths, base: str
+) -> None:
+    view_folder(tmp_path, "mine", f'base = "{base}"\n[labels]\nvehicle = ["car"]\n')
+    with pytest.raises(ModelConfigError) as raised:
+        ModelRepository.from_settings(settings(custom_models_dir=tmp_path))
+    assert str(raised.value) == (
+        f"view 'mine': its base {base!r} is no real model; the real models are "
+        "yolov3-tiny, yolov4-tiny"
+    )

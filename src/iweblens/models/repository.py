@@ -190,6 +190,13 @@ class ModelRepository:
             if model.name in self.models:
                 raise ModelConfigError(f"two models are named {model.name!r}")
             self.models[model.name] = model
+        for model in self.models.values():
+            base = model.base if isinstance(model, View) else None
+            if base is not None and not isinstance(self.models.get(base), DarknetModel):
+                raise ModelConfigError(
+                    f"view {model.name!r}: its base {base!r} is no real model; the real models "
+                    f"are {', '.join(self.real_names())}"
+                )
         self.loaded = tuple(loaded)
         if not self.loaded:
             raise ModelConfigError(f"{env_name('models')} names no model")
@@ -218,7 +225,8 @@ class ModelRepository:
         """The bundled models and views, and every model in ``IWEBLENS_CUSTOM_MODELS_DIR``.
 
         Raises ``ModelConfigError`` naming the folder, the file and the fault for a user's model
-        that cannot be served, and for an ``IWEBLENS_MODELS`` naming no real model.
+        that cannot be served (a view's base no real model included), and for an
+        ``IWEBLENS_MODELS`` naming no real model.
         """
         models: list[Model] = [bundled(pinned, settings.model_dir) for pinned in PINNED.values()]
         models += BUNDLED_VIEWS
