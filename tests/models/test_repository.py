@@ -409,3 +409,21 @@ def test_a_view_over_no_real_model_is_an_error_listing_them(
         f"view 'mine': its base {base!r} is no real model; the real models are "
         "yolov3-tiny, yolov4-tiny"
     )
+
+
+def test_a_folder_of_model_files_and_view_labels_is_refused(
+    tmp_path: Path, model_paths: ModelPaths
+) -> None:
+    folder = user_folder(tmp_path, "both", model_paths, '[labels]\nvehicle = ["car"]\n')
+    with pytest.raises(ModelConfigError) as raised:
+        scan_folder(tmp_path)
+    assert str(raised.value) == (
+        f"{folder / 'model.toml'}: base or [labels] make a view, which has no model files, "
+        "input_size or engine; this folder has yolov3-tiny.cfg, yolov3-tiny.weights, coco.names"
+    )
+    (folder / "yolov3-tiny.cfg").unlink()
+    (folder / "yolov3-tiny.weights").unlink()
+    (folder / "coco.names").unlink()
+    (folder / "model.toml").write_text('engine = "openvino"\nbase = "yolov3-tiny"\n')
+    with pytest.raises(ModelConfigError, match=r"; this folder has engine$"):
+        scan_folder(tmp_path)

@@ -391,11 +391,12 @@ def read_folder(folder: Path) -> Model:
 
 _DARKNET_KEYS = frozenset({"input_size", "engine"})
 _VIEW_KEYS = frozenset({"base", "labels"})
+_DARKNET_SUFFIXES = (".cfg", ".weights", ".names")
 
 
 def _darknet_folder(folder: Path, description: Mapping[str, object]) -> DarknetModel:
     files: dict[str, Path] = {}
-    for suffix in (".cfg", ".weights", ".names"):
+    for suffix in _DARKNET_SUFFIXES:
         found = sorted(folder.glob(f"*{suffix}"))
         if len(found) != 1:
             count = "no" if not found else f"{len(found)}"
@@ -427,6 +428,16 @@ def _darknet_folder(folder: Path, description: Mapping[str, object]) -> DarknetM
 
 def _view_folder(folder: Path, description: Mapping[str, object]) -> View:
     where = folder / DESCRIPTION_FILE
+    # Half a model, half a view: which one was meant is unknown, so neither is served.
+    stray = [
+        path.name for suffix in _DARKNET_SUFFIXES for path in sorted(folder.glob(f"*{suffix}"))
+    ]
+    stray += sorted(_DARKNET_KEYS & set(description))
+    if stray:
+        raise ModelConfigError(
+            f"{where}: base or [labels] make a view, which has no model files, input_size or "
+            f"engine; this folder has {', '.join(stray)}"
+        )
     base = description.get("base")
     if base is not None and not isinstance(base, str):
         raise ModelConfigError(f"{where}: base {base!r} is not a model name")
