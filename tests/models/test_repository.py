@@ -427,3 +427,19 @@ def test_a_folder_of_model_files_and_view_labels_is_refused(
     (folder / "model.toml").write_text('engine = "openvino"\nbase = "yolov3-tiny"\n')
     with pytest.raises(ModelConfigError, match=r"; this folder has engine$"):
         scan_folder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("labels", "fault"),
+    [
+        ('vehicle = []\nperson = ["person"]', "labels.vehicle names no class"),
+        ('a = ["car"]\nb = ["Car"]', "class 'car' is answered as both 'a' and 'b'"),
+        ('a = ["motorcycle"]\nb = ["motorbike"]', "class 'motorbike' is answered as both"),
+    ],
+)
+def test_a_view_answering_a_label_by_no_class_or_a_class_twice_is_refused(
+    tmp_path: Path, model_paths: ModelPaths, labels: str, fault: str
+) -> None:
+    view_folder(tmp_path, "mine", f'base = "yolov3-tiny"\n[labels]\n{labels}\n')
+    with pytest.raises(ModelConfigError, match=re.escape(fault)):
+        ModelRepository.from_settings(settings(custom_models_dir=tmp_path)).served()

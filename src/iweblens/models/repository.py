@@ -301,7 +301,8 @@ def relabel_for(view: View, base: DarknetModel) -> Mapping[str, str]:
     it has none).
 
     Classes are matched in COCO's or darknet's spelling, any case. Raises ``ModelConfigError``
-    for a strict view naming a class the base does not have.
+    for a strict view naming a class the base does not have, and for a view answering one class
+    under two labels.
     """
     if base.labels is None:
         raise ModelConfigError(f"view {view.name!r}: the files of {base.name!r} are not fetched")
@@ -313,13 +314,15 @@ def relabel_for(view: View, base: DarknetModel) -> Mapping[str, str]:
             f"view {view.name!r}: its model {base.name!r} has no class "
             f"{', '.join(repr(name) for name in missing)}"
         )
-    return MappingProxyType(
-        {
-            spelled[wanted.lower()]: answered
-            for wanted, answered in view.classes
-            if wanted.lower() in spelled
-        }
-    )
+    relabel: dict[str, str] = {}
+    for wanted, answered in view.classes:
+        label = spelled.get(wanted.lower())
+        if label is not None and relabel.setdefault(label, answered) != answered:
+            raise ModelConfigError(
+                f"view {view.name!r}: class {label!r} is answered as both "
+                f"{relabel[label]!r} and {answered!r}"
+            )
+    return MappingProxyType(relabel)
 
 
 def bundled(pinned: PinnedModel, cache: Path) -> DarknetModel:
@@ -449,6 +452,8 @@ def _view_folder(folder: Path, description: Mapping[str, object]) -> View:
         wanted = [wanted] if isinstance(wanted, str) else wanted
         if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
             raise ModelConfigError(f"{where}: labels.{answered} is not a list of class names")
+        if not wanted:
+            raise ModelConfigError(f"{where}: labels.{answered} names no class")
         classes += [(name, answered) for name in wanted]
     return View(folder.name, tuple(classes), base=base, strict=True)
 
