@@ -49,13 +49,13 @@ def _ensure_model(model: DarknetModel, cache: Path) -> ModelPaths:
 def _ensure_models(settings: Settings, names: Sequence[str] | None = None) -> ModelRepository:
     """The repository, with the files of ``names`` (default: the models this server loads)
     verified and fetched, and each model's engine checked; exits with the reason otherwise."""
-    from iweblens.models.repository import ModelConfigError, View
+    from iweblens.models.repository import ModelConfigError, UnknownModelError, View
 
     fetched = _repository(settings)
     for asked in names or fetched.loaded:
         found = fetched.models.get(fetched.canonical(asked))
         if found is None:
-            raise SystemExit(f"iweblens: no model {asked!r}; the models are {fetched.names()}")
+            raise SystemExit(f"iweblens: {UnknownModelError(asked, fetched.names())}")
         model = fetched.real(fetched.base_of(found)) if isinstance(found, View) else found
         paths = _ensure_model(model, settings.model_dir)
         _check_engine(settings, paths, model.engine, model.input_size, model.name)
