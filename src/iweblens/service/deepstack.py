@@ -39,6 +39,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from iweblens.detection import DetectionParams, Inference
 from iweblens.models.labels import coco_name
+from iweblens.models.repository import DEFAULT_MODEL
 from iweblens.service.answers import elapsed_s
 from iweblens.service.context import service_of
 from iweblens.service.errors import DEEPSTACK_BLUEPRINT, NO_IMAGE, ApiError
@@ -102,7 +103,8 @@ def _answer(detect: Detect, model: str | None, command: str) -> Response:
     if served is not None:
         params = replace(params, model=served.model.name, relabel=served.relabel)
     inference = detect(image, params)
-    name = MODULE_NAME if served is None else f"iWebLens object detection ({served.name})"
+    answered = service_of().models.default if served is None else served.name
+    name = MODULE_NAME if answered == DEFAULT_MODEL else f"iWebLens object detection ({answered})"
     return jsonify(render(inference, elapsed_s(), command=command, module_name=name))
 
 
