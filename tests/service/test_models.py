@@ -444,3 +444,34 @@ def test_api_models_lists_a_users_models(user_server: ServerProcess, user_models
     doorway = model_entry(listing, "doorway")
     assert (doorway["kind"], doorway["loaded"], doorway["base"]) == ("view", True, CUT)
     assert doorway["labels"] == ["visitor"] and "note" not in doorway
+
+
+# --- another default model ---
+
+
+@pytest.fixture(scope="module")
+def yolov4_first(yolov4_tiny_paths: ModelPaths) -> Iterator[ServerProcess]:
+    with serving({"IWEBLENS_MODELS": "yolov4-tiny,yolov3-tiny"}) as server:
+        yield server
+
+
+def test_the_first_of_iweblens_models_answers_when_no_model_is_named(
+    yolov4_first: ServerProcess, photos: list[Path]
+) -> None:
+    url = yolov4_first.url
+    photo = next(p for p in photos if p.name == "000000473528.jpg")
+    image = {"image": photo.read_bytes()}
+    plain = requests.post(f"{url}/v1/vision/detection", files=image, timeout=120)
+    named = requests.post(f"{url}/v1/vision/custom/yolov4-tiny", files=image, timeout=120)
+    assert plain.json()["predictions"] == named.json()["predictions"] != []
+    assert plain.json()["moduleName"] == "iWebLens object detection (yolov4-tiny)"
+    assert plain.json()["command"] == "detect" and named.json()["command"] == "custom"
+    other = requests.post(f"{url}/v1/vision/custom/yolov3-tiny", files=image, timeout=120)
+    assert other.json()["moduleName"] == "iWebLens object detection (YOLOv3-tiny)"
+    assert other.json()["predictions"] != plain.json()["predictions"]
+    details = native(url, photo, "multipart", details="true").json()["model"]
+    assert details["name"] == "yolov4-tiny"
+    assert details["weights_sha256"] == pinned_sha256("yolov4-tiny.weights")
+    viewed = native(url, photo, "json", model="general", details=True).json()
+    assert viewed["model"]["view_of"] == "yolov4-tiny"
+    assert served_names(url) == ["yolov4-tiny", "yolov3-tiny", *BUNDLED_VIEWS]
