@@ -198,19 +198,28 @@ def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_models(args: argparse.Namespace, settings: Settings) -> int:
     """Print every model: name, kind, loaded by this configuration, labels, size, engine."""
-    from iweblens.models.repository import DarknetModel
+    from iweblens.models.repository import DarknetModel, ModelConfigError
 
     repository = _repository(settings)
+    served = None
+    # Which views a loaded model answers, and with what labels, is known once its files are.
+    if all(repository.real(name).labels for name in repository.loaded):
+        try:
+            served = repository.served()
+        except ModelConfigError as error:
+            raise SystemExit(f"iweblens: {error}") from None
     rows = []
     for name, model in repository.models.items():
-        loaded = "loaded" if name in repository.loaded or _over_loaded(repository, name) else "-"
+        answers = name in served if served is not None else _over_loaded(repository, name)
+        loaded = "loaded" if name in repository.loaded or answers else "-"
         if isinstance(model, DarknetModel):
             size = model.input_size or settings.input_size
             labels = f"{len(model.labels)} labels" if model.labels else "not fetched"
             where = "bundled" if model.pinned else str(model.folder)
             detail = f"{size} px, {model.engine or settings.engine}, {labels}, {where}"
         else:
-            detail = f"over {repository.base_of(model)}: {', '.join(model.labels)}"
+            shown = served[name].labels if served is not None and name in served else model.labels
+            detail = f"over {repository.base_of(model)}: {', '.join(shown)}"
         rows.append((name, model.kind, loaded, detail))
     if args.json:
         keys = ("name", "kind", "loaded", "detail")
