@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cutdown import cut_down
 from modelfolders import FOLDER_FAULTS, VIEW_FAULTS, user_folder, view_folder
 from support import IMAGES_DIR, free_port
 
@@ -192,3 +193,19 @@ def test_an_unknown_model_on_the_command_line_exits_listing_the_models(
         f"iweblens: unknown model {name!r}; the models are yolov3-tiny, yolov4-tiny, "
         + ", ".join(VIEWS)
     )
+
+
+def test_models_lists_what_the_views_answer_over_a_model_lacking_classes(
+    tmp_path: Path, model_paths: ModelPaths
+) -> None:
+    cut_down(model_paths, ("person",), tmp_path / "people")
+    env = {"IWEBLENS_CUSTOM_MODELS_DIR": str(tmp_path), "IWEBLENS_MODELS": "people"}
+    listed = {e["name"]: e for e in json.loads(iweblens("models", "--json", env=env).stdout)}
+    assert {name: e["loaded"] for name, e in listed.items() if e["kind"] == "view"} == {
+        "ipcam-general": "loaded",
+        "ipcam-combined": "loaded",
+        "ipcam-animal": "-",
+        "ipcam-dark": "loaded",
+    }
+    assert listed["ipcam-general"]["detail"] == "over people: person"
+    assert listed["people"]["detail"] == f"416 px, opencv, 1 labels, {tmp_path / 'people'}"
