@@ -36,6 +36,7 @@ LOW = 0.25
 IOU = 0.45  # the service's NMS threshold
 CUT = "dogs-people-cars"
 KEPT = ("dog", "person", "car")
+VIEW = "t\u00fcr kamera"  # a view named as a user may: not ASCII, with a space
 
 
 def client(base_url: str, model: str = "", min_confidence: float = LOW, api_key: str = "") -> Any:
@@ -369,8 +370,8 @@ def user_models(model_paths: ModelPaths, tmp_path_factory: pytest.TempPathFactor
     """A models folder: YOLOv3-tiny cut down to ``KEPT``, and a view over it."""
     folder = tmp_path_factory.mktemp("models")
     cut_down(model_paths, KEPT, folder / CUT)
-    (folder / "doorway").mkdir()
-    (folder / "doorway" / "model.toml").write_text(
+    (folder / VIEW).mkdir()
+    (folder / VIEW / "model.toml").write_text(
         f'base = "{CUT}"\n[labels]\nvisitor = ["person", "dog"]\n'
     )
     return folder
@@ -422,17 +423,21 @@ def test_a_cut_down_user_model_on_the_custom_route(
 def test_a_users_view_over_a_users_model(user_server: ServerProcess, photos: list[Path]) -> None:
     photo = next(p for p in photos if p.name == "000000473528.jpg")
     cut = objects(native(user_server.url, photo, "multipart", model=CUT))
-    body = native(user_server.url, photo, "json", model="doorway", details=True).json()
+    body = native(user_server.url, photo, "json", model=VIEW, details=True).json()
     assert [o["label"] for o in body["objects"]] == ["visitor"] * len(body["objects"])
     assert len(body["objects"]) == len([o for o in cut if o["label"] in ("dog", "person")]) > 0
-    assert body["model"]["name"] == "doorway" and body["model"]["view_of"] == CUT
-    assert served_names(user_server.url) == ["yolov3-tiny", CUT, *BUNDLED_VIEWS, "doorway"]
+    assert body["model"]["name"] == VIEW and body["model"]["view_of"] == CUT
+    predictions = client(user_server.url, VIEW, min_confidence=0.5).detect(photo.read_bytes())
+    assert [(p["label"], p["x_min"], p["y_min"]) for p in predictions] == [
+        (o["label"], o["rectangle"]["left"], o["rectangle"]["top"]) for o in body["objects"]
+    ]
+    assert served_names(user_server.url) == ["yolov3-tiny", CUT, *BUNDLED_VIEWS, VIEW]
 
 
 def test_api_models_lists_a_users_models(user_server: ServerProcess, user_models: Path) -> None:
     listing = requests.get(f"{user_server.url}/api/models", timeout=30).json()
     names = [m["name"] for m in listing["models"]]
-    assert names == ["yolov3-tiny", "yolov4-tiny", *BUNDLED_VIEWS, CUT, "doorway"]
+    assert names == ["yolov3-tiny", "yolov4-tiny", *BUNDLED_VIEWS, CUT, VIEW]
     cut = model_entry(listing, CUT)
     assert (cut["kind"], cut["loaded"], cut["default"]) == ("darknet", True, False)
     assert (cut["labels"], cut["input_size"], cut["engine"]) == (list(KEPT), 416, "opencv")
@@ -441,9 +446,9 @@ def test_api_models_lists_a_users_models(user_server: ServerProcess, user_models
         {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         for path in files
     ]
-    doorway = model_entry(listing, "doorway")
-    assert (doorway["kind"], doorway["loaded"], doorway["base"]) == ("view", True, CUT)
-    assert doorway["labels"] == ["visitor"] and "note" not in doorway
+    view = model_entry(listing, VIEW)
+    assert (view["kind"], view["loaded"], view["base"]) == ("view", True, CUT)
+    assert view["labels"] == ["visitor"] and "note" not in view
 
 
 # --- another default model ---
