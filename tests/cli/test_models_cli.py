@@ -64,6 +64,13 @@ def test_serve_exits_naming_every_broken_folder_and_its_fault(
     assert f"{tmp_path / 'good'}" not in line
 
 
+def test_serve_exits_when_the_models_folder_is_no_folder(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for missing in (tmp_path / "nowhere", tmp_path / "file"):
+        line = refused_serve({"IWEBLENS_CUSTOM_MODELS_DIR": str(missing)})
+        assert line == f"iweblens: IWEBLENS_CUSTOM_MODELS_DIR={missing} is not a folder"
+
+
 # What makes a folder unservable past the folder's own check, and what ``serve`` then says.
 SERVE_FAULTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "reserved-name": ("list", "[labels]\nvehicle = ['car']\n", {}, "'list' is a reserved name"),
