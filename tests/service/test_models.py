@@ -30,9 +30,9 @@ deepstack = pytest.importorskip("deepstack.core", reason="deepstack-python is in
 
 BUNDLED_VIEWS = ["ipcam-general", "ipcam-combined", "ipcam-animal", "ipcam-dark"]
 VEHICLES = frozenset({"bicycle", "bus", "car", "motorcycle", "truck"})
-# A bus the full model also scores as a truck, on the same box, at this threshold.
-OVERLAPPING = "000000028124.jpg"
 LOW = 0.25
+# A bus the full model also scores as a truck, on the same box, above LOW.
+OVERLAPPING = "000000028124.jpg"
 IOU = 0.45  # the service's NMS threshold
 CUT = "dogs-people-cars"
 KEPT = ("dog", "person", "car")
@@ -74,8 +74,8 @@ def test_deepstack_python_custom_model_answers_person_and_one_box_per_vehicle(
         assert {p["label"] for p in viewed} <= {"person", "vehicle"}, photo.name
         people = [p for p in viewed if p["label"] == "person"]
         assert people == [p for p in plain if p["label"] == "person"], photo.name
-        kept = [box(p) for p in viewed if p["label"] == "vehicle"]
         vehicles = [p for p in viewed if p["label"] == "vehicle"]
+        kept = [box(p) for p in vehicles]
         assert all(iou(a, b) <= IOU for i, a in enumerate(vehicles) for b in vehicles[i + 1 :])
         candidates = [p for p in plain if p["label"] in VEHICLES]
         assert set(kept) <= {box(p) for p in candidates}, photo.name
@@ -112,6 +112,7 @@ def deepstack_error(response: requests.Response, status: int, message: str) -> N
 
 
 def served_names(base_url: str) -> list[str]:
+    """What ``/v1/vision/custom/list`` names, the same to GET, POST and POST with an image."""
     answers = [
         requests.get(f"{base_url}/v1/vision/custom/list", timeout=30),
         requests.post(f"{base_url}/v1/vision/custom/list", timeout=30),
@@ -237,8 +238,12 @@ def test_details_name_the_model_that_answered(
     photo = next(p for p in photos if p.name == OVERLAPPING)
     body = native(live_server, photo, "multipart", model=asked, details="true").json()
     jsonschema.validate(body["model"], schema("ModelIdentity"))
-    identity = {"name": name, "engine": "opencv", "input_size": 416}
-    identity["weights_sha256"] = pinned_sha256("yolov3-tiny.weights")
+    identity = {
+        "name": name,
+        "engine": "opencv",
+        "weights_sha256": pinned_sha256("yolov3-tiny.weights"),
+        "input_size": 416,
+    }
     if view_of is not None:
         identity["view_of"] = view_of
     assert body["model"] == identity
@@ -284,9 +289,8 @@ def test_api_models_lists_kinds_labels_loading_and_hashes(
     listing = requests.get(f"{live_server}/api/models", timeout=30).json()
     assert [m["name"] for m in listing["models"]] == ["yolov3-tiny", "yolov4-tiny", *BUNDLED_VIEWS]
     assert listing["default"] == "yolov3-tiny"
-    assert listing["aliases"] == {"(empty)": "ipcam-general", "general": "ipcam-general"} | {
-        "combined": "ipcam-combined"
-    }
+    aliases = {"(empty)": "ipcam-general", "general": "ipcam-general", "combined": "ipcam-combined"}
+    assert listing["aliases"] == aliases
     v3 = model_entry(listing, "yolov3-tiny")
     assert (v3["kind"], v3["loaded"], v3["default"]) == ("darknet", True, True)
     assert v3["labels"] == model_paths.labels()
