@@ -60,6 +60,8 @@ def _ensure_models(settings: Settings, names: Sequence[str] | None = None) -> Mo
         paths = _ensure_model(model, settings.model_dir)
         _check_engine(settings, paths, model.engine, model.input_size, model.name)
     repository = _repository(settings)  # again: the labels of what was just fetched
+    if names:
+        return repository  # what IWEBLENS_MODELS loads may not be fetched: it is not asked for
     try:
         repository.served()
     except ModelConfigError as error:
@@ -158,23 +160,18 @@ def run_detect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _served(repository: ModelRepository, name: str | None) -> Served:
-    """What answers ``name`` (None: the default model), or exit 2 listing the names."""
-    from iweblens.models.repository import (
-        ModelNotLoadedError,
-        ModelRepository,
-        UnknownModelError,
-        View,
-    )
+    """What answers ``name`` (None: the default model; else one ``_ensure_models`` fetched),
+    whatever ``IWEBLENS_MODELS`` says; exits with the reason if it cannot be served."""
+    from iweblens.models.repository import ModelConfigError, ModelRepository, View
 
-    try:
-        return repository.resolve(name)
-    except ModelNotLoadedError:
-        # The command line loads what it is asked for, whatever IWEBLENS_MODELS says.
-        assert name is not None
+    if name is not None:
         model = repository.models[repository.canonical(name)]
         real = repository.base_of(model) if isinstance(model, View) else model.name
-        return ModelRepository(repository.models.values(), (real,)).resolve(name)
-    except UnknownModelError as error:
+        # Only the model asked for is loaded: the others' files need not be fetched.
+        repository = ModelRepository(repository.models.values(), (real,))
+    try:
+        return repository.resolve(name)
+    except ModelConfigError as error:
         raise SystemExit(f"iweblens: {error}") from None
 
 
