@@ -216,3 +216,16 @@ def test_models_lists_what_the_views_answer_over_a_model_lacking_classes(
     }
     assert listed["ipcam-general"]["detail"] == "over people: person"
     assert listed["people"]["detail"] == f"416 px, opencv, 1 labels, {tmp_path / 'people'}"
+
+
+def test_detect_with_another_model_needs_none_of_the_defaults_files(
+    tmp_path: Path, yolov4_tiny_paths: ModelPaths
+) -> None:
+    cache = tmp_path / "cache"
+    (cache / "yolov4-tiny").mkdir(parents=True)
+    for path in (yolov4_tiny_paths.cfg, yolov4_tiny_paths.weights, yolov4_tiny_paths.names):
+        (cache / "yolov4-tiny" / path.name).symlink_to(path)
+    env = {"IWEBLENS_MODEL_DIR": str(cache)}
+    found = detected("--model", "yolov4-tiny", str(DOG_AND_PEOPLE), env=env)
+    assert {o["label"] for o in found} >= {"dog", "person"}
+    assert [path.name for path in cache.iterdir()] == ["yolov4-tiny"]
