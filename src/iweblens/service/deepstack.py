@@ -59,7 +59,9 @@ LIST_PATH = CUSTOM_PREFIX + "list"
 
 def queues_inference(path: str) -> bool:
     """Whether a request to ``path`` queues an inference (a DeepStack detection route)."""
-    return path == DEEPSTACK_PATH or (path.startswith(CUSTOM_PREFIX) and path != LIST_PATH)
+    return path in (DEEPSTACK_PATH, CUSTOM_PREFIX.rstrip("/")) or (
+        path.startswith(CUSTOM_PREFIX) and path != LIST_PATH
+    )
 
 
 def deepstack_blueprint(detect: Detect) -> Blueprint:
@@ -70,8 +72,10 @@ def deepstack_blueprint(detect: Detect) -> Blueprint:
     def detection() -> Response:
         return _answer(detect, None, "detect")
 
-    @blueprint.post(CUSTOM_PREFIX, defaults={"model": ""})
-    @blueprint.post(CUSTOM_PREFIX + "<path:model>")
+    # Werkzeug redirects ``/v1/vision/custom`` and ``custom//x`` with an HTML page: a client of
+    # a JSON API gets JSON (the first is the empty name, the second names no model).
+    @blueprint.post(CUSTOM_PREFIX, defaults={"model": ""}, strict_slashes=False)
+    @blueprint.post(CUSTOM_PREFIX + "<path:model>", merge_slashes=False)
     def custom(model: str) -> Response:
         return _answer(detect, model, "custom")
 
