@@ -108,6 +108,14 @@ def test_custom_route_errors_are_documented(
         assert model in body["error"]
 
 
+def test_a_name_no_route_reads_is_a_documented_404(live_server: str) -> None:
+    """Found by schemathesis: the route's path converter reads no line break past the first
+    character."""
+    response = custom(live_server, "line\nbreak", files=photo_part())
+    check_documented("POST", CUSTOM, response.status_code, response.json())
+    assert response.status_code == 404
+
+
 def test_the_custom_route_asks_for_the_key(keyed_server: str) -> None:
     response = custom(keyed_server, VIEW, files=photo_part(), data={"api_key": "wrong"})
     check_documented("POST", CUSTOM, response.status_code, response.json())
