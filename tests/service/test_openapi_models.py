@@ -14,12 +14,15 @@ import schemathesis
 from api_contract import OPENAPI, check_documented
 from support import API_KEYS, IMAGES_DIR, heic_header
 
+from iweblens.models.repository import DEFAULT_MODEL
+
 PHOTO = IMAGES_DIR / "000000473528.jpg"  # a car, people, a dog and a frisbee
 VIEW = "ipcam-general"
 VIEW_LABELS = {"person", "vehicle"}
 NOT_LOADED = "yolov4-tiny"  # known to every server, loaded only when IWEBLENS_MODELS names it
 CUSTOM = "/v1/vision/custom/{model}"
 NATIVE = "/api/object_detection"
+FLAVOURS = ["multipart", "json", "query"]  # where the native model option travels
 
 
 def custom(base_url: str, model: str, **kwargs: Any) -> requests.Response:
@@ -28,6 +31,19 @@ def custom(base_url: str, model: str, **kwargs: Any) -> requests.Response:
 
 def photo_part() -> dict[str, tuple[str, bytes]]:
     return {"image": (PHOTO.name, PHOTO.read_bytes())}
+
+
+def native_with_model(base_url: str, flavour: str, model: str, **options: Any) -> requests.Response:
+    """``POST /api/object_detection`` of the photo naming ``model`` as ``flavour`` carries it."""
+    url = f"{base_url}{NATIVE}"
+    fields = {"model": model, **options}
+    if flavour == "multipart":
+        return requests.post(url, files=photo_part(), data=fields, timeout=120)
+    if flavour == "json":
+        document = {"image": base64.b64encode(PHOTO.read_bytes()).decode(), **fields}
+        return requests.post(url, json=document, timeout=120)
+    headers = {"Content-Type": "image/jpeg"}
+    return requests.post(url, data=PHOTO.read_bytes(), params=fields, headers=headers, timeout=120)
 
 
 def test_the_document_is_valid_openapi() -> None:
@@ -40,6 +56,7 @@ def test_the_model_listing_is_documented(live_server: str) -> None:
     check_documented("GET", "/api/models", response.status_code, listing)
     models = {model["name"]: model for model in listing["models"]}
     default = models[listing["default"]]
+    assert listing["default"] == DEFAULT_MODEL
     assert default["kind"] == "darknet" and default["loaded"] and default["default"]
     # The documented Label enum stays the default model's labels.
     assert default["labels"] == OPENAPI["components"]["schemas"]["Label"]["enum"]
@@ -68,13 +85,9 @@ def test_a_view_answers_its_own_labels_on_the_custom_route(live_server: str) -> 
     assert response.status_code == 200
     assert body["command"] == "custom" and VIEW in body["moduleName"]
     assert {p["label"] for p in body["predictions"]} == VIEW_LABELS
-    native = requests.post(
-        f"{live_server}{NATIVE}",
-        files=photo_part(),
-        data={"model": VIEW, "min_confidence": "0.45"},
-        timeout=120,
-    ).json()["objects"]
-    assert [p["label"] for p in body["predictions"]] == [o["label"] for o in native]
+    native = native_with_model(live_server, "multipart", VIEW, min_confidence="0.45")
+    native_objects = native.json()["objects"]
+    assert [p["label"] for p in body["predictions"]] == [o["label"] for o in native_objects]
 
 
 @pytest.mark.parametrize("alias", ["general", ""])
@@ -124,22 +137,6 @@ def test_the_custom_route_asks_for_the_key(keyed_server: str) -> None:
     assert custom(keyed_server, VIEW, files=photo_part(), headers=bearer).status_code == 200
 
 
-def native_with_model(base_url: str, flavour: str, model: str, **options: Any) -> requests.Response:
-    """``POST /api/object_detection`` of the photo naming ``model`` as ``flavour`` carries it."""
-    url = f"{base_url}{NATIVE}"
-    fields = {"model": model, **options}
-    if flavour == "multipart":
-        return requests.post(url, files=photo_part(), data=fields, timeout=120)
-    if flavour == "json":
-        document = {"image": base64.b64encode(PHOTO.read_bytes()).decode(), **fields}
-        return requests.post(url, json=document, timeout=120)
-    headers = {"Content-Type": "image/jpeg"}
-    return requests.post(url, data=PHOTO.read_bytes(), params=fields, headers=headers, timeout=120)
-
-
-FLAVOURS = ["multipart", "json", "query"]
-
-
 @pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("details", [False, True])
 def test_the_model_option_is_documented_in_every_flavour(
@@ -151,11 +148,7 @@ def test_the_model_option_is_documented_in_every_flavour(
     check_documented("POST", NATIVE, response.status_code, body)
     assert {o["label"] for o in body["objects"]} == VIEW_LABELS
     if details:
-        assert body["model"]["name"] == VIEW
-        assert (
-            body["model"]["view_of"]
-            == requests.get(f"{live_server}/api/models", timeout=30).json()["default"]
-        )
+        assert (body["model"]["name"], body["model"]["view_of"]) == (VIEW, DEFAULT_MODEL)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
