@@ -1,4 +1,5 @@
-"""The contract every answer of the detection endpoint honours, whatever was sent to it."""
+"""The contract every answer honours: the detection endpoint's whatever was sent to it, and each
+operation's as the OpenAPI document describes it."""
 
 from __future__ import annotations
 
@@ -24,3 +25,17 @@ def check_answer(status: int, headers: Mapping[str, str], body: Any) -> None:
         assert isinstance(body["objects"], list)
     else:
         jsonschema.validate(body, schema("Error"))
+
+
+def check_documented(method: str, path: str, status: int, body: Any) -> None:
+    """``body`` is a JSON answer ``method path`` documents for ``status``, and fits its schema.
+
+    ``path`` is the document's path template (``/v1/vision/custom/{model}``).
+    """
+    responses = OPENAPI["paths"][path][method.lower()]["responses"]
+    assert str(status) in responses, f"{method} {path} does not document {status}: {body}"
+    response = responses[str(status)]
+    if "$ref" in response:
+        response = OPENAPI["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    answer_schema = response["content"]["application/json"]["schema"]
+    jsonschema.validate(body, {**answer_schema, "components": OPENAPI["components"]})

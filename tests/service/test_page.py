@@ -30,7 +30,7 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 ARTIFACTS = TESTS_DIR.parent / "test-artifacts"
 STATIC = resources.files("iweblens.service") / "static"
@@ -441,6 +441,49 @@ def test_confidence_slider_and_class_filter_use_the_api_options(
 
     page.find_element(By.ID, "clear-classes").click()
     wait_listed(page, loose)
+    assert console_errors(page) == []
+
+
+def class_boxes(browser: WebDriver) -> list[str]:
+    return [
+        box.get_attribute("value")
+        for box in browser.find_elements(By.CSS_SELECTOR, "#class-list input")
+    ]
+
+
+def test_the_model_picker_sends_the_model_and_lists_its_labels(
+    page: WebDriver, live_server: str, photo: Path
+) -> None:
+    listing = requests.get(f"{live_server}/api/models", timeout=30).json()
+    picker = Select(page.find_element(By.ID, "model"))
+    WebDriverWait(page, SETTLE_TIMEOUT_S).until(lambda _: picker.options)
+    served = [model["name"] for model in listing["models"] if model["loaded"]]
+    assert [option.get_attribute("value") for option in picker.options] == served
+    assert picker.first_selected_option.get_attribute("value") == listing["default"]
+    assert pick_file(page, photo) == "done"
+    assert {"car", "dog"} <= {o["label"] for o in listed_objects(page)}
+
+    picker.select_by_value("ipcam-general")
+    viewed = api_detect_with(live_server, photo, model="ipcam-general")
+    assert {o["label"] for o in viewed} == {"person", "vehicle"}
+    wait_listed(page, viewed)
+    assert unboxed_objects(page) == []
+    assert text_of(page, "model-used") == "ipcam-general"
+    assert "person, vehicle" in text_of(page, "model-hint")
+    assert class_boxes(page) == ["person", "vehicle"]
+    save_screenshot(page, "page-model.png")
+
+    page.find_element(By.CSS_SELECTOR, "#classes summary").click()
+    page.find_element(By.CSS_SELECTOR, "#class-list input[value='vehicle']").click()
+    vehicles = api_detect_with(live_server, photo, model="ipcam-general", classes="vehicle")
+    assert {o["label"] for o in vehicles} == {"vehicle"}
+    wait_listed(page, vehicles)
+
+    # The default model has no class vehicle: the filter goes with the view.
+    picker.select_by_value(listing["default"])
+    wait_listed(page, api_detect(live_server, photo).json()["objects"])
+    assert text_of(page, "classes-summary") == "all"
+    assert text_of(page, "model-used") == listing["default"]
     assert console_errors(page) == []
 
 

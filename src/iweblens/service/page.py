@@ -1,7 +1,8 @@
 """The try-it page at ``/``: static HTML, CSS and JavaScript, no build step, no third-party code.
 
-The page talks to the service only through the public ``POST /api/object_detection`` API, exactly
-as any other client does, so this module needs neither OpenCV nor the inference pool. Its
+The page talks to the service only through the public API (``GET /api/models`` for its model
+picker, ``POST /api/object_detection``), exactly as any other client does, so this module needs
+neither OpenCV nor the inference pool. Its
 Content-Security-Policy lets the browser itself enforce the promise that the page loads nothing
 from another origin.
 """

@@ -1,18 +1,20 @@
 /* iWebLens try-it page: send a photo to the detection API, draw the boxes it answers with.
  *
  * The photo goes to the API as multipart/form-data with one part named "image", the same request
- * the reference client sends, so the page exercises the path real users take; the options (minimum
- * confidence, classes) become form fields only when they differ from the defaults, and an API key
- * becomes an Authorization header. The browser decodes the photo itself only to draw it; the boxes
- * come from the API, in original-image pixels, and are scaled to whatever size the photo is
- * displayed at. The annotated image to download is the API's own (annotate=true).
+ * the reference client sends, so the page exercises the path real users take; the options (model,
+ * minimum confidence, classes) become form fields only when they differ from the defaults, and an
+ * API key becomes an Authorization header. The model picker lists the models and views the server
+ * serves (GET /api/models), and the class list offers the picked model's labels. The browser
+ * decodes the photo itself only to draw it; the boxes come from the API, in original-image pixels,
+ * and are scaled to whatever size the photo is displayed at. The annotated image to download is
+ * the API's own (annotate=true).
  */
 "use strict";
 
 (() => {
   // Relative, so the page keeps working behind a reverse proxy that mounts it under a path.
   const API_URL = "api/object_detection";
-  const OPENAPI_URL = "openapi.json";
+  const MODELS_URL = "api/models";
   const DEFAULT_CONFIDENCE = "0.5"; // the service's own default: not sent
   const KEY_STORAGE = "iweblens-api-key"; // this tab only (sessionStorage)
   // Bright enough for dark label text; the first few, used most, are the most distinct.
@@ -66,6 +68,10 @@
       title: "The service did not accept the options.",
       advice: "Change the options and try again.",
     },
+    bad_model: {
+      title: "This model is not available on the server.",
+      advice: "Pick another model, or reload the page to see the models the server has now.",
+    },
     unexpected: {
       title: "Something went wrong on the server.",
       advice: "Try again, or try another photo.",
@@ -82,6 +88,8 @@
     unauthorized: PROBLEMS.needs_key,
     invalid_option: PROBLEMS.bad_option,
     unknown_class: PROBLEMS.bad_option,
+    unknown_model: PROBLEMS.bad_model,
+    model_not_loaded: PROBLEMS.bad_model,
   };
   const PROBLEM_BY_STATUS = {
     400: PROBLEMS.invalid_image,
@@ -110,7 +118,11 @@
     stats: byId("stats"),
     elapsed: byId("elapsed"),
     servedBy: byId("served-by"),
+    modelUsed: byId("model-used"),
     objects: byId("objects"),
+    model: byId("model"),
+    modelOption: byId("model-option"),
+    modelHint: byId("model-hint"),
     confidence: byId("confidence"),
     confidenceValue: byId("confidence-value"),
     classes: byId("classes"),
@@ -126,6 +138,8 @@
   let highlighted = -1;
   let latestRequest = 0;
   let drawnFor = ""; // the layout size the canvas was last drawn for
+  const models = new Map(); // name -> its GET /api/models entry, for the ones the server serves
+  let defaultModel = ""; // the one answering when no model is sent
 
   /** One colour per label, in order of first appearance: distinct within a photo. */
   function assignColours(objects) {
@@ -166,6 +180,9 @@
   /** The options that differ from the service's defaults, as form fields. */
   function optionFields() {
     const fields = [];
+    if (els.model.value && els.model.value !== defaultModel) {
+      fields.push(["model", els.model.value]);
+    }
     if (els.confidence.value !== DEFAULT_CONFIDENCE) {
       fields.push(["min_confidence", els.confidence.value]);
     }
@@ -213,8 +230,9 @@
     els.status.textContent = message;
   }
 
-  function showStats(elapsedMs, servedBy) {
+  function showStats(elapsedMs, servedBy, model) {
     els.elapsed.textContent = `${Math.round(elapsedMs)} ms`;
+    els.modelUsed.textContent = model;
     els.servedBy.textContent = servedBy || "not stated";
     els.stats.hidden = false;
   }
@@ -430,6 +448,7 @@
   async function detect(blob, name) {
     current = { blob, name };
     const request = ++latestRequest;
+    const model = els.model.value || "default";
     setState("busy", `Detecting objects in ${name}…`);
     revealResult();
     const imageLoaded = loadImage(blob);
@@ -446,10 +465,10 @@
     const servedBy = response.headers.get("X-Served-By");
     if (!response.ok || !payload || !Array.isArray(payload.objects)) {
       showError(explain(response.status, payload));
-      showStats(elapsed, servedBy);
+      showStats(elapsed, servedBy, model);
       return;
     }
-    showStats(elapsed, servedBy);
+    showStats(elapsed, servedBy, model);
     showResult(image, payload.objects, name);
   }
 
@@ -504,26 +523,56 @@
     els.classesSummary.textContent = chosen.length ? chosen.join(", ") : "all";
   }
 
-  /** One checkbox per label the model knows, from the API description's Label list. */
-  async function listClasses() {
-    let labels;
-    try {
-      const response = await fetch(OPENAPI_URL);
-      labels = (await response.json()).components.schemas.Label.enum;
-    } catch {
-      return; // without the list, the page still works with every class
-    }
+  /** One checkbox per label of the picked model; the chosen ones it also has stay chosen. */
+  function showClasses(labels) {
+    const kept = new Set(chosenClasses());
     const boxes = labels.map((label) => {
       const item = document.createElement("label");
       const box = document.createElement("input");
       box.type = "checkbox";
       box.name = "classes";
       box.value = label;
+      box.checked = kept.has(label);
       item.append(box, ` ${label}`);
       return item;
     });
+    for (const item of els.classList.querySelectorAll("label")) item.remove();
     els.classList.append(...boxes);
-    els.classes.hidden = false;
+    els.classes.hidden = boxes.length === 0;
+    summariseClasses();
+  }
+
+  function describeModel() {
+    const model = models.get(els.model.value);
+    els.modelHint.textContent = model.kind === "view"
+      ? `A view of ${model.base}: it answers ${model.labels.join(", ")}.`
+      : `${plural(model.labels.length, "label")}, ${model.input_size} px input, `
+        + `${model.engine} engine.`;
+    showClasses(model.labels);
+  }
+
+  /** The model picker: the models and views the server serves, its default chosen. */
+  async function listModels() {
+    let listing;
+    try {
+      const response = await fetch(MODELS_URL);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      listing = await response.json();
+    } catch {
+      return; // without the list, the page still works with the default model and every class
+    }
+    defaultModel = listing.default;
+    const choices = listing.models.filter((model) => model.loaded).map((model) => {
+      models.set(model.name, model);
+      const option = document.createElement("option");
+      option.value = model.name;
+      option.textContent = model.name === defaultModel ? `${model.name} (default)` : model.name;
+      option.selected = model.name === defaultModel;
+      return option;
+    });
+    els.model.replaceChildren(...choices);
+    els.modelOption.hidden = false;
+    describeModel();
   }
 
   function firstFile(transfer) {
@@ -575,6 +624,10 @@
   els.confidence.addEventListener("input", () => {
     els.confidenceValue.textContent = `${Math.round(Number(els.confidence.value) * 100)}%`;
   });
+  els.model.addEventListener("change", () => {
+    describeModel();
+    detectAgain();
+  });
   els.confidence.addEventListener("change", detectAgain);
   els.classList.addEventListener("change", () => {
     summariseClasses();
@@ -593,6 +646,6 @@
   els.download.addEventListener("click", downloadAnnotated);
   document.getElementById("options").addEventListener("submit", (event) => event.preventDefault());
 
-  listClasses();
+  listModels();
   setState("empty", "");
 })();
