@@ -199,7 +199,10 @@ def test_a_users_darknet_folder_is_a_model_named_after_it(
     )
     assert found.labels == tuple(model_paths.labels())
     assert found.verified_paths() == ModelPaths(
-        folder / model_paths.cfg.name, folder / model_paths.weights.name, folder / "coco.names"
+        folder / model_paths.cfg.name,
+        folder / model_paths.weights.name,
+        folder / "coco.names",
+        tmp_path / ".cache" / "my-yolo",
     )
     assert set(found.sha256) == {"yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names"}
 

@@ -476,7 +476,7 @@ def test_the_first_of_iweblens_models_answers_when_no_model_is_named(
     assert plain.json()["moduleName"] == "iWebLens object detection (yolov4-tiny)"
     assert plain.json()["command"] == "detect" and named.json()["command"] == "custom"
     other = requests.post(f"{url}/v1/vision/custom/yolov3-tiny", files=image, timeout=120)
-    assert other.json()["moduleName"] == "iWebLens object detection (YOLOv3-tiny)"
+    assert other.json()["moduleName"] == "iWebLens object detection (yolov3-tiny)"
     assert other.json()["predictions"] != plain.json()["predictions"]
     details = native(url, photo, "multipart", details="true").json()["model"]
     assert details["name"] == "yolov4-tiny"
