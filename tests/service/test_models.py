@@ -237,7 +237,7 @@ def test_details_name_the_model_that_answered(
 ) -> None:
     photo = next(p for p in photos if p.name == OVERLAPPING)
     body = native(live_server, photo, "multipart", model=asked, details="true").json()
-    jsonschema.validate(body["model"], schema("ModelIdentity"))
+    jsonschema.validate(body, schema("DetailedResult"))
     identity = {
         "name": name,
         "engine": "opencv",
