@@ -271,6 +271,8 @@ def test_classes_resolve_to_the_models_spelling() -> None:
     with pytest.raises(ApiError) as raised:
         resolve_classes(["plane"], card.labels)
     assert raised.value.code == "unknown_class"
+    # A view answers COCO's spelling; darknet's names the same class.
+    assert resolve_classes(["motorbike", "Motorcycle"], ("person", "motorcycle")) == {"motorcycle"}
 
 
 def test_the_documented_labels_are_the_models(model_paths: ModelPaths) -> None:

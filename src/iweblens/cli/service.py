@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _repository(settings: Settings) -> ModelRepository:
-    """The model repository, or exit 2 with the reason (a broken user model folder, an
+    """The model repository, or exit 1 with the reason (a broken user model folder, an
     ``IWEBLENS_MODELS`` naming no real model)."""
     from iweblens.models.repository import ModelConfigError, ModelRepository
 

@@ -87,6 +87,8 @@ def resolve_classes(names: Iterable[str], labels: Sequence[str]) -> frozenset[st
     """The model's ``labels`` for ``names`` (either spelling, any case), or ``ApiError`` 400."""
     known = {label.lower(): label for label in labels}
     known.update((coco_name(label).lower(), label) for label in labels)
+    # A view answers COCO's spelling; darknet's spelling of the same class names it too.
+    known.update((darknet, coco) for darknet, coco in COCO_SPELLING.items() if coco in labels)
     resolved, unknown = set(), []
     for name in names:
         label = known.get(name.strip().lower())
