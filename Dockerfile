@@ -57,10 +57,11 @@ RUN pip install --no-deps . \
     && pip uninstall --yes pip setuptools
 
 # `fetch-model` refuses any file whose sha256 is not the pinned one, so a bad download fails the
-# build instead of the first request.
+# build instead of the first request. Both bundled models are baked in, each in its own folder,
+# so IWEBLENS_MODELS can name either with no network and a read-only root filesystem.
 ENV IWEBLENS_MODEL_DIR=/opt/iweblens/models
-RUN iweblens fetch-model \
-    && rm -f "$IWEBLENS_MODEL_DIR/.lock"
+RUN iweblens fetch-model --model yolov3-tiny --model yolov4-tiny \
+    && rm -f "$IWEBLENS_MODEL_DIR"/*/.lock
 
 # NNCF (SciPy, scikit-learn) quantizes in a virtualenv of its own, which the final stage never
 # copies: 5 committed photographs, deterministic for given versions (the sidecar next to the model
@@ -71,7 +72,7 @@ RUN if [ "$ENGINE" = openvino-int8 ]; then \
         && /opt/quantize/bin/pip install --require-hashes --requirement requirements-int8.lock \
         && /opt/quantize/bin/pip install --no-deps . \
         && /opt/quantize/bin/iweblens quantize --images calibration --count 5 \
-        && rm -f "$IWEBLENS_MODEL_DIR/.lock"; \
+        && rm -f "$IWEBLENS_MODEL_DIR"/*/.lock; \
     fi
 
 

@@ -200,7 +200,7 @@ def test_the_int8_image_serves_openvino_int8_within_the_pod_limits(
     assert found == "True None"
     sidecar = docker(
         "run", "--rm", "--network", "none", "--entrypoint", "cat", int8_image,
-        "/opt/iweblens/models/yolov3-tiny-int8.xml.json",
+        "/opt/iweblens/models/yolov3-tiny/yolov3-tiny-int8.xml.json",
     )  # fmt: skip
     provenance = json.loads(sidecar)
     assert len(provenance["calibration_images"]) == 5

@@ -31,6 +31,7 @@ from support import FrontClient, unstarted_front
 
 from iweblens.config import Settings
 from iweblens.harness.manifest import parse_cpu_quantity
+from iweblens.inference.sizing import MARGIN_BYTES, MIN_REQUEST_BYTES, MiB, NetworkLoad
 from iweblens.service.server import EXIT_SLACK_S, SHUTDOWN_SLACK_S
 
 MANIFESTS = sorted(path for path in K8S_DIR.glob("*.yaml") if path.name != "kustomization.yaml")
@@ -91,6 +92,27 @@ def test_kustomization_renders_exactly_the_deployment_and_service(kubectl: str) 
     assert kinds == ["Deployment", "Service"]
     done = kubernetes_validate("-", stdin=rendered)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_two_model_overlay_loads_both_models_with_their_memory(kubectl: str) -> None:
+    overlay = K8S_DIR.parent / "two-models"
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    documents = {document["kind"]: document for document in yaml.safe_load_all(rendered)}
+    assert sorted(documents) == ["Deployment", "Service"]
+    assert kubernetes_validate("-", stdin=rendered).returncode == 0
+    container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    models = env_value(container, "IWEBLENS_MODELS")["value"].split(",")
+    assert models == ["yolov3-tiny", "yolov4-tiny"]
+    limits = container["resources"]["limits"]
+    assert limits["cpu"] == "0.5"
+    settings = Settings()
+    loads = [NetworkLoad(name, settings.engine, settings.input_size) for name in models]
+    # The same room the pod's own sizing keeps, with 256 MiB for the process itself.
+    needed = sum(load.bytes for load in loads) + MARGIN_BYTES + MIN_REQUEST_BYTES + 256 * MiB
+    assert parse_memory_quantity(limits["memory"]) >= needed
+    assert container["resources"]["requests"]["memory"] == limits["memory"]
 
 
 def test_hpa_is_kept_out_of_the_default_kustomization() -> None:

@@ -123,7 +123,7 @@ def test_labels_are_cocos_spelling(photos: list[Path]) -> None:
     darknet = ("diningtable", "tvmonitor", "sofa", "aeroplane", "motorbike", "pottedplant", "dog")
     inference = Inference([Detection(name, 0.9, 1, 2, 3, 4) for name in darknet], 640, 480)
     with app.test_request_context():
-        body = render(inference, 0.1)
+        body = render(inference, 0.1, module_name="iWebLens object detection (yolov3-tiny)")
     jsonschema.validate(body, schema("DeepStackResult"))
     assert [p["label"] for p in body["predictions"]] == [
         "dining table", "tv", "couch", "airplane", "motorcycle", "potted plant", "dog"

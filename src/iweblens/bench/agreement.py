@@ -8,10 +8,12 @@ precision and recall taken against the reference engine's detections.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +112,30 @@ def f1_noise(tallies: Sequence[F1Tally], resamples: int = 2000, seed: int = 0) -
     denominator = 2 * tp + fp + fn
     f1 = np.divide(2 * tp, denominator, out=np.ones_like(tp), where=denominator > 0)
     return float(f1.std())
+
+
+DarknetRecord = dict[str, list[dict[str, Any]]]
+
+
+def read_darknet_record(path: Path) -> DarknetRecord:
+    """darknet's own detections as recorded (``tests/reference/darknet/``): per file name, each
+    detection's label, confidence and box (centre and size relative to the image)."""
+    record: DarknetRecord = json.loads(path.read_text())
+    return record
+
+
+def darknet_in_pixels(found: list[dict[str, Any]], width: int, height: int) -> list[Detection]:
+    """Recorded darknet detections in a ``width`` x ``height`` image's pixels, as iWebLens's
+    detector computes its boxes: truncated to whole pixels, then clipped to the image."""
+    detections = []
+    for d in found:
+        cx, cy, bw, bh = d["center_x"], d["center_y"], d["width"], d["height"]
+        x0, x1 = max(int((cx - bw / 2) * width), 0), min(int((cx + bw / 2) * width), width - 1)
+        y0, y1 = max(int((cy - bh / 2) * height), 0), min(int((cy + bh / 2) * height), height - 1)
+        detections.append(
+            Detection(d["label"], d["confidence"], x0, y0, max(x1 - x0, 0), max(y1 - y0, 0))
+        )
+    return detections
 
 
 def engine_detections(

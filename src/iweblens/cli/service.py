@@ -49,17 +49,19 @@ def _ensure_model(model: DarknetModel, cache: Path) -> ModelPaths:
 def _ensure_models(settings: Settings, names: Sequence[str] | None = None) -> ModelRepository:
     """The repository, with the files of ``names`` (default: the models this server loads)
     verified and fetched, and each model's engine checked; exits with the reason otherwise."""
-    from iweblens.models.repository import ModelConfigError, View
+    from iweblens.models.repository import ModelConfigError, UnknownModelError, View
 
     fetched = _repository(settings)
     for asked in names or fetched.loaded:
         found = fetched.models.get(fetched.canonical(asked))
         if found is None:
-            raise SystemExit(f"iweblens: no model {asked!r}; the models are {fetched.names()}")
+            raise SystemExit(f"iweblens: {UnknownModelError(asked, fetched.names())}")
         model = fetched.real(fetched.base_of(found)) if isinstance(found, View) else found
         paths = _ensure_model(model, settings.model_dir)
         _check_engine(settings, paths, model.engine, model.input_size, model.name)
     repository = _repository(settings)  # again: the labels of what was just fetched
+    if names:
+        return repository  # what IWEBLENS_MODELS loads may not be fetched: it is not asked for
     try:
         repository.served()
     except ModelConfigError as error:
@@ -158,23 +160,18 @@ def run_detect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _served(repository: ModelRepository, name: str | None) -> Served:
-    """What answers ``name`` (None: the default model), or exit 2 listing the names."""
-    from iweblens.models.repository import (
-        ModelNotLoadedError,
-        ModelRepository,
-        UnknownModelError,
-        View,
-    )
+    """What answers ``name`` (None: the default model; else one ``_ensure_models`` fetched),
+    whatever ``IWEBLENS_MODELS`` says; exits with the reason if it cannot be served."""
+    from iweblens.models.repository import ModelConfigError, ModelRepository, View
 
-    try:
-        return repository.resolve(name)
-    except ModelNotLoadedError:
-        # The command line loads what it is asked for, whatever IWEBLENS_MODELS says.
-        assert name is not None
+    if name is not None:
         model = repository.models[repository.canonical(name)]
         real = repository.base_of(model) if isinstance(model, View) else model.name
-        return ModelRepository(repository.models.values(), (real,)).resolve(name)
-    except UnknownModelError as error:
+        # Only the model asked for is loaded: the others' files need not be fetched.
+        repository = ModelRepository(repository.models.values(), (real,))
+    try:
+        return repository.resolve(name)
+    except ModelConfigError as error:
         raise SystemExit(f"iweblens: {error}") from None
 
 
@@ -198,19 +195,28 @@ def run_fetch_model(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_models(args: argparse.Namespace, settings: Settings) -> int:
     """Print every model: name, kind, loaded by this configuration, labels, size, engine."""
-    from iweblens.models.repository import DarknetModel
+    from iweblens.models.repository import DarknetModel, ModelConfigError
 
     repository = _repository(settings)
+    served = None
+    # Which views a loaded model answers, and with what labels, is known once its files are.
+    if all(repository.real(name).labels for name in repository.loaded):
+        try:
+            served = repository.served()
+        except ModelConfigError as error:
+            raise SystemExit(f"iweblens: {error}") from None
     rows = []
     for name, model in repository.models.items():
-        loaded = "loaded" if name in repository.loaded or _over_loaded(repository, name) else "-"
+        answers = name in served if served is not None else _over_loaded(repository, name)
+        loaded = "loaded" if name in repository.loaded or answers else "-"
         if isinstance(model, DarknetModel):
             size = model.input_size or settings.input_size
             labels = f"{len(model.labels)} labels" if model.labels else "not fetched"
             where = "bundled" if model.pinned else str(model.folder)
             detail = f"{size} px, {model.engine or settings.engine}, {labels}, {where}"
         else:
-            detail = f"over {repository.base_of(model)}: {', '.join(model.labels)}"
+            shown = served[name].labels if served is not None and name in served else model.labels
+            detail = f"over {repository.base_of(model)}: {', '.join(shown)}"
         rows.append((name, model.kind, loaded, detail))
     if args.json:
         keys = ("name", "kind", "loaded", "detail")

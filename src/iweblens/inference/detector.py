@@ -8,7 +8,6 @@ and NMS per class at IoU 0.45.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from iweblens.config import Settings
@@ -17,7 +16,10 @@ from iweblens.inference.annotate import MAX_SIDE, annotate
 from iweblens.inference.engines import SCORE_FLOOR, Engine, create_engine
 from iweblens.inference.images import ImageHeader
 from iweblens.inference.letterbox import Letterbox, Letterboxer
+from iweblens.inference.nms import NmsKind
+from iweblens.inference.nms import nms as suppress
 from iweblens.inference.pixels import decode_image
+from iweblens.models.darknet import cfg_nms_kind
 from iweblens.models.store import ModelPaths
 
 DEFAULT_PARAMS = DetectionParams()
@@ -34,12 +36,15 @@ class Detector:
         input_size: int = 416,
         confidence: float = 0.5,
         nms: float = 0.45,
+        nms_kind: NmsKind = "iou",
     ) -> None:
+        """``nms_kind``: the suppression rule the model's cfg asks for (``nms.nms``)."""
         self.engine = engine
         self.labels = labels
         self.input_size = input_size
         self.confidence = confidence
         self.nms = nms
+        self.nms_kind = nms_kind
         self.letterboxer = Letterboxer(input_size)
 
     @classmethod
@@ -63,6 +68,7 @@ class Detector:
             input_size=size,
             confidence=settings.confidence,
             nms=settings.nms,
+            nms_kind=cfg_nms_kind(paths.cfg),
         )
 
     def detect_bytes(self, data: bytes) -> list[Detection]:
@@ -151,15 +157,17 @@ class Detector:
             answered = list(dict.fromkeys(params.relabel.values()))
             labels = [params.relabel[label] for label in labels]
             class_idx = np.array([answered.index(label) for label in labels], dtype=np.int64)
-        keep = cv2.dnn.NMSBoxesBatched(
-            np.stack([left, top, right - left, bottom - top], axis=1).tolist(),
-            confidences.tolist(),
-            class_idx.tolist(),
+        keep = suppress(
+            np.stack([left, top, right - left, bottom - top], axis=1),
+            confidences,
+            class_idx,
             confidence,
             nms,
+            self.nms_kind,
+            image_size=(width, height),
         )
         detections = []
-        for i in np.asarray(keep, dtype=np.int64).reshape(-1):
+        for i in keep:
             # darknet truncates to int, then clips to the image.
             x0, x1 = max(int(left[i]), 0), min(int(right[i]), width - 1)
             y0, y1 = max(int(top[i]), 0), min(int(bottom[i]), height - 1)

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 SUPPORTED_LAYERS = ("convolutional", "maxpool", "upsample", "route", "yolo")
 # darknet's network stride: every input side must be a multiple of it.
@@ -131,6 +132,7 @@ def check_model(cfg: Path, weights: Path, names: Path) -> CheckedModel:
     if any(count != classes for _, count in heads):
         listed = ", ".join(f"classes={count} in layer {index}" for index, count in heads)
         raise DarknetModelError(f"{cfg}: the [yolo] layers disagree: {listed}")
+    cfg_nms_kind(cfg)
     _check_weights(weights, sections, cfg.name)
     labels = tuple(line.strip() for line in _text(names).splitlines() if line.strip())
     if len(labels) != classes:
@@ -299,3 +301,27 @@ def _check_head(sections: Sequence[Section], index: int, where: str, channels: i
             )
         raise DarknetModelError(f"{where} receives {channels} channels; it needs {need}")
     return classes
+
+
+# darknet's [yolo] nms_kind -> the rule ``inference.nms`` applies; absent is darknet's default.
+NMS_KINDS = {"default": "iou", "greedynms": "diou"}
+
+
+def cfg_nms_kind(cfg: Path) -> Literal["iou", "diou"]:
+    """The suppression rule a cfg's ``[yolo]`` layers ask for (``iou`` unless ``greedynms``).
+
+    Raises ``DarknetModelError`` for another ``nms_kind`` (``diounms``, ``cornersnms``), which
+    iWebLens does not reproduce, or for layers that disagree.
+    """
+    asked = {
+        section.options.get("nms_kind", "default")
+        for section in _sections(cfg)
+        if section.kind == "yolo"
+    }
+    unknown = sorted(asked - set(NMS_KINDS))
+    if unknown or len(asked) > 1:
+        raise DarknetModelError(
+            f"{cfg}: nms_kind {', '.join(sorted(asked))}; supported: one of "
+            f"{', '.join(NMS_KINDS)} for every [yolo] layer"
+        )
+    return "diou" if NMS_KINDS[asked.pop()] == "diou" else "iou"

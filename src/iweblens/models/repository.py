@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "yolov3-tiny"
 DESCRIPTION_FILE = "model.toml"
+# The cache's folder for what is derived from a user's models, one subfolder per model.
+USER_CACHE = "user"
 # What CodeProject.AI and Agent DVR ask for by these names, and what answers them here.
 ALIASES = MappingProxyType(
     {"": "ipcam-general", "general": "ipcam-general", "combined": "ipcam-combined"}
@@ -190,10 +192,22 @@ class ModelRepository:
             if model.name in self.models:
                 raise ModelConfigError(f"two models are named {model.name!r}")
             self.models[model.name] = model
+        for model in self.models.values():
+            base = model.base if isinstance(model, View) else None
+            if base is not None and not isinstance(self.models.get(base), DarknetModel):
+                raise ModelConfigError(
+                    f"view {model.name!r}: its base {base!r} is no real model; the real models "
+                    f"are {', '.join(self.real_names())}"
+                )
         self.loaded = tuple(loaded)
         if not self.loaded:
             raise ModelConfigError(f"{env_name('models')} names no model")
         for name in self.loaded:
+            if self.loaded.count(name) > 1:
+                raise ModelConfigError(
+                    f"{env_name('models')} names {name!r} twice; each real model "
+                    f"({', '.join(self.real_names())}) loads once"
+                )
             found = self.models.get(name)
             if found is None:
                 raise ModelConfigError(
@@ -213,12 +227,17 @@ class ModelRepository:
         """The bundled models and views, and every model in ``IWEBLENS_CUSTOM_MODELS_DIR``.
 
         Raises ``ModelConfigError`` naming the folder, the file and the fault for a user's model
-        that cannot be served, and for an ``IWEBLENS_MODELS`` naming no real model.
+        that cannot be served (a view's base no real model included), and for an
+        ``IWEBLENS_MODELS`` naming no real model.
         """
         models: list[Model] = [bundled(pinned, settings.model_dir) for pinned in PINNED.values()]
         models += BUNDLED_VIEWS
         if settings.custom_models_dir is not None:
-            models += scan_folder(settings.custom_models_dir)
+            models += scan_folder(
+                settings.custom_models_dir,
+                settings.model_dir / USER_CACHE,
+                {model.name for model in models},
+            )
         return cls(models, settings.models)
 
     def real_names(self) -> list[str]:
@@ -288,7 +307,8 @@ def relabel_for(view: View, base: DarknetModel) -> Mapping[str, str]:
     it has none).
 
     Classes are matched in COCO's or darknet's spelling, any case. Raises ``ModelConfigError``
-    for a strict view naming a class the base does not have.
+    for a strict view naming a class the base does not have, and for a view answering one class
+    under two labels.
     """
     if base.labels is None:
         raise ModelConfigError(f"view {view.name!r}: the files of {base.name!r} are not fetched")
@@ -300,13 +320,15 @@ def relabel_for(view: View, base: DarknetModel) -> Mapping[str, str]:
             f"view {view.name!r}: its model {base.name!r} has no class "
             f"{', '.join(repr(name) for name in missing)}"
         )
-    return MappingProxyType(
-        {
-            spelled[wanted.lower()]: answered
-            for wanted, answered in view.classes
-            if wanted.lower() in spelled
-        }
-    )
+    relabel: dict[str, str] = {}
+    for wanted, answered in view.classes:
+        label = spelled.get(wanted.lower())
+        if label is not None and relabel.setdefault(label, answered) != answered:
+            raise ModelConfigError(
+                f"view {view.name!r}: class {label!r} is answered as both "
+                f"{relabel[label]!r} and {answered!r}"
+            )
+    return MappingProxyType(relabel)
 
 
 def bundled(pinned: PinnedModel, cache: Path) -> DarknetModel:
@@ -328,9 +350,11 @@ def _read_labels(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 
-def scan_folder(folder: Path) -> list[Model]:
+def scan_folder(folder: Path, cache: Path, taken: Collection[str] = ()) -> list[Model]:
     """Every model in a user's models folder, checked; raises ``ModelConfigError`` naming each
-    broken folder, its file and the fault (all of them, not only the first)."""
+    broken folder, its file and the fault (all of them, not only the first). What is derived
+    from a model (a converted graph) goes to ``cache/<name>``, never into its folder.
+    ``taken``: the bundled models' names, which no folder may take."""
     if not folder.is_dir():
         raise ModelConfigError(f"{env_name('custom_models_dir')}={folder} is not a folder")
     models: list[Model] = []
@@ -338,8 +362,11 @@ def scan_folder(folder: Path) -> list[Model]:
     for sub in sorted(path for path in folder.iterdir() if path.is_dir()):
         if sub.name.startswith("."):
             continue
+        if sub.name in taken:
+            faults.append(f"{sub}: {sub.name!r} is a bundled model's name")
+            continue
         try:
-            models.append(read_folder(sub))
+            models.append(read_folder(sub, cache / sub.name))
         except ModelConfigError as error:
             faults.append(str(error))
     if faults:
@@ -357,8 +384,9 @@ def _description(folder: Path) -> dict[str, object]:
         raise ModelConfigError(f"{path}: not a TOML file ({error})") from None
 
 
-def read_folder(folder: Path) -> Model:
-    """One user model folder as a model named after it; raises ``ModelConfigError``."""
+def read_folder(folder: Path, derived: Path) -> Model:
+    """One user model folder as a model named after it, its derived files going to ``derived``;
+    raises ``ModelConfigError``."""
     description = _description(folder)
     unknown = sorted(set(description) - {*_DARKNET_KEYS, *_VIEW_KEYS})
     if unknown:
@@ -369,22 +397,23 @@ def read_folder(folder: Path) -> Model:
     if folder.name in RESERVED or folder.name in ALIASES:
         raise ModelConfigError(f"{folder}: {folder.name!r} is a reserved name")
     kind = "view" if _VIEW_KEYS & set(description) else "darknet"
-    return KINDS[kind](folder, description)
+    return KINDS[kind](folder, description, derived)
 
 
 _DARKNET_KEYS = frozenset({"input_size", "engine"})
 _VIEW_KEYS = frozenset({"base", "labels"})
+_DARKNET_SUFFIXES = (".cfg", ".weights", ".names")
 
 
-def _darknet_folder(folder: Path, description: Mapping[str, object]) -> DarknetModel:
+def _darknet_folder(folder: Path, description: Mapping[str, object], derived: Path) -> DarknetModel:
     files: dict[str, Path] = {}
-    for suffix in (".cfg", ".weights", ".names"):
+    for suffix in _DARKNET_SUFFIXES:
         found = sorted(folder.glob(f"*{suffix}"))
         if len(found) != 1:
             count = "no" if not found else f"{len(found)}"
             raise ModelConfigError(f"{folder}: {count} *{suffix} file(s); a model needs one")
         files[suffix] = found[0]
-    paths = ModelPaths(files[".cfg"], files[".weights"], files[".names"])
+    paths = ModelPaths(files[".cfg"], files[".weights"], files[".names"], derived)
     try:
         checked = check_model(paths.cfg, paths.weights, paths.names)
     except DarknetModelError as error:
@@ -408,8 +437,19 @@ def _darknet_folder(folder: Path, description: Mapping[str, object]) -> DarknetM
     )
 
 
-def _view_folder(folder: Path, description: Mapping[str, object]) -> View:
+def _view_folder(folder: Path, description: Mapping[str, object], derived: Path) -> View:
+    del derived  # a view derives nothing
     where = folder / DESCRIPTION_FILE
+    # Half a model, half a view: which one was meant is unknown, so neither is served.
+    stray = [
+        path.name for suffix in _DARKNET_SUFFIXES for path in sorted(folder.glob(f"*{suffix}"))
+    ]
+    stray += sorted(_DARKNET_KEYS & set(description))
+    if stray:
+        raise ModelConfigError(
+            f"{where}: base or [labels] make a view, which has no model files, input_size or "
+            f"engine; this folder has {', '.join(stray)}"
+        )
     base = description.get("base")
     if base is not None and not isinstance(base, str):
         raise ModelConfigError(f"{where}: base {base!r} is not a model name")
@@ -421,12 +461,14 @@ def _view_folder(folder: Path, description: Mapping[str, object]) -> View:
         wanted = [wanted] if isinstance(wanted, str) else wanted
         if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
             raise ModelConfigError(f"{where}: labels.{answered} is not a list of class names")
+        if not wanted:
+            raise ModelConfigError(f"{where}: labels.{answered} names no class")
         classes += [(name, answered) for name in wanted]
     return View(folder.name, tuple(classes), base=base, strict=True)
 
 
 # The kinds a model folder can describe: a new kind (an ONNX graph) registers here.
-KINDS: dict[str, Callable[[Path, Mapping[str, object]], Model]] = {
+KINDS: dict[str, Callable[[Path, Mapping[str, object], Path], Model]] = {
     "darknet": _darknet_folder,
     "view": _view_folder,
 }

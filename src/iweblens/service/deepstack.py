@@ -47,7 +47,6 @@ from iweblens.service.options import parse_number
 
 DEFAULT_MIN_CONFIDENCE = 0.45  # DeepStack's documented default, and deepstack-python's
 MODULE_ID = "iweblens"
-MODULE_NAME = "iWebLens object detection (YOLOv3-tiny)"
 
 Detect = Callable[[bytes, DetectionParams], Inference]
 
@@ -60,7 +59,9 @@ LIST_PATH = CUSTOM_PREFIX + "list"
 
 def queues_inference(path: str) -> bool:
     """Whether a request to ``path`` queues an inference (a DeepStack detection route)."""
-    return path == DEEPSTACK_PATH or (path.startswith(CUSTOM_PREFIX) and path != LIST_PATH)
+    return path in (DEEPSTACK_PATH, CUSTOM_PREFIX.rstrip("/")) or (
+        path.startswith(CUSTOM_PREFIX) and path != LIST_PATH
+    )
 
 
 def deepstack_blueprint(detect: Detect) -> Blueprint:
@@ -71,8 +72,10 @@ def deepstack_blueprint(detect: Detect) -> Blueprint:
     def detection() -> Response:
         return _answer(detect, None, "detect")
 
-    @blueprint.post(CUSTOM_PREFIX, defaults={"model": ""})
-    @blueprint.post(CUSTOM_PREFIX + "<path:model>")
+    # Werkzeug redirects ``/v1/vision/custom`` and ``custom//x`` with an HTML page: a client of
+    # a JSON API gets JSON (the first is the empty name, the second names no model).
+    @blueprint.post(CUSTOM_PREFIX, defaults={"model": ""}, strict_slashes=False)
+    @blueprint.post(CUSTOM_PREFIX + "<path:model>", merge_slashes=False)
     def custom(model: str) -> Response:
         return _answer(detect, model, "custom")
 
@@ -98,7 +101,8 @@ def _answer(detect: Detect, model: str | None, command: str) -> Response:
     if served is not None:
         params = replace(params, model=served.model.name, relabel=served.relabel)
     inference = detect(image, params)
-    name = MODULE_NAME if served is None else f"iWebLens object detection ({served.name})"
+    shown = service_of().models.default if served is None else served.name
+    name = module_name_of(shown)
     return jsonify(render(inference, elapsed_s(), command=command, module_name=name))
 
 
@@ -118,12 +122,17 @@ def min_confidence(text: str | None) -> float:
     return value
 
 
+def module_name_of(model: str) -> str:
+    """CodeProject.AI's ``moduleName`` of the answers of ``model`` (a model's or view's name)."""
+    return f"iWebLens object detection ({model})"
+
+
 def render(
     inference: Inference,
     total_s: float,
     *,
+    module_name: str,
     command: str = "detect",
-    module_name: str = MODULE_NAME,
 ) -> dict[str, Any]:
     """The success answer, most confident first (DeepStack and CodeProject.AI fields).
 

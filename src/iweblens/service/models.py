@@ -32,10 +32,14 @@ def served_model(name: str | None, *, deepstack: bool = False) -> Served:
     """What answers a request naming ``name`` (None: the default model) on this server.
 
     Raises ``ApiError``: on a DeepStack route (``deepstack``) 404 ``model_not_found``; as the
-    native option 400 ``unknown_model`` or ``model_not_loaded``.
+    native option 400 ``unknown_model`` (an empty name too) or ``model_not_loaded``.
     """
+    models = service_of().models
     try:
-        return service_of().models.resolve(name)
+        if name == "" and not deepstack:
+            # The empty alias is DeepStack's bare /v1/vision/custom/; an empty option names none.
+            raise UnknownModelError(name, models.names())
+        return models.resolve(name)
     except UnknownModelError as error:
         if deepstack:
             raise ApiError(404, "model_not_found", str(error)) from None
