@@ -61,7 +61,10 @@ def test_every_schemathesis_check_passes(live_server: str, tmp_path: Path) -> No
         f"{len(run['failures'])} failures, phases "
         + ", ".join(f"{name} {phase['status']}" for name, phase in run["phases"].items())
     )
-    operations = sum(len(methods) for methods in OPENAPI["paths"].values())
+    # Schemathesis leaves out the operation serving the document it was pointed at.
+    operations = sum(
+        len(methods) for path, methods in OPENAPI["paths"].items() if path != "/openapi.json"
+    )
     assert run["operations"]["tested"] == run["operations"]["total"] == operations
     assert run["failures"] == [] and run["errors"] == []
     # The documented example (a real image) is sent and accepted, not only generated data.
