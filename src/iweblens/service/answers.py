@@ -70,7 +70,9 @@ def details(
         "nms": settings.nms if params.nms is None else params.nms,
     }
     if params.classes is not None:
-        applied_options["classes"] = sorted(params.classes)
+        # A view's classes are reported in its own labels, as asked.
+        relabel = params.relabel or {}
+        applied_options["classes"] = sorted({relabel.get(c, c) for c in params.classes})
     if params.max_detections is not None:
         applied_options["max_detections"] = params.max_detections
     return {

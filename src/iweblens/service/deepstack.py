@@ -52,7 +52,6 @@ Detect = Callable[[bytes, DetectionParams], Inference]
 
 
 DEEPSTACK_PATH = "/v1/vision/detection"
-DEEPSTACK_PREFIX = "/v1/vision/"  # every route answered in DeepStack's shape
 CUSTOM_PREFIX = "/v1/vision/custom/"
 LIST_PATH = CUSTOM_PREFIX + "list"
 

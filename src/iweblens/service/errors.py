@@ -25,6 +25,7 @@ __all__ = [
     "CHALLENGE",
     "CODES",
     "DEEPSTACK_BLUEPRINT",
+    "DEEPSTACK_PREFIX",
     "NO_IMAGE",
     "ApiError",
     "ErrorCode",
@@ -35,7 +36,8 @@ __all__ = [
 ]
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="iweblens"'}  # sent with every 401
-DEEPSTACK_BLUEPRINT = "deepstack"  # the routes answered in DeepStack's error shape
+DEEPSTACK_BLUEPRINT = "deepstack"  # the blueprint of the DeepStack routes
+DEEPSTACK_PREFIX = "/v1/vision/"  # every path answered in DeepStack's error shape
 NO_IMAGE = "No valid image file found"
 
 
@@ -161,7 +163,7 @@ def install(app: Flask) -> None:
     """
 
     def respond(error: ApiError) -> Response:
-        body, headers = render(error, request.blueprint == DEEPSTACK_BLUEPRINT)
+        body, headers = render(error, request.path.startswith(DEEPSTACK_PREFIX))
         return Response(body, error.status, headers, content_type="application/json")
 
     @app.errorhandler(ApiError)

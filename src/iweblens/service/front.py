@@ -58,8 +58,8 @@ from iweblens.service.context import (
     Service,
     build_service,
 )
-from iweblens.service.deepstack import DEEPSTACK_PREFIX, queues_inference
-from iweblens.service.errors import ApiError, from_http, render
+from iweblens.service.deepstack import queues_inference
+from iweblens.service.errors import DEEPSTACK_PREFIX, ApiError, from_http, render
 from iweblens.service.metrics import ServiceMetrics
 from iweblens.service.probes import probe
 
