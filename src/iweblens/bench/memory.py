@@ -191,13 +191,21 @@ def measure_memory(
 
 @dataclass(frozen=True)
 class MemoryFigures:
-    """The readings of one (model, engine, size), as spreads over repeats (MiB)."""
+    """The readings of one (model, engine, size), one per repeat, in the order measured (MiB):
+    the first network, the most a next one added, and the most of both (what sizing counts for
+    every network)."""
 
     model: str
     engine: str
     input_size: int
-    first: Spread
-    next: Spread | None
+    first: tuple[float, ...]
+    next: tuple[float, ...]
+
+    @property
+    def per_network(self) -> tuple[float, ...]:
+        if not self.next:
+            return self.first
+        return tuple(max(pair) for pair in zip(self.first, self.next, strict=True))
 
     @classmethod
     def group(cls, readings: Sequence[NetworkMemory]) -> list[MemoryFigures]:
@@ -206,37 +214,33 @@ class MemoryFigures:
         figures = []
         for key in keys:
             mine = [r for r in readings if (r.model, r.engine, r.input_size) == key]
-            nexts = [r.next / MiB for r in mine if r.next is not None]
-            figures.append(
-                cls(
-                    *key,
-                    Spread.of([r.first / MiB for r in mine]),
-                    Spread.of(nexts) if nexts else None,
-                )
-            )
+            firsts = tuple(r.first / MiB for r in mine)
+            nexts = tuple(r.next / MiB for r in mine if r.next is not None)
+            figures.append(cls(*key, firsts, nexts))
         return figures
 
 
 def memory_table(figures: Sequence[MemoryFigures], reference: str) -> list[str]:
-    """Markdown: one row per (model, engine, size): MiB of the first network and of each next
-    one (median and range over repeats), and the first network's ratio to ``reference``'s at the
-    same engine and size."""
+    """Markdown: one row per (model, engine, size): MiB of the first network, of the largest next
+    one and of the larger of both, as median (min-max) over repeats, and that last figure's ratio
+    to ``reference``'s at the same engine and size, taken per repeat."""
     by_key = {(f.model, f.engine, f.input_size): f for f in figures}
     lines = [
-        f"| model | engine | input | first network, MiB | each next, MiB | first / {reference} |",
-        "|---|---|---|---|---|---|",
+        "| model | engine | input | first network MiB | each next MiB | per network MiB "
+        f"| per network / {reference} |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for fig in figures:
         base = by_key.get((reference, fig.engine, fig.input_size))
-        ratio = (
-            "-"
-            if base is None or fig.model == reference
-            else f"{fig.first.median / base.first.median:.2f}"
-        )
-        nxt = fig.next.text(digits=0) if fig.next is not None else "-"
+        ratio = "-"
+        if base is not None and fig.model != reference:
+            pairs = zip(fig.per_network, base.per_network, strict=True)
+            ratio = Spread.of([mine / theirs for mine, theirs in pairs]).text(digits=2)
+        nxt = Spread.of(fig.next).text(digits=0) if fig.next else "-"
         lines.append(
-            f"| {fig.model} | {fig.engine} | {fig.input_size} | {fig.first.text(digits=0)} | "
-            f"{nxt} | {ratio} |"
+            f"| {fig.model} | {fig.engine} | {fig.input_size} "
+            f"| {Spread.of(fig.first).text(digits=0)} | {nxt} "
+            f"| {Spread.of(fig.per_network).text(digits=0)} | {ratio} |"
         )
     return lines
 
