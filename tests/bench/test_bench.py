@@ -1,5 +1,5 @@
 """``iweblens bench --quick`` runs end to end: alternated rounds of floor and served runs, the
-naive baseline, agreement.
+naive baseline, agreement, the other bundled models and the memory per network.
 
 No figure is asserted (timings belong to the benchmark, not to tests); the report must simply
 hold every ratio of the issues next to its goal, with its spread over rounds and the CPU's ISA.
@@ -47,6 +47,7 @@ def test_quick_bench_reports_every_ratio(
         "## Ratios and goals",
         "## The floor",
         "## Served",
+        "## Models",
         "## Detections",
     ):
         assert heading in text
@@ -75,6 +76,15 @@ def test_quick_bench_reports_every_ratio(
     )
     assert "- letterbox that ran in the floor (and the service): " in text
     assert "onnxruntime: identical on 4/4 images" in text
+    spread = r"[\d.]+ \([\d.]+-[\d.]+\)"
+    # Both rounds' CPU per image, floor and served, and their ratios to yolov3-tiny per round.
+    other = rf"\| yolov4-tiny \| opencv \| {spread} \| {spread} \| {spread} \| {spread} \|"
+    assert re.search(other, text), other
+    assert re.search(rf"\| yolov3-tiny \| opencv \| {spread} \| {spread} \| 1 \| 1 \|", text)
+    # Memory per network: the first and the next one's MiB, two repeats.
+    for model, ratio in (("yolov3-tiny", r"-"), ("yolov4-tiny", spread)):
+        row = rf"\| {model} \| opencv \| 416 \| {spread} \| {spread} \| {spread} \| {ratio} \|"
+        assert re.search(row, text), row
     assert "naive baseline" in text
     if "openvino-int8" in engines:
         assert "openvino-int8: F1 " in text

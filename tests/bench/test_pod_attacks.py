@@ -9,19 +9,45 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from iweblens.bench.attacks.floods import connection_flood
 from iweblens.bench.attacks.memory import max_bodies, one_max_image
 from iweblens.bench.attacks.overload import overload
+from iweblens.bench.attacks.registry import run_attack
 from iweblens.bench.attacks.results import AttackResult
 from iweblens.bench.attacks.shutdown import sigterm
 from iweblens.bench.attacks.study_load import study_load
+from iweblens.config import env_name
 from iweblens.harness.manifest import PodSpec
+from iweblens.models.store import ModelPaths
 
 FLOOD_S = 15.0  # the full run holds each flood for 60 s
 # The full 60 s: the server learns how long clients wait from those it sees leave, and what it
 # runs for departed clients while it learns is a fixed cost (~15 inferences): 17 % of a 20 s burst.
 OVERLOAD_S = 60.0
 SHORT_GRACE_S = "5"  # the full run: the Deployment's own graceful timeout
+# The registry's attacks whose outcome the network's memory decides (it sets how many networks
+# fit and what is left for requests), run at their full settings against a pod serving another
+# model than the default; the floods, the overload and SIGTERM are about time and connections,
+# which the model does not change, and would add ten minutes.
+MEMORY_ATTACKS = (
+    "one-max-image",
+    "max-bodies",
+    pytest.param(
+        "maximal-burst",
+        marks=pytest.mark.xfail(
+            strict=False,
+            reason="OOM-killed in some runs: the bodies of shed requests stay in the heap after "
+            "their reservations are released, and the larger budget of a smaller network lets "
+            "the next reservations promise that memory again",
+        ),
+    ),
+    "hostile-json",
+    "hostile-images",
+    "costly-formats",
+    "cpu-over-memory",
+)
 
 
 def passed(result: AttackResult) -> bool:
@@ -77,4 +103,13 @@ def test_sigterm_with_200_accepted_answers_every_one(
     """Served if it can finish within the (shortened) grace, otherwise a 503: none unanswered."""
     short_grace = {**pod_spec.env, "IWEBLENS_GRACEFUL_TIMEOUT": SHORT_GRACE_S}
     result = sigterm(dataclasses.replace(pod_spec, env=short_grace), coco128)
+    assert passed(result), result.figures
+
+
+@pytest.mark.parametrize("attack", MEMORY_ATTACKS)
+def test_a_yolov4_tiny_pod_survives_the_memory_attacks(
+    attack: str, pod_spec: PodSpec, coco128: list[Path], yolov4_tiny_paths: ModelPaths
+) -> None:
+    env = {**pod_spec.env, env_name("models"): "yolov4-tiny"}
+    result = run_attack(attack, dataclasses.replace(pod_spec, env=env), coco128)
     assert passed(result), result.figures

@@ -4,7 +4,8 @@ Decode + letterbox + forward + postprocess (NMS) with one network and no HTTP, t
 service runs per request. CPU time per image (the process's CPU clock) is the figure that decides:
 on a shared machine other work steals wall time from the quota, never CPU time from the process.
 Wall time is kept beside it. Each measurement runs in a fresh child process inside a cgroup that
-holds ``POD_CPUS`` (``python -m iweblens.bench.floor ENGINE IMAGE...`` prints one JSON line).
+holds ``POD_CPUS`` (``python -m iweblens.bench.floor MODEL ENGINE IMAGE...`` prints one JSON line;
+MODEL is a bundled model's name).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 from iweblens.allocator import with_huge_pages
 from iweblens.config import POD_CPUS, Settings
 from iweblens.harness.cgroup import CpuCgroup
-from iweblens.models.store import ModelStore
+from iweblens.models.repository import DEFAULT_MODEL
+from iweblens.models.store import PINNED, ModelStore
 
 WARMUP_IMAGES = 2
 STAGES = ("decode", "letterbox", "forward", "postprocess")
@@ -55,8 +57,11 @@ class CpuLaps:
         self._last = now
 
 
-def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> FloorSample:
-    """One pass of decode + letterbox + forward + postprocess over ``images``, in this process.
+def measure_floor(
+    engine: str, images: Sequence[Path], settings: Settings, model: str = DEFAULT_MODEL
+) -> FloorSample:
+    """One pass of decode + letterbox + forward + postprocess over ``images`` by the bundled
+    ``model``, in this process.
 
     The process's CPU clock (``time.process_time``: every thread, so an engine's worker threads
     count) is read between stages; the network was warmed up on the first images beforehand.
@@ -66,7 +71,8 @@ def measure_floor(engine: str, images: Sequence[Path], settings: Settings) -> Fl
     from iweblens.inference.pixels import decode_image
     from iweblens.inference.resources import cpu_allotment, threads_for
 
-    paths = ModelStore.in_cache(settings.model_dir, progress=False).verified_paths()
+    store = ModelStore.in_cache(settings.model_dir, PINNED[model], progress=False)
+    paths = store.verified_paths()
     set_compute_threads(threads_for(cpu_allotment()))
     detector = Detector.from_settings(settings, paths, engine)
     payloads = [image.read_bytes() for image in images]
@@ -102,11 +108,14 @@ def quota_cgroup(label: str) -> Iterator[CpuCgroup]:
         cgroup.remove()
 
 
-def floor_under_quota(engine: str, images: Sequence[Path]) -> FloorSample:
+def floor_under_quota(
+    engine: str, images: Sequence[Path], model: str = DEFAULT_MODEL
+) -> FloorSample:
     """``measure_floor`` in a fresh child process held to the pod's CPU quota, with the
     service's malloc (``with_huge_pages``): the floor is what serving could reach."""
-    with quota_cgroup(f"floor-{engine}") as cgroup:
-        command = [sys.executable, "-m", "iweblens.bench.floor", engine, *map(str, images)]
+    with quota_cgroup(f"floor-{model}-{engine}") as cgroup:
+        command = [sys.executable, "-m", "iweblens.bench.floor", model, engine]
+        command += map(str, images)
         output = subprocess.run(
             cgroup.command(command),
             env=with_huge_pages(os.environ),
@@ -120,11 +129,14 @@ def floor_under_quota(engine: str, images: Sequence[Path]) -> FloorSample:
 
 def _child(argv: list[str]) -> None:
     # This process is its own edge: it reads its settings, as the command line does.
-    sample = measure_floor(argv[0], [Path(arg) for arg in argv[1:]], Settings.from_env())
+    model, engine, *images = argv
+    sample = measure_floor(engine, [Path(arg) for arg in images], Settings.from_env(), model)
     print(json.dumps(asdict(sample)))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit("usage: python -m iweblens.bench.floor ENGINE IMAGE...; see `iweblens bench`")
+    if len(sys.argv) < 4:
+        sys.exit(
+            "usage: python -m iweblens.bench.floor MODEL ENGINE IMAGE...; see `iweblens bench`"
+        )
     _child(sys.argv[1:])

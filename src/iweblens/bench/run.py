@@ -17,7 +17,10 @@ engine's floor and service on 12 MP copies of one photograph in four (``write_la
 *naive baseline* (``iweblens.bench.naive``, once); outside the quota, the C letterbox against the
 NumPy one (``iweblens.bench.letterbox``). Detections are compared outside the quota: float
 engines must be identical to ``opencv`` on every image; the INT8 engine is calibrated on the first
-half of the images by file name and judged by F1 on the second half.
+half of the images by file name and judged by F1 on the second half. Every other bundled model is
+measured against the default one on the same engines in the same rounds (``iweblens.bench.models``:
+floor and served CPU per image), and every bundled model's memory per network
+(``iweblens.bench.memory``) at each input size of ``memory_sizes``.
 """
 
 from __future__ import annotations
@@ -47,10 +50,15 @@ from iweblens.bench.goals import (
     large_photo_claim,
     letterbox_claim,
 )
+from iweblens.bench.memory import SIZES, MemoryFigures, measure_memory, memory_table
+from iweblens.bench.memory import prepare as prepare_models
+from iweblens.bench.models import ModelFigures, measure_model, models_table
 from iweblens.bench.served import EngineService, measure_naive
 from iweblens.bench.tables import floor_table, served_row, served_table
 from iweblens.config import POD_CPUS, Settings
 from iweblens.inference.resources import isa_flags
+from iweblens.models.repository import DEFAULT_MODEL
+from iweblens.models.store import PINNED
 
 DEFAULT_ENGINES = ("opencv", "onnxruntime", "openvino", "openvino-int8")
 
@@ -103,11 +111,13 @@ def write_large(images: Sequence[Path], folder: Path) -> list[Path]:
 @dataclass
 class Rounds:
     """Everything ``measure_rounds`` measured: per engine, the reference engine on the large
-    photographs (floor and served, one of each per round), the load at each round's start."""
+    photographs (floor and served, one of each per round), the other models per engine, the load
+    at each round's start."""
 
     figures: list[EngineFigures]
     large: EngineFigures
     loads: list[tuple[float, float, float]]
+    models: list[ModelFigures]
 
 
 def measure_rounds(
@@ -118,33 +128,50 @@ def measure_rounds(
     replicas: int,
     rounds: int,
     api_key: str | None = None,
+    models: Sequence[str] = (),
+    model_engines: Sequence[str] = (),
 ) -> Rounds:
     """Every engine's floor and service once per round, alternating A B C, C B A, ...
 
     Each round starts each engine's replicas afresh and stops them after its runs, so only one
     engine is loaded at a time. The reference engine's round also measures the ``large``
-    photographs (floor, then served at ``clients`` threads). ``api_key`` is sent by the load
-    client.
+    photographs (floor, then served at ``clients`` threads). On each of ``model_engines``, each
+    of the other bundled ``models`` is measured in the same round (``bench.models``), the models
+    alternating as the engines do. ``api_key`` is sent by the load client.
     """
     figures = {engine: EngineFigures(engine) for engine in engines}
+    others = {
+        (model, engine): ModelFigures(model, engine) for engine in model_engines for model in models
+    }
     large_figures = EngineFigures(REFERENCE_ENGINE)
+
+    def default_model(engine: str) -> None:
+        figures[engine].floors.append(floor_under_quota(engine, images))
+        # A fresh replica each round, as the floor is a fresh process: how fast OpenCV's
+        # forward runs was set per process (54 or 65 ms on 4 KiB pages), so one replica kept for
+        # every round would carry one draw into all of them.
+        with EngineService(engine, api_key, model=DEFAULT_MODEL) as service:
+            figures[engine].rounds.append(service.round(images, clients, replicas))
+            if engine == REFERENCE_ENGINE and large:
+                log(f"{engine}: {LARGE_MEGAPIXELS:g} MP photos")
+                large_figures.floors.append(floor_under_quota(engine, large))
+                large_figures.rounds.append([service.run(large, clients)])
+
     loads = []
     for index in range(rounds):
         loads.append(os.getloadavg())
         order = engines if index % 2 == 0 else list(reversed(engines))
         for engine in order:
-            log(f"round {index + 1}/{rounds}, {engine}: floor, then served")
-            figures[engine].floors.append(floor_under_quota(engine, images))
-            # A fresh replica each round, as the floor is a fresh process: how fast OpenCV's
-            # forward runs was set per process (54 or 65 ms on 4 KiB pages), so one replica kept for
-            # every round would carry one draw into all of them.
-            with EngineService(engine, api_key) as service:
-                figures[engine].rounds.append(service.round(images, clients, replicas))
-                if engine == REFERENCE_ENGINE and large:
-                    log(f"round {index + 1}/{rounds}, {engine}: {LARGE_MEGAPIXELS:g} MP photos")
-                    large_figures.floors.append(floor_under_quota(engine, large))
-                    large_figures.rounds.append([service.run(large, clients)])
-    return Rounds([figures[engine] for engine in engines], large_figures, loads)
+            turn = [DEFAULT_MODEL, *(model for model in models if (model, engine) in others)]
+            for model in turn if index % 2 == 0 else reversed(turn):
+                log(f"round {index + 1}/{rounds}, {engine}, {model}: floor, then served")
+                if model == DEFAULT_MODEL:
+                    default_model(engine)
+                else:
+                    measure_model(others[model, engine], images, api_key)
+    return Rounds(
+        [figures[engine] for engine in engines], large_figures, loads, list(others.values())
+    )
 
 
 def run_bench(
@@ -155,11 +182,15 @@ def run_bench(
     rounds: int,
     settings: Settings,
     api_key: str | None = None,
+    model_engines: Sequence[str] | None = None,
+    memory_sizes: Sequence[int] = SIZES,
 ) -> list[str]:
     """Measure everything and return the report as Markdown lines.
 
     ``api_key`` is the key the load client sends to the replicas (which take their keys from the
-    environment, as ``iweblens serve`` does).
+    environment, as ``iweblens serve`` does). The other bundled models are measured on
+    ``model_engines`` (None: every engine benchmarked), and every bundled model's memory per
+    network on the same engines at each of ``memory_sizes``, once per round.
     """
     engines, notes = available_engines(engines)
     if REFERENCE_ENGINE not in engines:
@@ -168,11 +199,23 @@ def run_bench(
     if INT8_ENGINE in engines:
         log(f"quantizing on {len(calibration_half(images))} calibration images")
         prepare_int8(images, settings)
+    models = list(PINNED)
+    others = [model for model in models if model != DEFAULT_MODEL]
+    model_engines = [e for e in engines if model_engines is None or e in model_engines]
+    log(f"converting the models for {', '.join(model_engines)}")
+    sizes = sorted({settings.input_size, *memory_sizes})
+    prepare_models(models, model_engines, sizes, images, settings)
     with tempfile.TemporaryDirectory(prefix="iweblens-bench-") as folder:
         log(f"writing {LARGE_MEGAPIXELS:g} MP copies of one photograph in {LARGE_EVERY}")
         large = write_large(images, Path(folder))
-        measured = measure_rounds(engines, images, large, clients, replicas, rounds, api_key)
+        measured = measure_rounds(
+            engines, images, large, clients, replicas, rounds, api_key, others, model_engines
+        )
     figures, loads = measured.figures, measured.loads
+    log(f"memory per network at {', '.join(map(str, memory_sizes))}, {rounds} repeats")
+    memory = MemoryFigures.group(
+        measure_memory(models, model_engines, memory_sizes, rounds, settings)
+    )
     log("letterbox implementations, alternated")
     letterbox = letterbox_claim(images, settings.input_size, rounds)
     log(f"naive baseline at 1 and {clients} clients")
@@ -241,6 +284,21 @@ def run_bench(
         f"The floor of the same {LARGE_MEGAPIXELS:g} MP photos, {REFERENCE_ENGINE}:",
         "",
         *floor_table([measured.large]),
+        "",
+        "## Models: each bundled model against the default",
+        "",
+        f"CPU ISA: {isa}.",
+        "",
+        "CPU ms per image, each model on its own (a floor of its own, one replica loading it",
+        "alone); median (min-max) over rounds, ratios to the default model taken per round.",
+        "",
+        *models_table(figures, measured.models),
+        "",
+        "Memory per network: the resident MiB one loaded, warmed-up network adds, with one",
+        "compute thread and the service's malloc: a process's first network, the largest of the",
+        f"next ones, and the larger of both; median (min-max) over {rounds} repeats.",
+        "",
+        *memory_table(memory, DEFAULT_MODEL),
         "",
         "## Detections against the opencv engine",
         "",

@@ -6,23 +6,25 @@ reference client's multipart requests. Every run records wall-clock figures (thr
 the replicas' CPU seconds per image (the cgroups' own count: it includes HTTP, decoding and
 everything else a pod pays for, and no time stolen by other work on the machine) and their peak
 resident memory. One ``EngineService`` per engine stays up across rounds, so the bench can
-alternate engines without restarting them.
+alternate engines without restarting them. A service of another bundled model than the default runs
+its replicas with ``IWEBLENS_MODELS`` naming that model alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from iweblens.bench.floor import quota_cgroup
-from iweblens.config import POD_CPUS
+from iweblens.config import POD_CPUS, env_name
 from iweblens.harness.cgroup import CpuCgroup
 from iweblens.harness.procfs import Sampler, rss_bytes
 from iweblens.load.client import LoadResult, run_load
@@ -80,21 +82,45 @@ def measured_run(
     return ServedRun(clients, len(cgroups), load, cpu, max(rss.readings, default=0))
 
 
+@contextlib.contextmanager
+def _models_variable(model: str | None) -> Iterator[None]:
+    """``IWEBLENS_MODELS=model`` in this process's environment meanwhile (nothing for None): the
+    replicas a ``LocalBackend`` starts inherit it."""
+    if model is None:
+        yield
+        return
+    name = env_name("models")
+    before = os.environ.get(name)
+    os.environ[name] = model
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 class EngineService:
     """One engine's replicas (``iweblens serve`` in quota cgroups) behind HAProxy.
 
     The replicas inherit this process's environment, IWEBLENS_API_KEYS included; ``api_key`` is
-    the key the load client sends.
+    the key the load client sends. ``model``: the one model they load (None: the environment's).
     """
 
-    def __init__(self, engine: str, api_key: str | None = None) -> None:
+    def __init__(self, engine: str, api_key: str | None = None, model: str | None = None) -> None:
         self.engine = engine
         self.api_key = api_key
+        self.model = model
         self.backend = LocalBackend(cpu_limit=POD_CPUS, engine=engine)
+
+    def _scale(self, replicas: int) -> None:
+        with _models_variable(self.model):
+            self.backend.scale(replicas)
 
     def __enter__(self) -> EngineService:
         try:
-            self.backend.scale(1)
+            self._scale(1)
         except BaseException:
             self.backend.close()
             raise
@@ -118,11 +144,11 @@ class EngineService:
     def round(self, images: Sequence[Path], clients: int, replicas: int) -> list[ServedRun]:
         """1 replica at 1 and ``clients`` threads, then ``replicas`` at ``clients``; back to 1."""
         runs = [self.run(images, threads) for threads in (1, clients)]
-        self.backend.scale(replicas)
+        self._scale(replicas)
         try:
             runs.append(self.run(images, clients))
         finally:
-            self.backend.scale(1)
+            self._scale(1)
         return runs
 
 

@@ -13,6 +13,8 @@ from iweblens.config import Settings, bench_images, env_name
 
 
 def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from iweblens.bench.agreement import REFERENCE_ENGINE
+    from iweblens.bench.memory import SIZES
     from iweblens.bench.photos import jpg_photos
     from iweblens.bench.run import DEFAULT_ENGINES, QUICK_ROUNDS, log, run_bench
 
@@ -21,11 +23,25 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
         print(f"iweblens bench: need at least 2 .jpg images in {args.images}", file=sys.stderr)
         return 2
     engines = args.engines.split(",") if args.engines else list(DEFAULT_ENGINES)
+    model_engines: list[str] | None = None
+    memory_sizes = list(SIZES)
     if args.quick:
         clients, replicas, rounds = 4, 2, QUICK_ROUNDS
+        # The other models and the memory per network on the reference engine at one size only.
+        model_engines, memory_sizes = [REFERENCE_ENGINE], [settings.input_size]
     else:
         clients, replicas, rounds = args.clients, args.replicas, args.rounds
-    report = run_bench(images, engines, clients, replicas, rounds, settings, api_key=args.api_key)
+    report = run_bench(
+        images,
+        engines,
+        clients,
+        replicas,
+        rounds,
+        settings,
+        api_key=args.api_key,
+        model_engines=model_engines,
+        memory_sizes=memory_sizes,
+    )
     text = "\n".join(report)
     print(text)
     if args.output:
@@ -221,7 +237,8 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a short proof that it works: 4 clients, 2 replicas, 2 rounds",
+        help="a short proof that it works: 4 clients, 2 replicas, 2 rounds; the other models and "
+        "the memory per network on opencv only, at IWEBLENS_INPUT_SIZE only",
     )
     parser.set_defaults(run=_run_bench)
 

@@ -8,46 +8,99 @@ to start (``InsufficientMemoryError``) rather than be OOM-killed in a loop.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from iweblens.config import Settings
+from iweblens.config import Settings, env_name
 from iweblens.inference.resources import memory_allotment, resident_bytes
+from iweblens.models.store import PINNED
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# Resident memory one loaded, warmed-up network adds, by engine, at the 416 input (measured with
-# YOLOv3-tiny, the largest bundled model: docs/reliability.md). The first network's figure is
-# used for every network: an overestimate costs a network, an underestimate an OOM kill.
-NETWORK_BYTES = {
-    "opencv": 290 * MiB,
-    "onnxruntime": 150 * MiB,
-    "openvino": 180 * MiB,
-    "openvino-int8": 180 * MiB,
+# Resident MiB one loaded, warmed-up network adds, by (model, engine), at each input side it was
+# measured at (``iweblens bench``, ``bench/memory.py``; docs/reliability.md): the most any network
+# of a process added (the first pays for its engine's library, a later one may add more as the
+# heap grows), the highest over repeated runs. The same figure is used for every network: an
+# overestimate costs a network, an underestimate an OOM kill.
+NETWORK_MIB: dict[tuple[str, str], dict[int, int]] = {
+    ("yolov3-tiny", "opencv"): {320: 134, 416: 310, 608: 331},
+    ("yolov3-tiny", "onnxruntime"): {320: 145, 416: 145, 608: 163},
+    ("yolov3-tiny", "openvino"): {320: 151, 416: 161, 608: 185},
+    ("yolov3-tiny", "openvino-int8"): {416: 111},
+    ("yolov4-tiny", "opencv"): {320: 120, 416: 214, 608: 237},
+    ("yolov4-tiny", "onnxruntime"): {320: 101, 416: 99, 608: 139},
+    ("yolov4-tiny", "openvino"): {320: 130, 416: 138, 608: 160},
+    ("yolov4-tiny", "openvino-int8"): {416: 105},
 }
-REFERENCE_SIZE = 416
 # Kept free for allocator slack, thread stacks, connections and the measurement's own error.
 MARGIN_BYTES = 32 * MiB
 # The least a process must keep for requests: a few ordinary photographs in flight.
 MIN_REQUEST_BYTES = 48 * MiB
 
 
+def measured_bytes(figures: Mapping[int, int], input_size: int) -> int:
+    """Bytes at ``input_size`` from figures (MiB) measured at some sides, never an underestimate
+    of a network whose memory does not shrink as its input grows.
+
+    At or below a measured side: the largest figure of the sides up to the nearest measured one
+    at or above it (not an interpolation: OpenCV's memory jumps between two measured sides,
+    where it turns on its Winograd kernels; and a smaller figure at a larger side is the
+    measurement's noise). Above the largest side: the largest figure grown with the input's area.
+    """
+    above = [side for side in figures if side >= input_size]
+    side = min(above) if above else max(figures)
+    figure = max(mib for measured, mib in figures.items() if measured <= side) * MiB
+    return figure if above else int(figure * (input_size / side) ** 2)
+
+
+def _bundled_weights() -> dict[str, int]:
+    return {
+        name: next(spec.size for spec in model.files if spec.name.endswith(".weights"))
+        for name, model in PINNED.items()
+    }
+
+
+BUNDLED_WEIGHTS_BYTES = _bundled_weights()
+
+
 @dataclass(frozen=True)
 class NetworkLoad:
-    """One network each inference thread holds: its model, engine and input side (pixels)."""
+    """One network each inference thread holds: its model, engine and input side (pixels), and
+    for a model not in ``NETWORK_MIB`` (a user's) the size of its weights file in bytes (None:
+    not known)."""
 
     model: str
     engine: str
     input_size: int
+    weights_bytes: int | None = None
 
     @property
     def bytes(self) -> int:
-        """Its estimated resident bytes: the engine's figure, grown with the input's area
-        above the reference size (activations scale with it), never shrunk below it."""
-        base = NETWORK_BYTES.get(self.engine, max(NETWORK_BYTES.values()))
-        return int(base * max(1.0, (self.input_size / REFERENCE_SIZE) ** 2))
+        """Its estimated resident bytes.
+
+        A bundled model: its measured figures (``measured_bytes``). Any other model: the bundled
+        models' figures on the same engine (on every engine, for one not measured), each scaled
+        by the ratio of the weights files (a network holds its weights in the engine's own
+        layouts, which grow with them), the largest of those; never less than the largest
+        bundled figure (activations, and an engine's library, do not shrink with the weights).
+        """
+        figures = NETWORK_MIB.get((self.model, self.engine))
+        if figures is not None:
+            return measured_bytes(figures, self.input_size)
+        keys = [key for key in NETWORK_MIB if key[1] == self.engine] or list(NETWORK_MIB)
+        measured = [
+            (measured_bytes(NETWORK_MIB[key], self.input_size), BUNDLED_WEIGHTS_BYTES[key[0]])
+            for key in keys
+        ]
+        largest = max(figure for figure, _ in measured)
+        if not self.weights_bytes:
+            return largest
+        return max(
+            largest, *(figure * self.weights_bytes // weights for figure, weights in measured)
+        )
 
 
 class InsufficientMemoryError(RuntimeError):
@@ -98,23 +151,46 @@ def plan_workers(
 
 
 def _too_small(loads: Sequence[NetworkLoad], limit: int, resident: int) -> str:
-    room = limit - resident - MARGIN_BYTES - MIN_REQUEST_BYTES
+    kept = MARGIN_BYTES + MIN_REQUEST_BYTES
+    room = limit - resident - kept
     each = ", ".join(
         f"{load.model} on {load.engine} at {load.input_size} (~{load.bytes / MiB:.0f} MiB)"
         for load in loads
     )
-    fits = [load.model for load in loads if load.bytes <= room]
+    needed = resident + kept + sum(load.bytes for load in loads)
     if len(loads) == 1:
-        what = f"cannot hold one {loads[0].engine} network of {each}"
+        what, fits = f"one {loads[0].engine} network of {each}", ""
     else:
-        what = f"cannot hold one network of each model ({each})"
-        what += f"; {', '.join(fits)} alone would fit" if fits else "; no one of them fits"
+        what = f"one network of each model ({each})"
+        fitting = largest_fitting(loads, room)
+        fits = (
+            "; "
+            + " or ".join(f"{env_name('models')}={','.join(s)}" for s in fitting)
+            + " would fit"
+            if fitting
+            else "; no one of them fits"
+        )
     return (
-        f"the memory limit ({limit / MiB:.0f} MiB) {what} beside the process "
-        f"({resident / MiB:.0f} MiB) and the room for requests "
-        f"({(MARGIN_BYTES + MIN_REQUEST_BYTES) / MiB:.0f} MiB); give the pod more memory or "
-        "load fewer models (IWEBLENS_MODELS)"
+        f"the memory limit ({limit / MiB:.0f} MiB) cannot hold {what} beside the process "
+        f"({resident / MiB:.0f} MiB) and the room for requests ({kept / MiB:.0f} MiB){fits}; "
+        f"give the pod more memory (at least {needed / MiB:.0f} MiB) or load fewer models "
+        f"({env_name('models')})"
     )
+
+
+def largest_fitting(loads: Sequence[NetworkLoad], room: int) -> list[tuple[str, ...]]:
+    """The largest sets of ``loads``' models (as many models as can be) whose networks together
+    fit in ``room`` bytes, each in ``loads``' order (the first is the default); empty when no
+    single one fits."""
+    for count in range(len(loads), 0, -1):
+        sets = [
+            tuple(load.model for load in chosen)
+            for chosen in itertools.combinations(loads, count)
+            if sum(load.bytes for load in chosen) <= room
+        ]
+        if sets:
+            return sets
+    return []
 
 
 def request_budget(settings: Settings, limit: int | None = None, pending_bytes: int = 0) -> int:
