@@ -24,15 +24,17 @@ MiB = 1024 * 1024
 # measured at (``iweblens bench``, ``bench/memory.py``; docs/reliability.md): the most any network
 # of a process added (the first pays for its engine's library, a later one may add more as the
 # heap grows), the highest over repeated runs. The same figure is used for every network: an
-# overestimate costs a network, an underestimate an OOM kill.
+# overestimate costs a network, an underestimate an OOM kill. They hold for the kind of CPU they
+# were measured on: engines pick their kernels, and so the layouts they keep weights in, by
+# instruction set.
 NETWORK_MIB: dict[tuple[str, str], dict[int, int]] = {
-    ("yolov3-tiny", "opencv"): {320: 134, 416: 310, 608: 331},
-    ("yolov3-tiny", "onnxruntime"): {320: 145, 416: 145, 608: 163},
-    ("yolov3-tiny", "openvino"): {320: 151, 416: 161, 608: 185},
-    ("yolov3-tiny", "openvino-int8"): {416: 111},
-    ("yolov4-tiny", "opencv"): {320: 120, 416: 214, 608: 237},
-    ("yolov4-tiny", "onnxruntime"): {320: 101, 416: 99, 608: 139},
-    ("yolov4-tiny", "openvino"): {320: 130, 416: 138, 608: 160},
+    ("yolov3-tiny", "opencv"): {320: 135, 416: 311, 608: 331},
+    ("yolov3-tiny", "onnxruntime"): {320: 146, 416: 146, 608: 164},
+    ("yolov3-tiny", "openvino"): {320: 153, 416: 161, 608: 187},
+    ("yolov3-tiny", "openvino-int8"): {416: 112},
+    ("yolov4-tiny", "opencv"): {320: 123, 416: 215, 608: 237},
+    ("yolov4-tiny", "onnxruntime"): {320: 102, 416: 102, 608: 140},
+    ("yolov4-tiny", "openvino"): {320: 131, 416: 138, 608: 161},
     ("yolov4-tiny", "openvino-int8"): {416: 105},
 }
 # Kept free for allocator slack, thread stacks, connections and the measurement's own error.
