@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import requests
 from werkzeug.test import EnvironBuilder
@@ -226,3 +227,25 @@ def unstarted_front(settings: Settings) -> Front:
     """The whole service over an inference pool that never starts (no model is loaded)."""
     card = ModelCard("yolov3-tiny", "opencv", "", 416, (), SCORE_FLOOR)
     return build_front(settings, pool=InferencePool(lambda: None, workers=0, model=card))
+
+
+def deepstack_client(
+    base_url: str, min_confidence: float, model: str = "", api_key: str = ""
+) -> Any:
+    """PyPI ``deepstack-python``'s client, unchanged, for a server at ``base_url``; ``model``: its
+    ``custom_model`` (``/v1/vision/custom/<model>``), none for ``/v1/vision/detection``.
+
+    Skips the test where deepstack-python (the dev extra) is not installed.
+    """
+    import pytest
+
+    deepstack = pytest.importorskip("deepstack.core", reason="deepstack-python is in the dev extra")
+    address = urlparse(base_url)
+    return deepstack.DeepstackObject(
+        ip=address.hostname,
+        port=address.port,
+        api_key=api_key,
+        timeout=120,
+        min_confidence=min_confidence,
+        custom_model=model,
+    )

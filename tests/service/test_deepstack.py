@@ -9,13 +9,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import jsonschema
 import pytest
 import requests
 from api_contract import schema
-from support import API_KEYS, unstarted_front
+from support import API_KEYS, deepstack_client, unstarted_front
 
 from iweblens.config import Settings
 from iweblens.detection import Detection, Inference
@@ -27,17 +26,6 @@ from iweblens.service.deepstack import render
 deepstack = pytest.importorskip("deepstack.core", reason="deepstack-python is in the dev extra")
 
 DEEPSTACK_DEFAULT = 0.45
-
-
-def client(base_url: str, min_confidence: float, api_key: str = "") -> Any:
-    address = urlparse(base_url)
-    return deepstack.DeepstackObject(
-        ip=address.hostname,
-        port=address.port,
-        api_key=api_key,
-        timeout=120,
-        min_confidence=min_confidence,
-    )
 
 
 def native(
@@ -74,7 +62,7 @@ def test_deepstack_python_gets_the_native_answer_at_its_default_threshold(
 ) -> None:
     found = set()
     for photo in photos:
-        predictions = client(live_server, DEEPSTACK_DEFAULT).detect(photo.read_bytes())
+        predictions = deepstack_client(live_server, DEEPSTACK_DEFAULT).detect(photo.read_bytes())
         assert predictions == native(live_server, photo, DEEPSTACK_DEFAULT), photo.name
         found |= {p["label"] for p in predictions}
     assert {"person", "dog", "bus", "elephant"} <= found
@@ -85,7 +73,7 @@ def test_deepstack_python_min_confidence_is_honoured(
     live_server: str, photos: list[Path], min_confidence: float
 ) -> None:
     for photo in photos:
-        predictions = client(live_server, min_confidence).detect(photo.read_bytes())
+        predictions = deepstack_client(live_server, min_confidence).detect(photo.read_bytes())
         assert all(p["confidence"] > min_confidence for p in predictions)
         assert predictions == native(live_server, photo, min_confidence), photo.name
 
@@ -94,10 +82,10 @@ def test_a_threshold_below_the_floor_is_the_floor_never_a_400(
     live_server: str, photos: list[Path]
 ) -> None:
     photo = photos[-1]
-    at_floor = client(live_server, SCORE_FLOOR).detect(photo.read_bytes())
+    at_floor = deepstack_client(live_server, SCORE_FLOOR).detect(photo.read_bytes())
     assert any(p["confidence"] < 0.3 for p in at_floor)
     for below in (0.1, 0.0, -1.0):
-        assert client(live_server, below).detect(photo.read_bytes()) == at_floor
+        assert deepstack_client(live_server, below).detect(photo.read_bytes()) == at_floor
 
 
 def test_answer_has_the_fields_deepstack_and_codeproject_clients_read(
@@ -171,7 +159,9 @@ def test_min_confidence_errors_in_deepstacks_shape(
     )
     deepstack_error(response, 400, message)
     with pytest.raises(deepstack.DeepstackException, match="status code: 400"):
-        client(live_server, float(value) if value != "high" else 2.0).detect(photos[0].read_bytes())
+        deepstack_client(live_server, float(value) if value != "high" else 2.0).detect(
+            photos[0].read_bytes()
+        )
 
 
 def test_min_confidence_given_twice_is_refused(live_server: str, photos: list[Path]) -> None:
@@ -184,18 +174,20 @@ def test_min_confidence_given_twice_is_refused(live_server: str, photos: list[Pa
 
 
 def test_any_key_is_ignored_when_none_is_configured(live_server: str, photos: list[Path]) -> None:
-    predictions = client(live_server, 0.5, api_key="whatever").detect(photos[0].read_bytes())
+    predictions = deepstack_client(live_server, 0.5, api_key="whatever").detect(
+        photos[0].read_bytes()
+    )
     assert predictions == native(live_server, photos[0], 0.5)
 
 
 def test_keys_are_enforced_for_deepstack_clients(keyed_server: str, photos: list[Path]) -> None:
     image = photos[0].read_bytes()
     for key in API_KEYS:
-        predictions = client(keyed_server, 0.5, api_key=key).detect(image)
+        predictions = deepstack_client(keyed_server, 0.5, api_key=key).detect(image)
         assert predictions == native(keyed_server, photos[0], 0.5, key)
     for wrong in ("", "not-a-key", API_KEYS[0] + "x"):
         with pytest.raises(deepstack.DeepstackException, match="status code: 401"):
-            client(keyed_server, 0.5, api_key=wrong).detect(image)
+            deepstack_client(keyed_server, 0.5, api_key=wrong).detect(image)
     response = detection(keyed_server, files={"image": image}, data={"api_key": "nope"})
     deepstack_error(response, 401, "Incorrect api key")
     bearer = {"Authorization": f"Bearer {API_KEYS[1]}"}

@@ -22,7 +22,7 @@ import pytest
 import requests
 from api_contract import schema
 from cutdown import cut_down
-from support import API_KEYS, ServerProcess, serving
+from support import API_KEYS, ServerProcess, deepstack_client, serving
 
 from iweblens.models.store import ModelPaths, pinned_sha256
 
@@ -37,18 +37,6 @@ IOU = 0.45  # the service's NMS threshold
 CUT = "dogs-people-cars"
 KEPT = ("dog", "person", "car")
 VIEW = "t\u00fcr kamera"  # a view named as a user may: not ASCII, with a space
-
-
-def client(base_url: str, model: str = "", min_confidence: float = LOW, api_key: str = "") -> Any:
-    address = urlparse(base_url)
-    return deepstack.DeepstackObject(
-        ip=address.hostname,
-        port=address.port,
-        api_key=api_key,
-        timeout=120,
-        min_confidence=min_confidence,
-        custom_model=model,
-    )
 
 
 def iou(a: dict[str, int], b: dict[str, int]) -> float:
@@ -69,8 +57,8 @@ def test_deepstack_python_custom_model_answers_person_and_one_box_per_vehicle(
     merged = 0
     for photo in photos:
         image = photo.read_bytes()
-        plain = client(live_server).detect(image)
-        viewed = client(live_server, "ipcam-general").detect(image)
+        plain = deepstack_client(live_server, LOW).detect(image)
+        viewed = deepstack_client(live_server, LOW, "ipcam-general").detect(image)
         assert {p["label"] for p in viewed} <= {"person", "vehicle"}, photo.name
         people = [p for p in viewed if p["label"] == "person"]
         assert people == [p for p in plain if p["label"] == "person"], photo.name
@@ -95,11 +83,11 @@ def test_deepstack_python_custom_model_answers_person_and_one_box_per_vehicle(
 
 def test_deepstack_python_aliases_answer_as_the_views(live_server: str, photos: list[Path]) -> None:
     image = next(p for p in photos if p.name == OVERLAPPING).read_bytes()
-    assert client(live_server, "general").detect(image) == client(
-        live_server, "ipcam-general"
+    assert deepstack_client(live_server, LOW, "general").detect(image) == deepstack_client(
+        live_server, LOW, "ipcam-general"
     ).detect(image)
-    combined = client(live_server, "combined").detect(image)
-    assert combined == client(live_server, "ipcam-combined").detect(image)
+    combined = deepstack_client(live_server, LOW, "combined").detect(image)
+    assert combined == deepstack_client(live_server, LOW, "ipcam-combined").detect(image)
     # ipcam-combined keeps the classes apart: the bus scored as a truck is both.
     assert {p["label"] for p in combined} == {"bus", "car", "truck"}
 
@@ -144,7 +132,7 @@ def test_an_unknown_custom_model_is_a_404_in_deepstacks_shape(
     response = requests.post(url, files={"image": photos[0].read_bytes()}, timeout=30)
     deepstack_error(response, 404, f"unknown model {name!r}; the models are {KNOWN}")
     with pytest.raises(deepstack.DeepstackException, match="raised error 404"):
-        client(live_server, name).detect(photos[0].read_bytes())
+        deepstack_client(live_server, LOW, name).detect(photos[0].read_bytes())
 
 
 def test_a_custom_model_not_loaded_is_a_404_naming_iweblens_models(
@@ -266,11 +254,13 @@ def test_the_custom_route_needs_a_key_as_the_detection_route_does(
 ) -> None:
     image = photos[0].read_bytes()
     for key in API_KEYS:
-        predictions = client(keyed_server, "ipcam-general", api_key=key).detect(image)
+        predictions = deepstack_client(keyed_server, LOW, "ipcam-general", api_key=key).detect(
+            image
+        )
         assert {p["label"] for p in predictions} <= {"person", "vehicle"}
     for wrong in ("", "not-a-key"):
         with pytest.raises(deepstack.DeepstackException, match="status code: 401"):
-            client(keyed_server, "ipcam-general", api_key=wrong).detect(image)
+            deepstack_client(keyed_server, LOW, "ipcam-general", api_key=wrong).detect(image)
     for name in ("ipcam-general", "nope"):
         response = requests.post(
             f"{keyed_server}/v1/vision/custom/{name}", files={"image": image}, timeout=30
@@ -425,8 +415,8 @@ def test_a_cut_down_user_model_on_the_custom_route(
 ) -> None:
     for photo in photos:
         image = photo.read_bytes()
-        full = client(user_server.url, min_confidence=0.45).detect(image)
-        cut = client(user_server.url, CUT, min_confidence=0.45).detect(image)
+        full = deepstack_client(user_server.url, 0.45).detect(image)
+        cut = deepstack_client(user_server.url, 0.45, CUT).detect(image)
         assert cut == [p for p in full if p["label"] in KEPT], photo.name
 
 
@@ -437,7 +427,7 @@ def test_a_users_view_over_a_users_model(user_server: ServerProcess, photos: lis
     assert [o["label"] for o in body["objects"]] == ["visitor"] * len(body["objects"])
     assert len(body["objects"]) == len([o for o in cut if o["label"] in ("dog", "person")]) > 0
     assert body["model"]["name"] == VIEW and body["model"]["view_of"] == CUT
-    predictions = client(user_server.url, VIEW, min_confidence=0.5).detect(photo.read_bytes())
+    predictions = deepstack_client(user_server.url, 0.5, VIEW).detect(photo.read_bytes())
     assert [(p["label"], p["x_min"], p["y_min"]) for p in predictions] == [
         (o["label"], o["rectangle"]["left"], o["rectangle"]["top"]) for o in body["objects"]
     ]
