@@ -239,7 +239,10 @@ def build_pool(
     allotment_threads = threads_for(cpu_allotment())
     loads = [
         NetworkLoad(
-            model.name, model.engine or settings.engine, model.input_size or settings.input_size
+            model.name,
+            model.engine or settings.engine,
+            model.input_size or settings.input_size,
+            weights_bytes=paths[model.name].weights.stat().st_size,
         )
         for model in models
     ]
