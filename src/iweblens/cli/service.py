@@ -52,14 +52,17 @@ def _ensure_models(settings: Settings, names: Sequence[str] | None = None) -> Mo
     from iweblens.models.repository import ModelConfigError, UnknownModelError, View
 
     fetched = _repository(settings)
+    unlabelled = False  # a bundled model not fetched yet: its labels are read once it is
     for asked in names or fetched.loaded:
         found = fetched.models.get(fetched.canonical(asked))
         if found is None:
             raise SystemExit(f"iweblens: {UnknownModelError(asked, fetched.names())}")
         model = fetched.real(fetched.base_of(found)) if isinstance(found, View) else found
+        unlabelled |= model.labels is None
         paths = _ensure_model(model, settings.model_dir)
         _check_engine(settings, paths, model.engine, model.input_size, model.name)
-    repository = _repository(settings)  # again: the labels of what was just fetched
+    # Read again only for the labels of what was just fetched: a scan hashes every user model.
+    repository = _repository(settings) if unlabelled else fetched
     if names:
         return repository  # what IWEBLENS_MODELS loads may not be fetched: it is not asked for
     try:
